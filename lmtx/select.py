@@ -1,0 +1,55 @@
+"""Teacher decisions (P(yes) -> yes/no) and pseudo-positive selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+def decide(j: pd.DataFrame, rule: str) -> np.ndarray:
+    """Boolean yes per judged pair. ``j`` has columns doc, p_yes (one row per (doc, candidate))."""
+    kind, _, val = rule.partition(":")
+    x = float(val)
+    p = j["p_yes"].to_numpy()
+    if kind == "abs":
+        return p >= x
+    if kind == "quantile":
+        if len(p) == 0:
+            return p >= 0
+        return p >= np.quantile(p, x)
+    if kind == "rel":
+        best = j.groupby("doc")["p_yes"].transform("max").to_numpy()
+        return p >= best - x - 1e-12
+    raise ValueError(f"unknown decision rule {rule!r}")
+
+
+@dataclass
+class Example:
+    doc: int  # index into the training documents
+    choices: list[int]  # label indices a positive is drawn from (one, unless strategy=random)
+    yes: frozenset[int]  # every label the teacher said yes to for this doc (false-negative mask)
+
+
+def select_positives(j: pd.DataFrame, strategy: str) -> list[Example]:
+    """One training example per document with at least one yes (``all``: one per yes-label).
+
+    ``j`` columns: doc, label, p_yes, similarity, yes. Documents without a yes sit out.
+    """
+    out: list[Example] = []
+    yes_rows = j[j["yes"]]
+    for doc, g in yes_rows.groupby("doc", sort=True):
+        labels = g["label"].to_numpy()
+        yes = frozenset(int(x) for x in labels)
+        if strategy == "similarity":
+            out.append(Example(int(doc), [int(labels[g["similarity"].to_numpy().argmax()])], yes))
+        elif strategy == "p_yes":
+            out.append(Example(int(doc), [int(labels[g["p_yes"].to_numpy().argmax()])], yes))
+        elif strategy == "random":
+            out.append(Example(int(doc), [int(x) for x in labels], yes))
+        elif strategy == "all":
+            out.extend(Example(int(doc), [int(x)], yes) for x in labels)
+        else:
+            raise ValueError(f"unknown selection strategy {strategy!r}")
+    return out

@@ -1,0 +1,85 @@
+"""The teacher protocol: P(yes) for (document, label) pairs, read from next-token probabilities."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+YES_STRINGS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
+NO_STRINGS = ("no", "No", "NO", " no", " No", " NO")
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Pair:
+    doc_id: str
+    doc: str
+    label_id: str
+    label: str
+    description: str = ""
+
+    @property
+    def doc_hash(self) -> str:
+        return text_hash(self.doc)
+
+    @property
+    def label_hash(self) -> str:
+        return text_hash(f"{self.label}\x00{self.description}")
+
+
+@dataclass(frozen=True)
+class Judgment:
+    p_yes: float  # P(yes) / (P(yes) + P(no)), summed over every yes / no token variant
+    mass: float  # P(yes) + P(no) under the full next-token distribution (low = broken template)
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Anything that answers "is this label relevant to this document?" with a probability.
+
+    ``model_id`` and ``simulated`` identify the teacher in cache keys and outputs; ``score`` must
+    return one Judgment per pair, in order. Pairs arrive grouped by document.
+    """
+
+    model_id: str
+    simulated: bool
+
+    def score(self, pairs: Sequence[Pair]) -> list[Judgment]: ...
+
+    def describe(self) -> str: ...
+
+
+def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of every single-token spelling of yes / no in this tokenizer."""
+
+    def ids(strings):
+        out = set()
+        for s in strings:
+            toks = tokenizer.encode(s, add_special_tokens=False)
+            if len(toks) == 1:
+                out.add(toks[0])
+        return sorted(out)
+
+    yes, no = ids(YES_STRINGS), ids(NO_STRINGS)
+    if not yes or not no:
+        raise TeacherError("the tokenizer has no single-token spelling of yes/no; this teacher cannot be read")
+    if set(yes) & set(no):
+        raise TeacherError("yes and no share a token id in this tokenizer")
+    return yes, no
+
+
+def judgment_from_logprobs(logp_yes: float, logp_no: float) -> Judgment:
+    """From log P(yes variants) and log P(no variants) (each already summed in probability space)."""
+    import math
+
+    m = max(logp_yes, logp_no)
+    py, pn = math.exp(logp_yes - m), math.exp(logp_no - m)
+    return Judgment(p_yes=py / (py + pn), mass=math.exp(logp_yes) + math.exp(logp_no))

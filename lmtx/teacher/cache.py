@@ -1,0 +1,98 @@
+"""SQLite answer cache, keyed by (teacher model, template hash, document hash, label hash).
+
+Only finished answers are stored (a failure raises before anything is written), and every chunk is
+committed before the next one is asked, so an interrupted run loses at most the chunk in flight.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .base import Judgment, Pair, Teacher
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    model TEXT NOT NULL, template TEXT NOT NULL, doc TEXT NOT NULL, label TEXT NOT NULL,
+    p_yes REAL NOT NULL, mass REAL NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (model, template, doc, label)
+)"""
+
+
+class AnswerCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(SCHEMA)
+        self.db.commit()
+
+    def close(self):
+        self.db.close()
+
+    def get_many(self, model: str, template: str, pairs: Sequence[Pair]) -> list[Judgment | None]:
+        out: list[Judgment | None] = []
+        q = "SELECT p_yes, mass FROM answers WHERE model=? AND template=? AND doc=? AND label=?"
+        for p in pairs:
+            row = self.db.execute(q, (model, template, p.doc_hash, p.label_hash)).fetchone()
+            out.append(Judgment(*row) if row else None)
+        return out
+
+    def put_many(self, model: str, template: str, pairs: Sequence[Pair], answers: Sequence[Judgment]):
+        now = time.time()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?)",
+            [(model, template, p.doc_hash, p.label_hash, a.p_yes, a.mass, now) for p, a in zip(pairs, answers)],
+        )
+        self.db.commit()
+
+    def __len__(self):
+        return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+
+def _doc_chunks(pairs: Sequence[Pair], target: int):
+    """Split into chunks of about ``target`` pairs without cutting a document's candidates apart."""
+    chunk: list[Pair] = []
+    for p in pairs:
+        if len(chunk) >= target and p.doc_id != chunk[-1].doc_id:
+            yield chunk
+            chunk = []
+        chunk.append(p)
+    if chunk:
+        yield chunk
+
+
+def score_cached(
+    teacher: Teacher,
+    template_hash: str,
+    pairs: Sequence[Pair],
+    cache: AnswerCache | None,
+    chunk_pairs: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Judgment], int]:
+    """Answers for every pair, asking the teacher only for what the cache lacks.
+
+    Returns (answers in order, number of pairs the teacher was asked).
+    """
+    known = cache.get_many(teacher.model_id, template_hash, pairs) if cache is not None else [None] * len(pairs)
+    todo = [i for i, a in enumerate(known) if a is None]
+    answers = list(known)
+    if progress and len(pairs) - len(todo):
+        progress(len(pairs) - len(todo))
+    todo_pairs = [pairs[i] for i in todo]
+    pos = 0
+    for chunk in _doc_chunks(todo_pairs, chunk_pairs):
+        got = teacher.score(chunk)
+        if len(got) != len(chunk):
+            raise RuntimeError(f"teacher {teacher.model_id} returned {len(got)} answers for {len(chunk)} pairs")
+        if cache is not None:
+            cache.put_many(teacher.model_id, template_hash, chunk, got)
+        for a in got:
+            answers[todo[pos]] = a
+            pos += 1
+        if progress:
+            progress(len(chunk))
+    return answers, len(todo)  # type: ignore[return-value]

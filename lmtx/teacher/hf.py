@@ -1,0 +1,166 @@
+"""Local Hugging Face transformers teacher: any causal LM folder (or an offline GGUF asset), on CPU or GPU.
+
+One forward pass per pair, never generation: P(yes) comes from the next-token distribution after the
+rendered prompt. The prompts of one document's candidates share a long prefix (chat header + the
+document); with ``prefix_reuse`` that prefix is run once, its KV cache is repeated for the
+candidates, and only the short suffixes (label + question + assistant header) are run in a batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ..prompts import PromptTemplate
+from .base import Judgment, Pair, TeacherError, answer_token_ids
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        t = seqs[0][i]
+        if any(s[i] != t for s in seqs[1:]):
+            return i
+    return n
+
+
+class HFTeacher:
+    simulated = False
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        template: PromptTemplate,
+        model_id: str | None = None,
+        chat_format: str | None = None,
+        prefix_reuse: bool = True,
+        batch_size: int = 16,
+        device: str = "cpu",
+        threads: int | None = None,
+        dtype: str = "float32",
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model_id = model_id or str(model_path)
+        self.template = template
+        self.chat_format = chat_format
+        self.prefix_reuse = prefix_reuse
+        self.batch_size = batch_size
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, dtype)).to(device)
+        self.model.eval()
+        self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        self.prompt_tokens = 0  # tokens actually run through the model (for speed accounting)
+
+    def describe(self) -> str:
+        return f"hf:{self.model_id} (prompt {self.template.name}, prefix reuse {'on' if self.prefix_reuse else 'off'})"
+
+    # -- prompts -------------------------------------------------------------------------------------------
+    def render(self, pair: Pair) -> str:
+        msg = self.template.render(pair.doc, pair.label, pair.description)
+        if self.chat_format:
+            return self.chat_format.format(msg=msg)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": msg}], add_generation_prompt=True, tokenize=False
+            )
+        return msg + "\nAnswer:"
+
+    def encode(self, pair: Pair) -> list[int]:
+        return self.tokenizer.encode(self.render(pair), add_special_tokens=False)
+
+    # -- scoring -------------------------------------------------------------------------------------------
+    def _read(self, logits) -> list[Judgment]:
+        torch = self.torch
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        ly = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
+        ln = torch.logsumexp(logp[:, self.no_ids], dim=-1)
+        p_yes = torch.sigmoid(ly - ln)
+        mass = ly.exp() + ln.exp()
+        return [Judgment(float(a), float(b)) for a, b in zip(p_yes, mass)]
+
+    def _full(self, seqs: list[list[int]]) -> list[Judgment]:
+        """No reuse: left-padded full prompts, logits of the last position only."""
+        torch = self.torch
+        L = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), L), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, L - len(s):] = torch.tensor(s)
+            mask[i, L - len(s):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.prompt_tokens += sum(len(s) for s in seqs)
+        out = self.model(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device), logits_to_keep=1, use_cache=False,
+        )
+        return self._read(out.logits[:, -1, :])
+
+    def _with_prefix(self, seqs: list[list[int]]) -> list[Judgment]:
+        """Run the shared prefix once, then every suffix against a repeated copy of its KV cache."""
+        torch = self.torch
+        P = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+        if P < 8:
+            return self._full(seqs)
+        dev = self.device
+        prefix = torch.tensor([seqs[0][:P]], device=dev)
+        out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        self.prompt_tokens += P
+        results: list[Judgment] = []
+        for start in range(0, len(seqs), self.batch_size):
+            chunk = [s[P:] for s in seqs[start:start + self.batch_size]]
+            B, L = len(chunk), max(len(s) for s in chunk)
+            ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((B, P + L), dtype=torch.long)
+            mask[:, :P] = 1
+            for i, s in enumerate(chunk):
+                ids[i, :len(s)] = torch.tensor(s)
+                mask[i, P:P + len(s)] = 1
+            cache = _repeat_cache(out.past_key_values, B)
+            self.prompt_tokens += sum(len(s) for s in chunk)
+            h = self.model.base_model(
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache, use_cache=True,
+            ).last_hidden_state  # (B, L, H)
+            last = torch.tensor([len(s) - 1 for s in chunk], device=dev)
+            hl = h[torch.arange(B, device=dev), last]  # (B, H)
+            results.extend(self._read(self.model.get_output_embeddings()(hl)))
+        return results
+
+    def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
+        torch = self.torch
+        results: list[Judgment] = []
+        with torch.inference_mode():
+            # pairs arrive grouped by document; keep the order
+            for _, group in itertools.groupby(pairs, key=lambda p: p.doc_id):
+                seqs = [self.encode(p) for p in group]
+                if self.prefix_reuse and len(seqs) > 1:
+                    results.extend(self._with_prefix(seqs))
+                else:
+                    for i in range(0, len(seqs), self.batch_size):
+                        results.extend(self._full(seqs[i:i + self.batch_size]))
+        if len(results) != len(pairs):
+            raise TeacherError("internal: result count mismatch")
+        return results
+
+
+def _repeat_cache(cache, n: int):
+    """A fresh cache holding ``n`` copies of a batch-1 prefix cache (the original stays untouched)."""
+    import copy
+
+    c = copy.deepcopy(cache)
+    if n > 1:
+        c.batch_repeat_interleave(n)
+    return c
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)

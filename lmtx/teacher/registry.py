@@ -1,0 +1,107 @@
+"""Teacher names -> backends.
+
+``--teacher`` takes a registry name (``qwen0.5b``, ``wizardlm``, ...), ``hf:PATH`` for any local causal-LM
+folder, or ``simulated:RATE`` (research only: answers from gold labels with RATE of them flipped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..prompts import PromptTemplate
+from .base import Teacher, TeacherError
+
+VICUNA = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions. USER: {msg} ASSISTANT:"
+)
+LLAMA2 = "[INST] {msg} [/INST]"
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    name: str
+    model: str  # an offline asset name, or a hub id / local path
+    asset: bool  # True: weights come from lmtx.assets
+    chat_format: str | None = None  # None: the tokenizer's own chat template
+    about: str = ""
+
+
+REGISTRY: dict[str, TeacherSpec] = {
+    s.name: s
+    for s in [
+        TeacherSpec("smollm2", "smollm2-135m", True, about="SmolLM2-135M-Instruct (offline; fast, weak)"),
+        TeacherSpec("qwen0.5b", "qwen2.5-coder-0.5b", True, about="Qwen2.5-Coder-0.5B-Instruct (offline; default)"),
+        TeacherSpec("qwen1.5b", "qwen2.5-coder-1.5b", True, about="Qwen2.5-Coder-1.5B-Instruct (offline; quality, slow)"),
+        TeacherSpec("wizardlm", "WizardLMTeam/WizardLM-13B-V1.2", False, VICUNA, "the paper's teacher (GPU)"),
+        TeacherSpec("vicuna", "lmsys/vicuna-13b-v1.5", False, VICUNA, "GPU"),
+        TeacherSpec("llama2", "meta-llama/Llama-2-13b-chat-hf", False, LLAMA2, "GPU"),
+    ]
+}
+
+DEFAULT_TEACHER = "qwen0.5b"
+
+
+def parse_simulated(spec: str) -> float | None:
+    if not spec.startswith("simulated"):
+        return None
+    rate = spec.partition(":")[2] or "0"
+    try:
+        return float(rate)
+    except ValueError:
+        raise TeacherError(f"bad simulated teacher {spec!r}: use simulated:RATE, e.g. simulated:0.1") from None
+
+
+def teacher_model_id(spec: str) -> str:
+    """The identity that goes into cache keys, without loading anything."""
+    if spec in REGISTRY:
+        return REGISTRY[spec].model
+    if spec.startswith("hf:"):
+        return spec[3:]
+    return spec
+
+
+def make_teacher(
+    spec: str,
+    template: PromptTemplate,
+    gold: Mapping[str, set[str]] | None = None,
+    seed: int = 0,
+    prefix_reuse: bool = True,
+    batch_size: int = 16,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress=print,
+) -> Teacher:
+    rate = parse_simulated(spec)
+    if rate is not None:
+        from .simulated import SimulatedTeacher
+
+        if gold is None:
+            raise TeacherError("the simulated teacher needs documents with gold labels")
+        return SimulatedTeacher(gold, rate, seed)
+
+    from .hf import HFTeacher
+
+    chat_format = None
+    if spec in REGISTRY:
+        s = REGISTRY[spec]
+        chat_format = s.chat_format
+        if s.asset:
+            from ..assets import hf_folder
+
+            path = str(hf_folder(s.model, progress))
+        else:
+            path = s.model
+        model_id = s.model
+    elif spec.startswith("hf:"):
+        path = model_id = spec[3:]
+    else:
+        raise TeacherError(
+            f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE"
+        )
+    try:
+        return HFTeacher(path, template, model_id=model_id, chat_format=chat_format, prefix_reuse=prefix_reuse,
+                         batch_size=batch_size, device=device, threads=threads)
+    except OSError as e:
+        raise TeacherError(f"could not load teacher {spec!r} from {path!r}: {e}") from None

@@ -1,0 +1,78 @@
+"""Measure a teacher (and prompt) on labelled (document, candidate) pairs drawn like the training loop draws them.
+
+Used to pick the default decision rule and by the benchmarks: AUC of P(yes) against gold, and for each
+decision rule the precision / recall / F1 of "yes" against gold and how often the pseudo-positive
+picked from the yes-labels is gold.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from .data import Doc, LabelSet
+from .metrics import auc
+from .select import decide, select_positives
+from .teacher.base import Pair
+from .teacher.cache import AnswerCache, score_cached
+
+RULES = ["abs:0.5", "abs:0.7", "abs:0.9", "quantile:0.5", "quantile:0.7", "quantile:0.8", "quantile:0.9",
+         "rel:0.0", "rel:0.02", "rel:0.05", "rel:0.1", "rel:0.2"]
+
+
+def candidate_pairs(encoder, docs: list[Doc], labels: LabelSet, j: int, label_text: str = "description"):
+    from .encoder import embed
+    from .index import exact_topk
+
+    lemb = embed(encoder, [l.text(label_text) for l in labels.labels])
+    demb = embed(encoder, [d.text for d in docs])
+    idx, sim = exact_topk(demb, lemb, j)
+    rows, pairs = [], []
+    for di, (ls, ss) in enumerate(zip(idx, sim)):
+        for rank, (li, s) in enumerate(zip(ls, ss)):
+            lab = labels[int(li)]
+            pairs.append(Pair(docs[di].id, docs[di].text, lab.id, lab.name, lab.description))
+            rows.append((di, int(li), rank, float(s), lab.id in set(docs[di].labels or ())))
+    return pairs, pd.DataFrame(rows, columns=["doc", "label", "rank", "similarity", "gold"])
+
+
+def evaluate_teacher(teacher, template_hash: str, pairs, frame: pd.DataFrame, cache: AnswerCache | None = None,
+                     rules=RULES, progress=None) -> dict:
+    t0 = time.time()
+    tokens0 = getattr(teacher, "prompt_tokens", 0)
+    answers, asked = score_cached(teacher, template_hash, pairs, cache, progress=progress)
+    secs = time.time() - t0
+    f = frame.copy()
+    f["p_yes"] = [a.p_yes for a in answers]
+    f["mass"] = [a.mass for a in answers]
+    gold = f["gold"].to_numpy()
+    out = {
+        "teacher": teacher.model_id, "simulated": teacher.simulated, "pairs": len(f), "asked": asked,
+        "docs": int(f["doc"].nunique()), "gold_share": float(gold.mean()),
+        "auc": auc(f["p_yes"].to_numpy(), gold), "mean_p_yes_gold": float(f["p_yes"][gold].mean()) if gold.any() else None,
+        "mean_p_yes_nongold": float(f["p_yes"][~gold].mean()) if (~gold).any() else None,
+        "mean_mass": float(f["mass"].mean()), "seconds": secs,
+        "pairs_per_s": asked / secs if asked and secs > 0 else None,
+        "prompt_tokens_per_pair": (getattr(teacher, "prompt_tokens", 0) - tokens0) / asked if asked else None,
+        "top_similarity_is_gold": float(f[f["rank"] == 0]["gold"].mean()),
+        "top_p_yes_is_gold": float(f.loc[f.groupby("doc")["p_yes"].idxmax(), "gold"].mean()),
+        "rules": {},
+    }
+    for rule in rules:
+        yes = decide(f, rule)
+        tp = float((yes & gold).sum())
+        prec = tp / yes.sum() if yes.sum() else 0.0
+        rec = tp / gold.sum() if gold.sum() else 0.0
+        f["yes"] = yes
+        ex = select_positives(f, "similarity")
+        pos_gold = [bool(f[(f["doc"] == e.doc) & (f["label"] == e.choices[0])]["gold"].iloc[0]) for e in ex]
+        out["rules"][rule] = {
+            "yes_rate": float(yes.mean()), "precision": prec, "recall": rec,
+            "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+            "docs_taught": len(ex), "pseudo_positive_precision": float(np.mean(pos_gold)) if pos_gold else 0.0,
+            # gold pseudo-positives per document: what the student actually gets to learn from
+            "gold_positives_per_doc": float(np.sum(pos_gold)) / out["docs"],
+        }
+    return out

@@ -1,0 +1,79 @@
+"""One round of fine-tuning the shared bi-encoder on pseudo-positives.
+
+A small explicit loop over the SentenceTransformer's own tokenize/forward: the false-negative mask
+needs, for every document, the labels the teacher said yes to, and the positive may be re-drawn each
+step (strategy ``random``), which does not fit a fixed (anchor, positive) dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+import torch
+
+from .config import TrainConfig
+from .losses import InBatchTripletLoss
+from .select import Example
+
+
+def _embed(model, texts: list[str], max_len: int, device) -> torch.Tensor:
+    model.max_seq_length = max_len
+    feats = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
+    feats = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in feats.items()}
+    return model(feats)["sentence_embedding"]
+
+
+def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], examples: list[Example],
+                cfg: TrainConfig, seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune ``model`` in place. Returns a small log: steps, mean loss, final loss."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    if len(examples) < 2:
+        return {"steps": 0, "loss_mean": None, "examples": len(examples), "skipped": "fewer than 2 examples"}
+    device = next(model.parameters()).device
+    old_len = model.max_seq_length
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    loss_fn = InBatchTripletLoss(cfg.loss, cfg.margin, cfg.topk, cfg.tau)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    warm = min(cfg.warmup_steps, max(0, total // 10))
+    sched = get_linear_schedule_with_warmup(opt, warm, total)
+    model.train()
+    losses = []
+    bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
+    for _ in range(cfg.epochs):
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for s in range(0, len(order), cfg.batch_size):
+            batch = [examples[i] for i in order[s:s + cfg.batch_size]]
+            if len(batch) < 2:
+                continue
+            pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
+            uniq = sorted(set(pos))
+            where = {l: i for i, l in enumerate(uniq)}
+            d = _embed(model, [doc_texts[e.doc] for e in batch], cfg.max_doc_length, device)  # (B, H)
+            lu = _embed(model, [label_texts[l] for l in uniq], cfg.max_label_length, device)  # (U, H)
+            l = lu[torch.tensor([where[p] for p in pos], device=device)]  # (B, H)
+            label_ids = torch.tensor(pos, device=device)
+            yes_mask = None
+            if cfg.fn_mask:
+                yes_mask = torch.tensor([[p in e.yes for p in pos] for e in batch], device=device)
+            loss = loss_fn(d, l, label_ids, yes_mask)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
+    model.eval()
+    model.max_seq_length = old_len
+    return {"steps": len(losses), "examples": len(examples), "loss_mean": sum(losses) / max(1, len(losses)),
+            "loss_last": losses[-1] if losses else None}

