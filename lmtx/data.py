@@ -23,6 +23,7 @@ class Doc:
     id: str
     text: str
     labels: list[str] | None = None  # gold, for evaluation only; never used to train
+    split: str | None = None  # optional, e.g. dev / test (``--split`` filters on it)
 
 
 @dataclass
@@ -152,7 +153,8 @@ def _labels_field(rec: dict, where: str) -> list[str] | None:
 
 def parse_doc(where: str, rec: dict) -> Doc:
     _columns_check(Path(where), rec, ("id", "text"), where)
-    return Doc(_str_field(rec, "id", where), _str_field(rec, "text", where), _labels_field(rec, where))
+    split = _str_field(rec, "split", where, required=False) or None
+    return Doc(_str_field(rec, "id", where), _str_field(rec, "text", where), _labels_field(rec, where), split)
 
 
 def load_labels(path: str | Path) -> LabelSet:
@@ -170,7 +172,8 @@ def load_labels(path: str | Path) -> LabelSet:
     return LabelSet(labels)
 
 
-def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | None = None) -> list[Doc]:
+def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | None = None,
+              split: str | None = None) -> list[Doc]:
     docs: list[Doc] = []
     seen: dict[str, str] = {}
     for where, rec in iter_records(path):
@@ -178,6 +181,8 @@ def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | Non
         if d.id in seen:
             raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
         seen[d.id] = where
+        if split is not None and d.split != split:
+            continue
         if labels is not None and d.labels:
             unknown = [l for l in d.labels if l not in labels.index]
             if unknown:
@@ -186,7 +191,7 @@ def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | Non
         if limit and len(docs) >= limit:
             break
     if not docs:
-        raise DataError(f"{path}: no documents")
+        raise DataError(f"{path}: no documents" + (f" in split {split!r}" if split else ""))
     return docs
 
 

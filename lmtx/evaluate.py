@@ -1,0 +1,95 @@
+"""`lmtx evaluate`: ranking metrics of any encoder, any round of a run, or a lexical baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .data import Doc, LabelSet
+from .metrics import propensities, ranking_metrics
+
+
+def resolve_model(spec: str) -> str:
+    """A run folder -> its last finished round's encoder; a round folder -> its encoder; else as given."""
+    p = Path(spec)
+    if (p / "manifest.json").exists():
+        from .rundir import RunDir
+
+        enc = RunDir(p).last_encoder()
+        if enc is None:
+            raise ValueError(f"{p}: the run has no finished training round yet")
+        return str(enc)
+    if (p / "encoder" / "modules.json").exists():
+        return str(p / "encoder")
+    return spec
+
+
+def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description",
+                      show_progress: bool = False) -> list[list[str]]:
+    from .encoder import embed, load_encoder
+    from .index import exact_topk
+
+    model = load_encoder(resolve_model(model_spec))
+    lemb = embed(model, [l.text(label_text) for l in labels.labels])
+    demb = embed(model, [d.text for d in docs], show_progress=show_progress)
+    idx, _ = exact_topk(demb, lemb, k)
+    return [[labels.ids[i] for i in row] for row in idx]
+
+
+def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description") -> list[list[str]]:
+    """TF-IDF cosine (scikit-learn) or BM25 (bm25s) between document text and label text."""
+    ltexts = [l.text(label_text) for l in labels.labels]
+    k = min(k, len(labels))
+    if kind == "tfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(sublinear_tf=True, stop_words="english")
+        vec.fit(ltexts + [d.text for d in docs])
+        L = vec.transform(ltexts)
+        out = []
+        for s in range(0, len(docs), 2048):
+            S = (vec.transform([d.text for d in docs[s:s + 2048]]) @ L.T).toarray()
+            idx = np.argsort(-S, axis=1, kind="stable")[:, :k]
+            out.extend([[labels.ids[i] for i in row] for row in idx])
+        return out
+    if kind == "bm25":
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(ltexts, stopwords="en", show_progress=False), show_progress=False)
+        q = bm25s.tokenize([d.text for d in docs], stopwords="en", show_progress=False)
+        idx, _ = retriever.retrieve(q, k=k, show_progress=False)
+        return [[labels.ids[int(i)] for i in row] for row in idx]
+    raise ValueError(f"unknown baseline {kind!r}: tfidf or bm25")
+
+
+def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 10), baseline: str | None = None,
+             label_text: str = "description", A: float = 0.55, B: float = 1.5, show_progress: bool = False) -> dict:
+    docs = [d for d in docs if d.labels]
+    if not docs:
+        raise ValueError("no documents with gold labels to evaluate on")
+    kmax = max(ks)
+    if baseline:
+        ranked = rank_lexical(baseline, docs, labels, kmax, label_text)
+        name = baseline
+    else:
+        ranked = rank_with_encoder(model, docs, labels, kmax, label_text, show_progress)
+        name = model
+    gold = [set(d.labels) for d in docs]
+    m = ranking_metrics(ranked, gold, ks=ks, recall_ks=ks, prop=propensities(gold, A=A, B=B))
+    return {"model": name, **m}
+
+
+def format_metrics(m: dict) -> str:
+    keys = [k for k in m if "@" in k]
+    head = "| " + " | ".join(keys) + " |"
+    return head + "\n|" + "---|" * len(keys) + "\n| " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |"
+
+
+def write_json(path: str | Path, obj):
+    from .rundir import write_json as w
+
+    w(Path(path), obj)
+    return json.dumps(obj)
