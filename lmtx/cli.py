@@ -44,7 +44,7 @@ def iterate(
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
     prompt: str = typer.Option("paper-desc", help="Built-in prompt template (lmtx prompts list)."),
     prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
-    decision: str = typer.Option("rel:0.05", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
+    decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
     select: str = typer.Option("similarity", help="Pseudo-positive among yes-labels: similarity, p_yes, random, all."),
     loss: str = typer.Option("triplet", help="triplet (paper) or topk (LMTX code's softmax-weighted hardest k)."),
     margin: float = typer.Option(0.3),
@@ -129,6 +129,59 @@ def evaluate(
     if out:
         write_json(out, m)
         typer.echo(f"wrote {out}")
+
+
+@app.command()
+def tag(
+    model: str = typer.Option(..., help="A run folder (its last round), a round folder, or a SentenceTransformer."),
+    labels: Path = typer.Option(..., help="Labels (id, name, description); new labels need no retraining."),
+    docs: Path = typer.Option(..., help="Documents to tag (jsonl/csv/parquet: id, text), streamed in chunks."),
+    out: Path = typer.Option(..., help="Output .parquet, .jsonl or .csv (doc_id, rank, label_id, label_name, score)."),
+    top_k: int = typer.Option(5, help="Labels per document."),
+    min_score: Optional[float] = typer.Option(None, help="Drop predictions with a cosine score below this."),
+    calibrate_on: Optional[Path] = typer.Option(None, "--calibrate-on", help="A small labelled sample: choose --min-score on it (max F1, or --target-precision)."),
+    target_precision: Optional[float] = typer.Option(None, help="With --calibrate-on: the lowest threshold reaching this precision."),
+    verify: bool = typer.Option(False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."),
+    teacher: str = typer.Option("qwen0.5b", help="Teacher for --verify."),
+    prompt: str = typer.Option("paper-desc", help="Prompt for --verify."),
+    cache: Optional[Path] = typer.Option(None, help="Answer cache for --verify (default: the run's own cache)."),
+    chunk_docs: int = typer.Option(4096, help="Documents per streamed chunk (also the resume unit)."),
+    index: str = typer.Option("auto", help="auto, hnsw or exact."),
+    label_text: str = typer.Option("description"),
+    progress: bool = typer.Option(True),
+):
+    """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
+    from .data import load_docs, load_labels
+    from .tag import TagError, TagOptions, calibrate, make_verifier, tag as run_tag
+
+    log = lambda s: typer.echo(s, err=True)  # noqa: E731
+    try:
+        ls = load_labels(labels)
+        if calibrate_on is not None:
+            c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, label_text, target_precision)
+            typer.echo(f"calibrated --min-score {c['threshold']:.4f} ({c['rule']}): precision {c['precision']:.3f}, "
+                       f"recall {c['recall']:.3f}, F1 {c['f1']:.3f} on {c['sample_docs']} labelled docs (top-{top_k})")
+            min_score = c["threshold"]
+        ver = None
+        if verify:
+            from .prompts import load_template
+            from .teacher.cache import AnswerCache
+            from .teacher.registry import make_teacher
+
+            tpl = load_template(prompt)
+            cache_path = cache or (Path(model) / "teacher-cache.sqlite" if (Path(model) / "manifest.json").exists()
+                                   else None)
+            if cache_path is None:
+                from .assets import lmtx_home
+
+                cache_path = lmtx_home() / "teacher-cache.sqlite"
+            ver = make_verifier(make_teacher(teacher, tpl, progress=log), tpl, ls, AnswerCache(cache_path))
+        opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text, index_kind=index)
+        s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log)
+    except (*_user_errors(), TagError) as e:
+        _fail(str(e))
+    typer.echo(f"tagged {s['docs']} documents in {s['seconds']:.1f}s ({s['docs_per_s']:.0f} docs/s)"
+               + (f", {s['resumed_chunks']} chunk(s) from an earlier run" if s["resumed_chunks"] else "") + f" -> {s['out']}")
 
 
 @app.command()

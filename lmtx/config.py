@@ -56,7 +56,7 @@ class TeacherConfig:
     #   abs:T       P(yes) >= T
     #   quantile:Q  P(yes) >= the Q-quantile of this round's judged pairs (calibrates a biased teacher)
     #   rel:D       P(yes) >= the document's best P(yes) - D (the teacher's top choice, and near ties)
-    decision: str = "rel:0.05"
+    decision: str = "rel:0.02"
     prefix_reuse: bool = True
     batch_size: int = 16
 

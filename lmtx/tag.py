@@ -1,0 +1,244 @@
+"""`lmtx tag`: label a new, possibly larger-than-memory corpus with a trained encoder. No LLM needed.
+
+The input is streamed in chunks; each chunk's results are written to ``OUT.parts/part-NNNNN.*``
+atomically, so an interrupted run resumes at the first unfinished chunk. At the end the parts are
+joined (streaming) into OUT (.parquet, .jsonl or .csv: doc_id, rank, label_id, label_name, score[, p_yes]).
+The label index is built once per (model, label set) and reused from ``$LMTX_HOME/index/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .data import Doc, LabelSet, iter_records, parse_doc
+from .index import LabelIndex
+
+OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
+
+
+class TagError(ValueError):
+    pass
+
+
+@dataclass
+class TagOptions:
+    top_k: int = 5
+    min_score: float | None = None
+    chunk_docs: int = 4096
+    batch_size: int = 64
+    label_text: str = "description"
+    index_kind: str = "auto"  # auto | hnsw | exact
+    ef_search: int = 100
+
+
+def _fingerprint_model(path: str) -> str:
+    p = Path(path)
+    h = hashlib.sha256(str(p.resolve() if p.exists() else path).encode())
+    if p.is_dir():
+        for f in sorted(p.rglob("*")):
+            if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
+                st = f.stat()
+                h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint_labels(labels: LabelSet, label_text: str) -> str:
+    h = hashlib.sha256(label_text.encode())
+    for l in labels.labels:
+        h.update(f"{l.id}\x00{l.text(label_text)}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
+    """The label index for (model, label set), from the on-disk cache or built once and saved there."""
+    from .assets import lmtx_home
+    from .config import IndexConfig
+    from .encoder import embed
+
+    key = f"{_fingerprint_model(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
+    folder = lmtx_home() / "index" / key
+    if (folder / "index.json").exists():
+        idx = LabelIndex.load(folder)
+        idx.ef_search = opts.ef_search
+        return idx
+    log(f"[lmtx] building the label index for {len(labels)} labels (once; cached in {folder})")
+    emb = embed(model, [l.text(opts.label_text) for l in labels.labels], opts.batch_size)
+    idx = LabelIndex.from_config(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search))
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    idx.save(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return idx
+
+
+def iter_doc_chunks(path: str | Path, size: int) -> Iterator[list[Doc]]:
+    chunk: list[Doc] = []
+    for where, rec in iter_records(path, chunk_rows=size):
+        chunk.append(parse_doc(where, rec))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _write_part(df: pd.DataFrame, path: Path, fmt: str):
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        df.to_parquet(tmp, index=False)
+    elif fmt == "jsonl":
+        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _join_parts(parts: list[Path], out: Path, fmt: str):
+    tmp = out.with_name(out.name + ".tmp")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        writer = None
+        for p in parts:
+            t = pq.read_table(p)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, t.schema)
+            writer.write_table(t)
+        if writer is None:
+            pd.DataFrame(columns=["doc_id", "rank", "label_id", "label_name", "score"]).to_parquet(tmp, index=False)
+        else:
+            writer.close()
+    else:
+        with open(tmp, "wb") as dst:
+            for i, p in enumerate(parts):
+                with open(p, "rb") as src:
+                    if fmt == "csv" and i > 0:
+                        src.readline()  # header once
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(tmp, out)
+
+
+def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Path, opts: TagOptions,
+        verify=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks)."""
+    from tqdm.auto import tqdm
+
+    from .encoder import embed, load_encoder
+    from .evaluate import resolve_model
+
+    out = Path(out)
+    fmt = OUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise TagError(f"{out}: output must end in .parquet, .jsonl or .csv")
+    model_path = resolve_model(model_spec)
+    model = load_encoder(model_path)
+    index = label_index(model, model_path, labels, opts, log)
+    parts_dir = out.with_name(out.name + ".parts")
+    state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_model(model_path),
+             "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
+             "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify is not None}
+    state_file = parts_dir / "state.json"
+    if parts_dir.exists() and state_file.exists() and json.loads(state_file.read_text()) != state:
+        raise TagError(f"{parts_dir} holds an unfinished run with other options; remove it or use the same options")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state))
+
+    t0 = time.time()
+    n_docs = n_rows = resumed = 0
+    parts: list[Path] = []
+    bar = tqdm(desc="tagging", unit="doc", disable=not progress)
+    for ci, chunk in enumerate(iter_doc_chunks(docs_path, opts.chunk_docs)):
+        part = parts_dir / f"part-{ci:05d}.{'parquet' if fmt == 'parquet' else fmt}"
+        parts.append(part)
+        n_docs += len(chunk)
+        if part.exists():
+            resumed += 1
+            bar.update(len(chunk))
+            continue
+        emb = embed(model, [d.text for d in chunk], opts.batch_size)
+        idx, sim = index.query(emb, opts.top_k)
+        k = idx.shape[1]
+        df = pd.DataFrame({
+            "doc_id": np.repeat([d.id for d in chunk], k),
+            "rank": np.tile(np.arange(1, k + 1), len(chunk)),
+            "label_id": [labels[int(i)].id for i in idx.ravel()],
+            "label_name": [labels[int(i)].name for i in idx.ravel()],
+            "score": sim.ravel().astype(np.float32),
+        })
+        if opts.min_score is not None:
+            df = df[df["score"] >= opts.min_score]
+        if verify is not None:
+            df["p_yes"] = verify(chunk, df)
+        _write_part(df, part, fmt)
+        n_rows += len(df)
+        bar.update(len(chunk))
+        bar.set_postfix(docs_per_s=f"{n_docs / max(1e-9, time.time() - t0):.0f}")
+    bar.close()
+    _join_parts(parts, out, fmt)
+    shutil.rmtree(parts_dir)
+    secs = time.time() - t0
+    return {"docs": n_docs, "chunks": len(parts), "resumed_chunks": resumed, "seconds": secs,
+            "docs_per_s": n_docs / secs if secs else None, "out": str(out)}
+
+
+def make_verifier(teacher, template, labels: LabelSet, cache):
+    """--verify: P(yes) of the teacher for each (doc, label) row, through the shared answer cache."""
+    from .teacher.base import Pair
+    from .teacher.cache import score_cached
+
+    def verify(chunk: list[Doc], df: pd.DataFrame) -> list[float]:
+        text = {d.id: d.text for d in chunk}
+        pairs = []
+        for d, l in zip(df["doc_id"], df["label_id"]):
+            lab = labels[labels.index[l]]
+            pairs.append(Pair(d, text[d], l, lab.name, lab.description))
+        answers, _ = score_cached(teacher, template.hash, pairs, cache)
+        return [a.p_yes for a in answers]
+
+    return verify
+
+
+def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, label_text: str = "description",
+              target_precision: float | None = None) -> dict:
+    """Pick a score threshold on a small labelled sample: max F1, or the lowest one reaching a target precision.
+    Reports the precision / recall that the threshold buys on the sample (rows = top-k predictions)."""
+    from .evaluate import rank_with_encoder  # noqa: F401  (same encoder resolution)
+    from .encoder import embed, load_encoder
+    from .evaluate import resolve_model
+    from .index import exact_topk
+
+    sample = [d for d in sample if d.labels]
+    if not sample:
+        raise TagError("the calibration sample has no gold labels")
+    model = load_encoder(resolve_model(model_spec))
+    lemb = embed(model, [l.text(label_text) for l in labels.labels])
+    idx, sim = exact_topk(embed(model, [d.text for d in sample]), lemb, top_k)
+    hit = np.array([[labels.ids[i] in set(d.labels) for i in row] for row, d in zip(idx, sample)])
+    scores, hits = sim.ravel(), hit.ravel()
+    n_gold = sum(len(d.labels) for d in sample)
+    order = np.argsort(-scores)
+    tp = np.cumsum(hits[order])
+    prec = tp / np.arange(1, len(order) + 1)
+    rec = tp / n_gold
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0)
+    if target_precision is not None:
+        ok = np.nonzero(prec >= target_precision)[0]
+        i = int(ok.max()) if len(ok) else 0
+    else:
+        i = int(f1.argmax())
+    return {"threshold": float(scores[order][i]), "precision": float(prec[i]), "recall": float(rec[i]),
+            "f1": float(f1[i]), "sample_docs": len(sample), "top_k": top_k,
+            "rule": f"precision>={target_precision}" if target_precision is not None else "max F1"}

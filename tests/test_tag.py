@@ -1,0 +1,90 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lmtx.cli import app
+from lmtx.data import load_labels
+from lmtx.tag import TagOptions, tag
+
+runner = CliRunner()
+
+
+def _corpus(path, n):
+    words = ["audio player", "strategy game", "mail client", "web server", "python library", "font"]
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"doc{i}", "text": f"a {words[i % len(words)]} number {i}"}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".jsonl", ".csv"])
+def test_tag_streams_chunks_and_writes_every_format(tmp_path, small_data, tiny_encoder, ext):
+    docs = _corpus(tmp_path / "new.jsonl", 250)
+    out = tmp_path / f"tags{ext}"
+    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs),
+                            "--out", str(out), "--top-k", "3", "--chunk-docs", "64", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(out) if ext == ".parquet" else pd.read_json(out, lines=True) if ext == ".jsonl" else pd.read_csv(out)
+    assert len(df) == 250 * 3 and list(df.columns) == ["doc_id", "rank", "label_id", "label_name", "score"]
+    assert df["doc_id"].nunique() == 250 and set(df["rank"]) == {1, 2, 3}
+    assert not (tmp_path / f"tags{ext}.parts").exists()
+
+
+def test_tag_resumes_after_interruption(tmp_path, small_data, tiny_encoder, monkeypatch):
+    import lmtx.tag as T
+
+    docs = _corpus(tmp_path / "new.jsonl", 300)
+    out = tmp_path / "tags.parquet"
+    labels = load_labels(small_data["labels"])
+    opts = TagOptions(top_k=2, chunk_docs=50)
+    real = T._write_part
+    calls = {"n": 0}
+
+    def dying(df, path, fmt):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        real(df, path, fmt)
+
+    monkeypatch.setattr(T, "_write_part", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tag(tiny_encoder, labels, docs, out, opts, progress=False, log=lambda s: None)
+    assert len(list((tmp_path / "tags.parquet.parts").glob("part-*.parquet"))) == 3 and not out.exists()
+    monkeypatch.setattr(T, "_write_part", real)
+    s = tag(tiny_encoder, labels, docs, out, opts, progress=False, log=lambda s: None)
+    assert s["resumed_chunks"] == 3 and s["chunks"] == 6
+    df = pd.read_parquet(out)
+    assert len(df) == 600 and df["doc_id"].nunique() == 300
+    # the same result as an uninterrupted run
+    full = tag(tiny_encoder, labels, docs, tmp_path / "full.parquet", opts, progress=False, log=lambda s: None)
+    assert full["resumed_chunks"] == 0
+    pd.testing.assert_frame_equal(df, pd.read_parquet(tmp_path / "full.parquet"))
+
+
+def test_unseen_labels_and_min_score(tmp_path, tiny_encoder):
+    labels = tmp_path / "new_labels.jsonl"
+    labels.write_text("".join(json.dumps({"id": f"n{i}", "name": n, "description": f"about {n}"}) + "\n"
+                              for i, n in enumerate(["audio", "games", "mail", "fonts"])))
+    docs = _corpus(tmp_path / "d.jsonl", 20)
+    out = tmp_path / "t.jsonl"
+    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", str(labels), "--docs", str(docs), "--out", str(out),
+                            "--top-k", "4", "--min-score", "0.0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_json(out, lines=True)
+    assert set(df["label_id"]) <= {"n0", "n1", "n2", "n3"} and (df["score"] >= 0).all()
+
+
+def test_calibrate_on_a_labelled_sample(tmp_path, small_data, tiny_encoder):
+    docs = _corpus(tmp_path / "d.jsonl", 30)
+    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs),
+                            "--out", str(tmp_path / "t.csv"), "--calibrate-on", small_data["eval"], "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "calibrated --min-score" in r.output and "precision" in r.output
+
+
+def test_bad_output_suffix(tmp_path, small_data, tiny_encoder):
+    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", small_data["docs"],
+                            "--out", str(tmp_path / "t.txt")])
+    assert r.exit_code == 2 and "must end in .parquet" in r.output
