@@ -13,6 +13,8 @@ app = typer.Typer(help="Train a light bi-encoder to tag documents, with an LLM a
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 prompts_app = typer.Typer(help="Teacher prompt templates.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
+teacher_app = typer.Typer(help="Teachers: list the registry, serve one with vLLM.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
@@ -39,7 +41,10 @@ def iterate(
     eval_docs: Optional[Path] = typer.Option(None, help="Held-out documents with gold labels for metrics."),
     out: Path = typer.Option(Path("runs/demo"), help="Run folder (rerun the same command to resume)."),
     rounds: int = typer.Option(5, help="LMTX rounds."),
-    teacher: str = typer.Option("qwen0.5b", help="Registry name (lmtx teachers), hf:PATH, or simulated:RATE (research only)."),
+    teacher: str = typer.Option("qwen0.5b", help="Registry name (lmtx teacher list), hf:PATH, or simulated:RATE (research only)."),
+    teacher_url: list[str] = typer.Option([], help="OpenAI-compatible server(s) serving the teacher (repeat for replicas)."),
+    teacher_tokenizer: Optional[str] = typer.Option(None, help="Served teacher: a local tokenizer folder (default: lmtx's own copy, or the server's /tokenize)."),
+    serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
     prompt: str = typer.Option("paper-desc", help="Built-in prompt template (lmtx prompts list)."),
@@ -89,9 +94,26 @@ def iterate(
                        f"calls in round 1; at most that many per later round (only pairs not yet cached are asked): "
                        f"at most {c['pairs_total_max']} over {c['rounds']} rounds.")
             return
-        rt = Runtime(device=device, threads=threads, progress=progress, log=lambda s: typer.echo(s, err=True))
-        for res in run_loop(cfg, out, rt):
-            typer.echo(summary_line(res))
+        log = lambda s: typer.echo(s, err=True)  # noqa: E731
+        rt = Runtime(device=device, threads=threads, progress=progress, log=log, teacher_urls=list(teacher_url),
+                     teacher_tokenizer=teacher_tokenizer)
+        server = None
+        if serve and not teacher_url:
+            from .teacher.registry import local_model_path, teacher_model_id
+            from .teacher.vllm import VLLMServer
+
+            server = VLLMServer(local_model_path(teacher, log), served_name=teacher_model_id(teacher),
+                                log_path=Path(out) / "vllm-server.log")
+            Path(out).mkdir(parents=True, exist_ok=True)
+            log(f"[lmtx] starting vllm serve for {teacher} on {server.url} (log: {server.log_path})")
+            server.start()
+            rt.teacher_urls = [server.url]
+        try:
+            for res in run_loop(cfg, out, rt):
+                typer.echo(summary_line(res))
+        finally:
+            if server:
+                server.stop()
         typer.echo(f"run folder: {out}")
     except _user_errors() as e:
         _fail(str(e))
@@ -200,8 +222,8 @@ def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default
         _fail(str(e))
 
 
-@app.command()
-def teachers():
+@teacher_app.command("list")
+def teacher_list():
     """List the teacher registry."""
     from .teacher.registry import REGISTRY
 
@@ -209,6 +231,36 @@ def teachers():
         typer.echo(f"{s.name:10s} {s.model:34s} {s.about}")
     typer.echo("hf:PATH    any local causal-LM folder")
     typer.echo("simulated:RATE  SIMULATED from gold labels, RATE of answers flipped (research only)")
+
+
+@teacher_app.command("serve")
+def teacher_serve(
+    name: str = typer.Argument(..., help="Registry name or hf:PATH."),
+    port: Optional[int] = typer.Option(None, help="Port (default: a free one)."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
+    vllm_bin: Optional[str] = typer.Option(None, help="The vllm executable (default: PATH, then .venv-vllm)."),
+    gpu: bool = typer.Option(False, help="GPU settings (no float32 / eager defaults for CPU)."),
+    extra: list[str] = typer.Option([], help="Extra arguments for vllm serve (repeat)."),
+):
+    """Start `vllm serve` for a teacher, wait until it is healthy, print its URL; Ctrl-C stops it."""
+    from .teacher.registry import local_model_path, teacher_model_id
+    from .teacher.vllm import VLLMServer
+
+    try:
+        srv = VLLMServer(local_model_path(name), port=port, host=host, vllm_bin=vllm_bin,
+                         served_name=teacher_model_id(name), cpu=not gpu, extra_args=extra)
+        typer.echo(f"starting: {' '.join(srv.args)}", err=True)
+        srv.start()
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(srv.url)
+    typer.echo(f"lmtx iterate --teacher {name} --teacher-url {srv.url} ...", err=True)
+    try:
+        srv.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
 
 
 @prompts_app.command("list")

@@ -46,6 +46,8 @@ class Runtime:
     progress: bool = True
     log: Callable[[str], None] = print
     teacher: object | None = None  # an already-built Teacher (tests, benchmarks)
+    teacher_urls: list[str] = field(default_factory=list)  # served teacher replicas (OpenAI-compatible)
+    teacher_tokenizer: str | None = None
 
 
 def _template(cfg: RunConfig):
@@ -135,7 +137,8 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
 
         teacher = make_teacher(cfg.teacher.name, template, gold=gold, seed=cfg.loop.seed,
                                prefix_reuse=cfg.teacher.prefix_reuse, batch_size=cfg.teacher.batch_size,
-                               device=rt.device, threads=rt.threads, progress=log)
+                               device=rt.device, threads=rt.threads, progress=log, urls=rt.teacher_urls,
+                               tokenizer=rt.teacher_tokenizer)
     log(f"[lmtx] teacher: {teacher.describe()}")
     if teacher.simulated:
         log("[lmtx] NOTE: SIMULATED teacher (answers from gold labels): a research tool, not a real result")

