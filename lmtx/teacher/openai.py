@@ -1,10 +1,10 @@
 """Served teacher over an OpenAI-compatible HTTP API (vLLM, SGLang, llama.cpp server, ...).
 
 ``/v1/completions`` with ``max_tokens=1, temperature=0``; P(yes) comes from the log-probabilities of
-the yes/no token ids (found through the tokenizer, never hand-written strings). With vLLM the server
-returns the top ``logprobs`` tokens; where a yes or no variant is outside that list its probability is
-bounded by the smallest listed one and the prompt is counted in ``missing_no_mass`` /
-``missing_yes_mass`` (reported by ``stats``).
+the yes/no token ids (found through the tokenizer, never hand-written strings), asked for exactly with
+vLLM's ``logprob_token_ids``. A server without that parameter gets ``logprobs=K`` (top-K) instead;
+where a yes or no variant is outside the top K its probability is bounded by the smallest listed one
+and the prompt is counted in ``missing_no_mass`` / ``missing_yes_mass`` (see ``stats``).
 
 A document's j candidate prompts go out together in one request (the document comes first in each
 prompt, so the server's prefix cache reuses it), documents are sharded over replicas by a hash of
@@ -52,9 +52,14 @@ class ServedTeacher:
         self.top_logprobs = top_logprobs
         self._api_key = api_key if api_key is not None else os.environ.get("LMTX_TEACHER_API_KEY")
         self.log = log
+        self.exact_ids = True  # vLLM's logprob_token_ids; falls back to top-K on servers without it
         self.stats = {"prompts": 0, "requests": 0, "retries": 0, "missing_yes_mass": 0, "missing_no_mass": 0,
                       "low_mass": 0, "prompt_tokens": 0}
         self._probe()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.stats["prompt_tokens"]
 
     def __repr__(self):  # never shows the key
         return f"ServedTeacher(urls={self.urls}, model={self.served_model!r})"
@@ -158,15 +163,21 @@ class ServedTeacher:
     async def _request(self, client, url: str, prompts: list) -> list[Judgment]:
         import httpx
 
-        body = {"model": self.served_model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
-                "logprobs": self.top_logprobs, "return_tokens_as_token_ids": True}
         delay = 1.0
         for attempt in range(self.retries + 1):
+            body = {"model": self.served_model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
+                    "logprobs": 1 if self.exact_ids else self.top_logprobs, "return_tokens_as_token_ids": True}
+            if self.exact_ids:
+                body["logprob_token_ids"] = self.yes_ids + self.no_ids
             try:
                 r = await client.post(f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions",
                                       json=body, headers=self._headers())
                 if r.status_code >= 500:
                     raise httpx.HTTPStatusError(f"server error {r.status_code}", request=r.request, response=r)
+                if r.status_code == 400 and self.exact_ids and "logprob_token_ids" in r.text:
+                    self.exact_ids = False
+                    self.log(f"[lmtx] {url} lacks logprob_token_ids: reading the top-{self.top_logprobs} logprobs")
+                    continue
                 if r.status_code >= 400:
                     raise TeacherError(f"teacher server {url} refused the request ({r.status_code}): {r.text[:300]}")
                 data = r.json()

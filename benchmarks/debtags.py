@@ -1,0 +1,175 @@
+"""The debtags benchmark: does training with the teacher beat the encoder it starts from?
+
+    python benchmarks/debtags.py                      # every row, the default budget
+    python benchmarks/debtags.py --rows baseline,init,simulated
+    python benchmarks/debtags.py --train-docs 1000 --eval-docs 2000 --real-docs 300
+
+Trains on `dev` documents WITHOUT their labels (gold is used only for evaluation and by the
+SIMULATED teacher rows) and evaluates on `test` documents. Every lmtx row is an ordinary run folder
+under benchmarks/runs/ (rerunning resumes; finished rows cost nothing). Writes
+benchmarks/results/debtags.json and benchmarks/results/debtags.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lmtx.config import EncoderConfig, IndexConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig  # noqa: E402
+from lmtx.data import load_docs, load_labels  # noqa: E402
+from lmtx.evaluate import evaluate  # noqa: E402
+from lmtx.loop import Runtime, iterate  # noqa: E402
+
+COLS = ["P@1", "P@3", "P@5", "R@5", "nDCG@5", "PSP@5"]
+
+
+def subsets(bench: Path, out: Path, n_train: int, n_eval: int):
+    """Fixed subsets (md5 of the id): the first n_train dev docs, the first n_eval test docs."""
+    rows = [json.loads(l) for l in open(bench / "docs.jsonl")]
+    key = lambda d: hashlib.md5(d["id"].encode()).hexdigest()  # noqa: E731
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, split, n in (("train", "dev", n_train), ("eval", "test", n_eval)):
+        part = sorted((d for d in rows if d["split"] == split), key=key)[:n]
+        p = out / f"{name}-{n}.jsonl"
+        if not p.exists():
+            p.write_text("".join(json.dumps({"id": d["id"], "text": d["text"], "labels": d["labels"]}) + "\n" for d in part))
+        paths[name] = p
+    return paths
+
+
+def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over):
+    cfg = RunConfig(
+        encoder=EncoderConfig(model="all-MiniLM-L6-v2"),
+        index=IndexConfig(candidates=j),
+        teacher=TeacherConfig(name=teacher, **over.pop("teacher", {})),
+        select=SelectConfig(**over.pop("select", {})),
+        train=TrainConfig(**over.pop("train", {})),
+        loop=LoopConfig(rounds=rounds, docs=str(docs), labels=str(labels), eval_docs=str(eval_docs), seed=0),
+    )
+    assert not over, over
+    res = []
+    for r in iterate(cfg, out_dir / name, Runtime(progress=False, threads=2, log=lambda s: print(f"  {s}", flush=True))):
+        print(f"  [{name}] round {r.round}: P@1 {r.metrics.get('P@1', float('nan')):.4f}"
+              f"{' (earlier)' if r.resumed else ''}", flush=True)
+        res.append(r.metrics)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default=str(ROOT.parent / "shared" / "benchmarks" / "debtags"))
+    ap.add_argument("--train-docs", type=int, default=1000, help="dev docs for simulated and ablation rows")
+    ap.add_argument("--real-docs", type=int, default=300, help="dev docs for the real-teacher rows (their cost)")
+    ap.add_argument("--q15-docs", type=int, default=150, help="dev docs for the Qwen2.5-Coder-1.5B row")
+    ap.add_argument("--eval-docs", type=int, default=2000, help="test docs for evaluation")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("-j", type=int, default=5)
+    ap.add_argument("--rows", default="baseline,init,lmtx,simulated,ablation")
+    ap.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "debtags"))
+    a = ap.parse_args()
+    want = set(a.rows.split(","))
+    bench, runs = Path(a.bench), Path(a.runs)
+    labels_path = bench / "labels.jsonl"
+    labels = load_labels(labels_path)
+    out = Path(a.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {"rows": []}
+    rows = {r["name"]: r for r in old["rows"]}
+
+    def put(row):
+        rows[row["name"]] = row
+        write(out, a, rows)
+
+    ev = subsets(bench, runs / "data", a.train_docs, a.eval_docs)["eval"]
+    eval_docs = load_docs(ev, labels)
+
+    if "baseline" in want:
+        for kind in ("tfidf", "bm25"):
+            t0 = time.time()
+            m = evaluate(None, eval_docs, labels, ks=(1, 3, 5), baseline=kind)
+            put({"name": f"{kind} (doc text vs label description)", "kind": "baseline", "teacher": None, "round": None,
+                 **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
+    if "init" in want:
+        t0 = time.time()
+        m = evaluate("all-MiniLM-L6-v2", eval_docs, labels, ks=(1, 3, 5))
+        put({"name": "all-MiniLM-L6-v2 zero-shot", "kind": "init", "teacher": None, "round": 0,
+             **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
+
+    def record(name, kind, teacher, ms, last_only=False):
+        pairs = secs = 0
+        for m in ms:
+            if m["round"] == 0:
+                continue
+            pairs += m.get("pairs_asked", 0)
+            secs += sum(m.get("seconds", {}).values())
+            if last_only and m is not ms[-1]:
+                continue
+            put({"name": f"{name}, round {m['round']}", "kind": kind, "teacher": teacher, "round": m["round"],
+                 **{c: m.get(c) for c in COLS}, "pairs": pairs, "seconds": round(secs, 1),
+                 "pseudo_positive_precision": m.get("pseudo_positive_precision"),
+                 "teacher_auc": m.get("teacher_auc"), "docs": m.get("docs")})
+
+    if "simulated" in want:
+        tr = subsets(bench, runs / "data", a.train_docs, a.eval_docs)["train"]
+        for rate in (0.0, 0.1, 0.3):
+            t = f"simulated:{rate:g}"
+            ms = run_row(f"sim{rate:g}-{a.train_docs}", runs, tr, labels_path, ev, a.rounds, t, a.j)
+            record(f"SIMULATED teacher, {rate:.0%} flipped, {a.train_docs} docs", "simulated", t, ms)
+    if "ablation" in want:
+        tr = subsets(bench, runs / "data", a.train_docs, a.eval_docs)["train"]
+        t = "simulated:0.1"
+        abl = [
+            ("restart from the initial encoder each round", "abl-init", {"train": {"start": "init"}}),
+            ("all yes-labels as positives", "abl-all", {"select": {"strategy": "all"}}),
+            ("top-k softmax-weighted loss (LMTX code)", "abl-topk", {"train": {"loss": "topk"}}),
+            ("no false-negative masking", "abl-nomask", {"train": {"fn_mask": False}}),
+        ]
+        for label, key, over in abl:
+            ms = run_row(f"{key}-{a.train_docs}", runs, tr, labels_path, ev, a.rounds, t, a.j, **over)
+            record(f"ablation (SIMULATED 10%): {label}", "ablation", t, ms, last_only=True)
+    if "lmtx" in want:
+        tr = subsets(bench, runs / "data", a.real_docs, a.eval_docs)["train"]
+        ms = run_row(f"qwen0.5b-{a.real_docs}", runs, tr, labels_path, ev, a.rounds, "qwen0.5b", a.j)
+        record(f"lmtx, teacher Qwen2.5-Coder-0.5B, {a.real_docs} docs", "lmtx", "qwen0.5b", ms)
+        trq = subsets(bench, runs / "data", a.q15_docs, a.eval_docs)["train"]
+        ms = run_row(f"qwen1.5b-{a.q15_docs}", runs, trq, labels_path, ev, 1, "qwen1.5b", a.j)
+        record(f"lmtx, teacher Qwen2.5-Coder-1.5B, {a.q15_docs} docs", "lmtx", "qwen1.5b", ms)
+        sim_same = run_row(f"sim0-{a.q15_docs}", runs, trq, labels_path, ev, 1, "simulated:0", a.j)
+        record(f"SIMULATED perfect teacher, same {a.q15_docs} docs (reference for the 1.5B row)", "simulated",
+               "simulated:0", sim_same)
+    write(out, a, rows)
+
+
+def write(out: Path, a, rows: dict):
+    budget = {"train_docs_simulated_and_ablation": a.train_docs, "train_docs_qwen0.5b": a.real_docs,
+              "train_docs_qwen1.5b": a.q15_docs, "eval_docs": a.eval_docs, "candidates_j": a.j, "rounds": a.rounds,
+              "encoder": "all-MiniLM-L6-v2", "split": "train on dev (labels unused), evaluate on test",
+              "machine": "2-core CPU, no GPU"}
+    order = {"baseline": 0, "init": 1, "lmtx": 2, "simulated": 3, "ablation": 4}
+    ordered = sorted(rows.values(), key=lambda r: (order[r["kind"]], r["name"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"budget": budget, "rows": ordered}, indent=1))
+    lines = ["# debtags: lmtx against its starting point", "",
+             f"Train on {a.real_docs} (real teachers; {a.q15_docs} for the 1.5B) or {a.train_docs} (simulated, ablations) "
+             f"`dev` documents without labels; evaluate on the first {a.eval_docs} `test` documents "
+             f"(by md5 of the id); j = {a.j} candidates; all-MiniLM-L6-v2 start; 2-core CPU.",
+             "SIMULATED rows answer from gold labels: they bound what a teacher of that quality can buy, "
+             "they are not results of a real teacher.", "",
+             "| row | kind | P@1 | P@3 | P@5 | R@5 | nDCG@5 | PSP@5 | teacher pairs | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in ordered:
+        vals = " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else "-" for c in COLS)
+        lines.append(f"| {r['name']} | {r['kind']} | {vals} | {r['pairs']} | {r['seconds']:.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
