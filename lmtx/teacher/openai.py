@@ -92,7 +92,8 @@ class ServedTeacher:
     def _tokenize(self, text: str | None = None, messages=None) -> list[int]:
         if self.tokenizer is not None:
             if messages is not None:
-                return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                return self.tokenizer.encode(text, add_special_tokens=False)
             return self.tokenizer.encode(text, add_special_tokens=False)
         import httpx
 

