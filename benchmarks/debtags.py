@@ -65,9 +65,9 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", default=str(ROOT.parent / "shared" / "benchmarks" / "debtags"))
-    ap.add_argument("--train-docs", type=int, default=1000, help="dev docs for simulated and ablation rows")
+    ap.add_argument("--train-docs", type=int, default=500, help="dev docs for simulated and ablation rows")
     ap.add_argument("--real-docs", type=int, default=300, help="dev docs for the real-teacher rows (their cost)")
-    ap.add_argument("--q15-docs", type=int, default=150, help="dev docs for the Qwen2.5-Coder-1.5B row")
+    ap.add_argument("--q15-docs", type=int, default=100, help="dev docs for the Qwen2.5-Coder-1.5B row")
     ap.add_argument("--eval-docs", type=int, default=2000, help="test docs for evaluation")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-j", type=int, default=5)
@@ -116,6 +116,16 @@ def main():
                  "pseudo_positive_precision": m.get("pseudo_positive_precision"),
                  "teacher_auc": m.get("teacher_auc"), "docs": m.get("docs")})
 
+    if "lmtx" in want:
+        tr = subsets(bench, runs / "data", a.real_docs, a.eval_docs)["train"]
+        ms = run_row(f"qwen0.5b-{a.real_docs}", runs, tr, labels_path, ev, a.rounds, "qwen0.5b", a.j)
+        record(f"lmtx, teacher Qwen2.5-Coder-0.5B, {a.real_docs} docs", "lmtx", "qwen0.5b", ms)
+        trq = subsets(bench, runs / "data", a.q15_docs, a.eval_docs)["train"]
+        ms = run_row(f"qwen1.5b-{a.q15_docs}", runs, trq, labels_path, ev, 1, "qwen1.5b", a.j)
+        record(f"lmtx, teacher Qwen2.5-Coder-1.5B, {a.q15_docs} docs", "lmtx", "qwen1.5b", ms)
+        sim_same = run_row(f"sim0-{a.q15_docs}", runs, trq, labels_path, ev, 1, "simulated:0", a.j)
+        record(f"SIMULATED perfect teacher, same {a.q15_docs} docs (reference for the 1.5B row)", "simulated",
+               "simulated:0", sim_same)
     if "simulated" in want:
         tr = subsets(bench, runs / "data", a.train_docs, a.eval_docs)["train"]
         for rate in (0.0, 0.1, 0.3):
@@ -134,16 +144,6 @@ def main():
         for label, key, over in abl:
             ms = run_row(f"{key}-{a.train_docs}", runs, tr, labels_path, ev, a.rounds, t, a.j, **over)
             record(f"ablation (SIMULATED 10%): {label}", "ablation", t, ms, last_only=True)
-    if "lmtx" in want:
-        tr = subsets(bench, runs / "data", a.real_docs, a.eval_docs)["train"]
-        ms = run_row(f"qwen0.5b-{a.real_docs}", runs, tr, labels_path, ev, a.rounds, "qwen0.5b", a.j)
-        record(f"lmtx, teacher Qwen2.5-Coder-0.5B, {a.real_docs} docs", "lmtx", "qwen0.5b", ms)
-        trq = subsets(bench, runs / "data", a.q15_docs, a.eval_docs)["train"]
-        ms = run_row(f"qwen1.5b-{a.q15_docs}", runs, trq, labels_path, ev, 1, "qwen1.5b", a.j)
-        record(f"lmtx, teacher Qwen2.5-Coder-1.5B, {a.q15_docs} docs", "lmtx", "qwen1.5b", ms)
-        sim_same = run_row(f"sim0-{a.q15_docs}", runs, trq, labels_path, ev, 1, "simulated:0", a.j)
-        record(f"SIMULATED perfect teacher, same {a.q15_docs} docs (reference for the 1.5B row)", "simulated",
-               "simulated:0", sim_same)
     write(out, a, rows)
 
 

@@ -62,6 +62,7 @@ def iterate(
     hnsw_m: int = typer.Option(32), ef_construction: int = typer.Option(200), ef_search: int = typer.Option(100),
     max_docs: Optional[int] = typer.Option(None, help="Use only the first N training documents."),
     seed: int = typer.Option(0),
+    early_stop: bool = typer.Option(False, help="Stop when the teacher's P(yes) on the encoder's top-1 stops rising."),
     prefix_reuse: bool = typer.Option(True, help="Local teacher: run each document's prompt prefix once."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu"),
@@ -86,7 +87,8 @@ def iterate(
             select=SelectConfig(strategy=select),
             train=TrainConfig(loss=loss, margin=margin, fn_mask=fn_mask, lr=lr, batch_size=batch_size, epochs=epochs, start=start),
             loop=LoopConfig(rounds=rounds, seed=seed, docs=str(docs), labels=str(labels),
-                            eval_docs=str(eval_docs) if eval_docs else None, max_docs=max_docs),
+                            eval_docs=str(eval_docs) if eval_docs else None, max_docs=max_docs,
+                            early_stop=early_stop),
         )
         if dry_run:
             c = count_pairs(cfg, out)

@@ -106,6 +106,9 @@ class LoopConfig:
     labels: str = ""
     eval_docs: str | None = None  # held-out documents with gold labels; default: the training docs' gold
     max_docs: int | None = None  # use only the first N training documents
+    # stop when the teacher's mean P(yes) on the encoder's top-1 candidates stops rising (the LMTX code's
+    # label-free stopping rule); the run's best encoder is then the one the teacher agreed with most
+    early_stop: bool = False
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -143,11 +146,16 @@ RESUMABLE_KEYS = {("loop", "rounds")}
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
+    """Differences that make a saved run and a new config incompatible. A key the saved config lacks (an
+    option added to lmtx later) counts as its default."""
+    defaults = RunConfig().to_dict()
     out = []
     for sect in sorted(set(old) | set(new)):
         a, b = old.get(sect, {}), new.get(sect, {})
         for k in sorted(set(a) | set(b)):
             if (sect, k) in RESUMABLE_KEYS:
+                continue
+            if k not in a and b.get(k) == defaults.get(sect, {}).get(k):
                 continue
             if a.get(k) != b.get(k):
                 out.append(f"{sect}.{k}: {a.get(k)!r} (saved) != {b.get(k)!r} (now)")

@@ -12,12 +12,13 @@ from .metrics import propensities, ranking_metrics
 
 
 def resolve_model(spec: str) -> str:
-    """A run folder -> its last finished round's encoder; a round folder -> its encoder; else as given."""
+    """A run folder -> its best encoder (the last round's, or early stopping's choice); a round folder -> its
+    encoder; else as given."""
     p = Path(spec)
     if (p / "manifest.json").exists():
         from .rundir import RunDir
 
-        enc = RunDir(p).last_encoder()
+        enc = RunDir(p).best_encoder()
         if enc is None:
             raise ValueError(f"{p}: the run has no finished training round yet")
         return str(enc)

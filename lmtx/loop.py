@@ -163,6 +163,16 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
 
             judged, asked, times["teacher"] = _teach(teacher, template, docs, labels, idx, sim, cache, rt, r)
             judged["yes"] = decide(judged, cfg.teacher.decision)
+            # how much the teacher agrees with the current encoder's top-1 (label-free; drives --early-stop)
+            top1 = float(judged.loc[judged["rank"] == 0, "p_yes"].mean())
+            prev_top1 = run.manifest().get("teacher_top1_p_yes", {})
+            if cfg.loop.early_stop and str(r - 1) in prev_top1 and top1 <= prev_top1[str(r - 1)]:
+                best = r - 2 if top1 < prev_top1[str(r - 1)] else r - 1
+                log(f"[lmtx] early stop: the teacher's mean P(yes) on the top-1 candidates of round {r - 1}'s encoder "
+                    f"({top1:.4f}) did not rise above round {r - 2}'s ({prev_top1[str(r - 1)]:.4f}); best round: {best}")
+                run.set_manifest(stopped_early={"at_round": r, "best_round": best})
+                return
+            run.set_manifest(teacher_top1_p_yes={**prev_top1, str(r): top1})
             examples = select_positives(judged, cfg.select.strategy)
             write_parquet(rd / "judgments.parquet", pd.DataFrame({
                 "doc_id": [doc_ids[i] for i in judged["doc"]],
@@ -187,7 +197,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
             m.update(pseudo_label_quality(judged, examples, doc_ids, labels.ids, gold))
             times["evaluate"] = time.time() - t0
             m.update({
-                "pairs_total": len(judged), "pairs_asked": asked,
+                "pairs_total": len(judged), "pairs_asked": asked, "teacher_top1_p_yes": top1,
                 "teacher_pairs_per_s": asked / times["teacher"] if asked and times["teacher"] > 0 else None,
                 "docs_with_yes": len({e.doc for e in examples}), "docs": len(docs),
                 "train": tlog, "seconds": {k: round(v, 2) for k, v in times.items()},

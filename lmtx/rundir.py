@@ -82,6 +82,22 @@ class RunDir:
                 )
         write_json(p, config)
 
+    def set_manifest(self, **kv) -> None:
+        m = self.manifest()
+        m.update(kv)
+        write_json(self.out / "manifest.json", m)
+
+    def best_encoder(self) -> str | None:
+        """The encoder to use from this run: early stopping's choice if the run stopped early, else the last
+        round's (round 0 is the initial encoder of config.json)."""
+        best = self.manifest().get("stopped_early", {}).get("best_round")
+        if best == 0:
+            return json.loads((self.out / "config.json").read_text())["encoder"]["model"]
+        if best:
+            return str(self.round_dir(best) / "encoder")
+        last = self.last_encoder()
+        return str(last) if last else None
+
     def finish_round(self, r: int, summary: dict, extra: dict) -> None:
         m = self.manifest()
         m.update(extra)

@@ -17,6 +17,22 @@ def test_help():
     assert r.exit_code == 0 and "iterate" in r.output
     r = runner.invoke(app, ["iterate", "--help"])
     assert r.exit_code == 0 and "--teacher" in r.output and "--dry-run" in r.output
+    for cmd in (["evaluate", "--help"], ["tag", "--help"], ["report", "--help"], ["fetch", "--help"],
+                ["teacher", "serve", "--help"], ["prompts", "eval", "--help"]):
+        assert runner.invoke(app, cmd).exit_code == 0, cmd
+    r = runner.invoke(app, ["teacher", "list"])
+    assert r.exit_code == 0 and "wizardlm" in r.output and "simulated" in r.output
+
+
+def test_console_script_points_at_the_app():
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    mod, _, fn = scripts["lmtx"].partition(":")
+    import importlib
+
+    assert callable(getattr(importlib.import_module(mod), fn))
 
 
 def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder, tiny_teacher):
@@ -121,3 +137,28 @@ def test_config_roundtrip():
     assert RunConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError):
         TeacherConfig(decision="maybe")
+
+
+def test_early_stop_follows_the_teachers_top1_agreement(tmp_path, small_data, tiny_encoder, tiny_teacher):
+    from lmtx.evaluate import resolve_model
+    from lmtx.rundir import RunDir
+
+    out = tmp_path / "run"
+    args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out), "--rounds", "4",
+            "--teacher", f"hf:{tiny_teacher}", "--encoder", tiny_encoder, "-j", "3", "--batch-size", "8", "--lr", "0.01",
+            "--early-stop", "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    man = RunDir(out).manifest()
+    top1 = {int(k): v for k, v in man["teacher_top1_p_yes"].items()}
+    assert 1 in top1
+    if "stopped_early" in man:
+        at, best = man["stopped_early"]["at_round"], man["stopped_early"]["best_round"]
+        assert not (out / f"round-{at:02d}" / "metrics.json").exists() and at - 2 <= best <= at - 1
+        assert at - 1 in top1 and "early stop" in r.output
+        want = tiny_encoder if best == 0 else str(out / f"round-{best:02d}" / "encoder")
+        assert resolve_model(str(out)) == want
+        assert runner.invoke(app, args).exit_code == 0  # a rerun stops at the same place
+        assert RunDir(out).manifest()["stopped_early"] == man["stopped_early"]
+    else:
+        assert [top1[k] for k in sorted(top1)] == sorted(top1.values()) and len(top1) == 4

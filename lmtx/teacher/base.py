@@ -57,13 +57,15 @@ class Teacher(Protocol):
     def describe(self) -> str: ...
 
 
-def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids of every single-token spelling of yes / no in this tokenizer."""
+def answer_token_ids(tokenizer=None, encode=None) -> tuple[list[int], list[int]]:
+    """Token ids of every single-token spelling of yes / no, from a HF tokenizer or an ``encode(str)`` callable."""
+    if encode is None:
+        encode = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
 
     def ids(strings):
         out = set()
         for s in strings:
-            toks = tokenizer.encode(s, add_special_tokens=False)
+            toks = encode(s)
             if len(toks) == 1:
                 out.add(toks[0])
         return sorted(out)

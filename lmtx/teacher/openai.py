@@ -23,7 +23,7 @@ import os
 from typing import Sequence
 
 from ..prompts import PromptTemplate
-from .base import NO_STRINGS, YES_STRINGS, Judgment, Pair, TeacherError
+from .base import NO_STRINGS, YES_STRINGS, Judgment, Pair, TeacherError, answer_token_ids
 
 
 def _root(url: str) -> str:
@@ -37,7 +37,8 @@ class ServedTeacher:
 
     def __init__(self, urls: Sequence[str], template: PromptTemplate, model_id: str, served_model: str | None = None,
                  chat_format: str | None = None, tokenizer=None, concurrency: int = 128, timeout: float = 300.0,
-                 retries: int = 4, top_logprobs: int = 20, api_key: str | None = None, log=print):
+                 retries: int = 4, top_logprobs: int = 20, api_key: str | None = None, prime: bool = True,
+                 log=print):
         if not urls:
             raise TeacherError("a served teacher needs at least one --teacher-url")
         self.urls = [u.rstrip("/") for u in urls]
@@ -53,6 +54,9 @@ class ServedTeacher:
         self._api_key = api_key if api_key is not None else os.environ.get("LMTX_TEACHER_API_KEY")
         self.log = log
         self.exact_ids = True  # vLLM's logprob_token_ids; falls back to top-K on servers without it
+        # Send a document's first prompt alone, then its other j-1 together: prompts that arrive in the same
+        # batch are all prefilled from scratch, while later ones find the document's prefix in the cache.
+        self.prime = prime
         self.stats = {"prompts": 0, "requests": 0, "retries": 0, "missing_yes_mass": 0, "missing_no_mass": 0,
                       "low_mass": 0, "prompt_tokens": 0}
         self._probe()
@@ -87,7 +91,7 @@ class ServedTeacher:
             self.served_model = served[0]
         elif self.served_model not in served:
             raise TeacherError(f"teacher server {self.urls[0]} serves {served}, not {self.served_model!r}")
-        self.yes_ids, self.no_ids = self._answer_ids()
+        self.yes_ids, self.no_ids = answer_token_ids(encode=self._tokenize)
 
     def _tokenize(self, text: str | None = None, messages=None) -> list[int]:
         if self.tokenizer is not None:
@@ -107,20 +111,6 @@ class ServedTeacher:
             raise TeacherError(f"{self.urls[0]}/tokenize failed ({r.status_code}); give the model's tokenizer "
                                f"(--teacher-tokenizer) for servers without a /tokenize endpoint")
         return r.json()["tokens"]
-
-    def _answer_ids(self):
-        def ids(strings):
-            out = set()
-            for s in strings:
-                t = self._tokenize(s)
-                if len(t) == 1:
-                    out.add(t[0])
-            return sorted(out)
-
-        yes, no = ids(YES_STRINGS), ids(NO_STRINGS)
-        if not yes or not no:
-            raise TeacherError("the served model's tokenizer has no single-token yes/no")
-        return yes, no
 
     # -- prompts --------------------------------------------------------------------------------------------
     def render(self, pair: Pair) -> list[int] | str:
@@ -203,8 +193,12 @@ class ServedTeacher:
         async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
             async def one(group):
                 prompts = [self.render(p) for p in group]
+                url = self._replica(group[0].doc_id)
                 async with sem:
-                    return await self._request(client, self._replica(group[0].doc_id), prompts)
+                    if self.prime and len(prompts) > 1:
+                        first = await self._request(client, url, prompts[:1])
+                        return first + await self._request(client, url, prompts[1:])
+                    return await self._request(client, url, prompts)
 
             return await asyncio.gather(*(one(g) for g in groups))
 
