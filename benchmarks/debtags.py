@@ -80,7 +80,8 @@ def main():
     labels_path = bench / "labels.jsonl"
     labels = load_labels(labels_path)
     out = Path(a.out)
-    old = json.loads(out.parent / (out.name + ".json").read_text()) if out.parent / (out.name + ".json").exists() else {"rows": []}
+    jp = out.parent / (out.name + ".json")
+    old = json.loads(jp.read_text()) if jp.exists() else {"rows": []}
     rows = {r["name"]: r for r in old["rows"]}
 
     def put(row):
@@ -155,7 +156,7 @@ def write(out: Path, a, rows: dict):
     order = {"baseline": 0, "init": 1, "lmtx": 2, "simulated": 3, "ablation": 4}
     ordered = sorted(rows.values(), key=lambda r: (order[r["kind"]], r["name"]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.parent / (out.name + ".json").write_text(json.dumps({"budget": budget, "rows": ordered}, indent=1))
+    (out.parent / (out.name + ".json")).write_text(json.dumps({"budget": budget, "rows": ordered}, indent=1))
     lines = ["# debtags: lmtx against its starting point", "",
              f"Train on {a.real_docs} (real teachers; {a.q15_docs} for the 1.5B) or {a.train_docs} (simulated, ablations) "
              f"`dev` documents without labels; evaluate on the first {a.eval_docs} `test` documents "
@@ -167,7 +168,7 @@ def write(out: Path, a, rows: dict):
     for r in ordered:
         vals = " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else "-" for c in COLS)
         lines.append(f"| {r['name']} | {r['kind']} | {vals} | {r['pairs']} | {r['seconds']:.0f} |")
-    out.parent / (out.name + ".md").write_text("\n".join(lines) + "\n")
+    (out.parent / (out.name + ".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
 

@@ -9,7 +9,6 @@ peak does not grow with the corpus. Writes benchmarks/results/tag_memory.json an
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import time

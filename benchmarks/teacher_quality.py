@@ -6,7 +6,6 @@ writes benchmarks/results/teacher_quality.json and .md. Pairs: the top-j labels 
 """
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -69,7 +68,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"docs": len(dev), "candidates": a.j, "pairs": len(pairs), "encoder": "all-MiniLM-L6-v2",
             "machine": "2-core CPU", "rows": rows}
-    out.parent / (out.name + ".json").write_text(json.dumps(meta, indent=1))
+    (out.parent / (out.name + ".json")).write_text(json.dumps(meta, indent=1))
     lines = [f"# Teacher quality on debtags dev pairs ({len(dev)} docs x top-{a.j} MiniLM candidates = {len(pairs)} pairs)", "",
              "| teacher | prompt | AUC | mean P(yes) gold / non-gold | top-P(yes) is gold | top-sim is gold | pairs/s | prefix reuse speed-up |",
              "|---|---|---|---|---|---|---|---|"]
@@ -85,7 +84,7 @@ def main():
         for rule, v in r["rules"].items():
             lines.append(f"| {r['name']} | {r['prompt']} | {rule} | {v['yes_rate']:.2f} | {v['precision']:.2f} | {v['recall']:.2f} | "
                          f"{v['f1']:.2f} | {v['docs_taught']} | {v['pseudo_positive_precision']:.2f} | {v['gold_positives_per_doc']:.2f} |")
-    out.parent / (out.name + ".md").write_text("\n".join(lines) + "\n")
+    (out.parent / (out.name + ".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

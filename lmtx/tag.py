@@ -215,7 +215,6 @@ def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, 
               target_precision: float | None = None) -> dict:
     """Pick a score threshold on a small labelled sample: max F1, or the lowest one reaching a target precision.
     Reports the precision / recall that the threshold buys on the sample (rows = top-k predictions)."""
-    from .evaluate import rank_with_encoder  # noqa: F401  (same encoder resolution)
     from .encoder import embed, load_encoder
     from .evaluate import resolve_model
     from .index import exact_topk
