@@ -44,6 +44,23 @@ def subsets(bench: Path, out: Path, n_train: int, n_eval: int):
     return paths
 
 
+SEED_CACHES: list[Path] = []
+
+
+def seed_cache(run_dir: Path):
+    """Merge earlier teacher answers (keyed by model, template, document and label text) into a run's cache."""
+    from lmtx.teacher.cache import AnswerCache
+
+    cache = AnswerCache(run_dir / "teacher-cache.sqlite")
+    for src in SEED_CACHES:
+        if src.exists() and src.resolve() != (run_dir / "teacher-cache.sqlite").resolve():
+            cache.db.execute("ATTACH DATABASE ? AS src", (str(src),))
+            cache.db.execute("INSERT OR IGNORE INTO answers SELECT * FROM src.answers")
+            cache.db.commit()
+            cache.db.execute("DETACH DATABASE src")
+    cache.close()
+
+
 def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over):
     cfg = RunConfig(
         encoder=EncoderConfig(model="all-MiniLM-L6-v2"),
@@ -54,6 +71,7 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over
         loop=LoopConfig(rounds=rounds, docs=str(docs), labels=str(labels), eval_docs=str(eval_docs), seed=0),
     )
     assert not over, over
+    seed_cache(out_dir / name)
     res = []
     for r in iterate(cfg, out_dir / name, Runtime(progress=False, threads=2, log=lambda s: print(f"  {s}", flush=True))):
         print(f"  [{name}] round {r.round}: P@1 {r.metrics.get('P@1', float('nan')):.4f}"
@@ -66,15 +84,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", default=str(ROOT.parent / "shared" / "benchmarks" / "debtags"))
     ap.add_argument("--train-docs", type=int, default=500, help="dev docs for simulated and ablation rows")
-    ap.add_argument("--real-docs", type=int, default=300, help="dev docs for the real-teacher rows (their cost)")
-    ap.add_argument("--q15-docs", type=int, default=100, help="dev docs for the Qwen2.5-Coder-1.5B row")
+    ap.add_argument("--real-docs", type=int, default=150, help="dev docs for the real-teacher rows (their cost)")
+    ap.add_argument("--q15-docs", type=int, default=60, help="dev docs for the Qwen2.5-Coder-1.5B row")
     ap.add_argument("--eval-docs", type=int, default=2000, help="test docs for evaluation")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-j", type=int, default=5)
     ap.add_argument("--rows", default="baseline,init,lmtx,simulated,ablation")
     ap.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "debtags"))
+    ap.add_argument("--seed-cache", action="append", default=[],
+                    help="teacher answer caches to merge into each run's cache first (e.g. the teacher_quality one)")
     a = ap.parse_args()
+    SEED_CACHES.extend(Path(p) for p in a.seed_cache)
     want = set(a.rows.split(","))
     bench, runs = Path(a.bench), Path(a.runs)
     labels_path = bench / "labels.jsonl"
@@ -122,9 +143,9 @@ def main():
         ms = run_row(f"qwen0.5b-{a.real_docs}", runs, tr, labels_path, ev, a.rounds, "qwen0.5b", a.j)
         record(f"lmtx, teacher Qwen2.5-Coder-0.5B, {a.real_docs} docs", "lmtx", "qwen0.5b", ms)
         trq = subsets(bench, runs / "data", a.q15_docs, a.eval_docs)["train"]
-        ms = run_row(f"qwen1.5b-{a.q15_docs}", runs, trq, labels_path, ev, 1, "qwen1.5b", a.j)
+        ms = run_row(f"qwen1.5b-{a.q15_docs}", runs, trq, labels_path, ev, a.rounds, "qwen1.5b", a.j)
         record(f"lmtx, teacher Qwen2.5-Coder-1.5B, {a.q15_docs} docs", "lmtx", "qwen1.5b", ms)
-        sim_same = run_row(f"sim0-{a.q15_docs}", runs, trq, labels_path, ev, 1, "simulated:0", a.j)
+        sim_same = run_row(f"sim0-{a.q15_docs}", runs, trq, labels_path, ev, a.rounds, "simulated:0", a.j)
         record(f"SIMULATED perfect teacher, same {a.q15_docs} docs (reference for the 1.5B row)", "simulated",
                "simulated:0", sim_same)
     if "simulated" in want:

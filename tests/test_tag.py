@@ -88,3 +88,17 @@ def test_bad_output_suffix(tmp_path, small_data, tiny_encoder):
     r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", small_data["docs"],
                             "--out", str(tmp_path / "t.txt")])
     assert r.exit_code == 2 and "must end in .parquet" in r.output
+
+
+def test_verify_adds_teacher_p_yes_through_the_cache(tmp_path, small_data, tiny_encoder, tiny_teacher):
+    import sqlite3
+
+    docs = _corpus(tmp_path / "d.jsonl", 12)
+    cache = tmp_path / "answers.sqlite"
+    args = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs), "--top-k", "2",
+            "--verify", "--teacher", f"hf:{tiny_teacher}", "--cache", str(cache), "--no-progress"]
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "v.parquet")])
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(tmp_path / "v.parquet")
+    assert len(df) == 24 and df["p_yes"].between(0, 1).all()
+    assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 24
