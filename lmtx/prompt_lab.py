@@ -58,8 +58,12 @@ def _plot(rows: list[dict], path: Path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    ncol = min(3, len(rows))
+    nrow = -(-len(rows) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
+    for ax in axes.ravel()[len(rows):]:
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), rows):
         p, g = np.array(r["p_yes"]), np.array(r["gold"], bool)
         bins = np.linspace(0, 1, 21)
         ax.hist(p[~g], bins=bins, alpha=0.6, label="non-gold", density=True)
