@@ -124,12 +124,19 @@ def main():
         put({"name": "all-MiniLM-L6-v2 zero-shot", "kind": "init", "teacher": None, "round": 0,
              **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
 
-    def record(name, kind, teacher, ms, last_only=False):
-        pairs = secs = 0
+    def record(name, kind, teacher, ms, run_name, last_only=False):
+        """pairs = distinct (document, label) pairs the teacher judged up to this round: the calls a fresh run
+        makes (answers merged from earlier caches are counted too); seconds = this run's own wall time."""
+        import pandas as pd
+
+        seen: set = set()
+        secs = 0
         for m in ms:
             if m["round"] == 0:
                 continue
-            pairs += m.get("pairs_asked", 0)
+            j = pd.read_parquet(runs / run_name / f"round-{m['round']:02d}" / "judgments.parquet", columns=["doc_id", "label_id"])
+            seen |= set(zip(j["doc_id"], j["label_id"]))
+            pairs = len(seen)
             secs += sum(m.get("seconds", {}).values())
             if last_only and m is not ms[-1]:
                 continue
@@ -141,19 +148,19 @@ def main():
     if "lmtx" in want:
         tr = subsets(bench, runs / "data", a.real_docs, a.eval_docs)["train"]
         ms = run_row(f"qwen0.5b-{a.real_docs}", runs, tr, labels_path, ev, a.rounds, "qwen0.5b", a.j)
-        record(f"lmtx, teacher Qwen2.5-Coder-0.5B, {a.real_docs} docs", "lmtx", "qwen0.5b", ms)
+        record(f"lmtx, teacher Qwen2.5-Coder-0.5B, {a.real_docs} docs", "lmtx", "qwen0.5b", ms, f"qwen0.5b-{a.real_docs}")
         trq = subsets(bench, runs / "data", a.q15_docs, a.eval_docs)["train"]
         ms = run_row(f"qwen1.5b-{a.q15_docs}", runs, trq, labels_path, ev, a.rounds, "qwen1.5b", a.j)
-        record(f"lmtx, teacher Qwen2.5-Coder-1.5B, {a.q15_docs} docs", "lmtx", "qwen1.5b", ms)
+        record(f"lmtx, teacher Qwen2.5-Coder-1.5B, {a.q15_docs} docs", "lmtx", "qwen1.5b", ms, f"qwen1.5b-{a.q15_docs}")
         sim_same = run_row(f"sim0-{a.q15_docs}", runs, trq, labels_path, ev, a.rounds, "simulated:0", a.j)
         record(f"SIMULATED perfect teacher, same {a.q15_docs} docs (reference for the 1.5B row)", "simulated",
-               "simulated:0", sim_same)
+               "simulated:0", sim_same, f"sim0-{a.q15_docs}")
     if "simulated" in want:
         tr = subsets(bench, runs / "data", a.train_docs, a.eval_docs)["train"]
         for rate in (0.0, 0.1, 0.3):
             t = f"simulated:{rate:g}"
             ms = run_row(f"sim{rate:g}-{a.train_docs}", runs, tr, labels_path, ev, a.rounds, t, a.j)
-            record(f"SIMULATED teacher, {rate:.0%} flipped, {a.train_docs} docs", "simulated", t, ms)
+            record(f"SIMULATED teacher, {rate:.0%} flipped, {a.train_docs} docs", "simulated", t, ms, f"sim{rate:g}-{a.train_docs}")
     if "ablation" in want:
         tr = subsets(bench, runs / "data", a.train_docs, a.eval_docs)["train"]
         t = "simulated:0.1"
@@ -165,7 +172,7 @@ def main():
         ]
         for label, key, over in abl:
             ms = run_row(f"{key}-{a.train_docs}", runs, tr, labels_path, ev, a.rounds, t, a.j, **over)
-            record(f"ablation (SIMULATED 10%): {label}", "ablation", t, ms, last_only=True)
+            record(f"ablation (SIMULATED 10%): {label}", "ablation", t, ms, f"{key}-{a.train_docs}", last_only=True)
     write(out, a, rows)
 
 
@@ -176,19 +183,41 @@ def write(out: Path, a, rows: dict):
               "machine": "2-core CPU, no GPU"}
     order = {"baseline": 0, "init": 1, "lmtx": 2, "simulated": 3, "ablation": 4}
     ordered = sorted(rows.values(), key=lambda r: (order[r["kind"]], r["name"]))
+    teachers = []
+    for f in sorted((ROOT / "benchmarks" / "results").glob("teacher_quality*.json")):
+        for t in json.loads(f.read_text())["rows"]:
+            rule = t["rules"].get("rel:0.02", {})
+            teachers.append({"teacher": t["name"], "prompt": t["prompt"], "auc": t["auc"], "pairs_per_s": t["pairs_per_s"],
+                             "yes_precision": rule.get("precision"), "yes_recall": rule.get("recall"),
+                             "pseudo_positive_precision": rule.get("pseudo_positive_precision"),
+                             "top_p_yes_is_gold": t["top_p_yes_is_gold"], "top_similarity_is_gold": t["top_similarity_is_gold"],
+                             "pairs": t["pairs"]})
     out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / (out.name + ".json")).write_text(json.dumps({"budget": budget, "rows": ordered}, indent=1))
+    (out.parent / (out.name + ".json")).write_text(json.dumps({"budget": budget, "rows": ordered, "teachers": teachers}, indent=1))
     lines = ["# debtags: lmtx against its starting point", "",
              f"Train on {a.real_docs} (real teachers; {a.q15_docs} for the 1.5B) or {a.train_docs} (simulated, ablations) "
              f"`dev` documents without labels; evaluate on the first {a.eval_docs} `test` documents "
              f"(by md5 of the id); j = {a.j} candidates; all-MiniLM-L6-v2 start; 2-core CPU.",
              "SIMULATED rows answer from gold labels: they bound what a teacher of that quality can buy, "
-             "they are not results of a real teacher.", "",
-             "| row | kind | P@1 | P@3 | P@5 | R@5 | nDCG@5 | PSP@5 | teacher pairs | seconds |",
+             "they are not results of a real teacher. Teacher pairs: distinct (document, label) pairs judged up to "
+             "that round, i.e. the teacher calls of a fresh run; seconds: wall time of this run on a shared 2-core "
+             "machine (real-teacher rows reused answers cached by benchmarks/teacher_quality.py, so their seconds "
+             "understate a fresh run: about 0.5 s per pair for the 0.5B teacher, 2 s per pair for the 1.5B).", "",
+             "| row | kind | P@1 | P@3 | P@5 | R@5 | nDCG@5 | PSP@5 | teacher pairs (distinct, cumulative) | seconds (this run) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ordered:
         vals = " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else "-" for c in COLS)
         lines.append(f"| {r['name']} | {r['kind']} | {vals} | {r['pairs']} | {r['seconds']:.0f} |")
+    if teachers:
+        lines += ["", "Teachers on real debtags dev pairs (benchmarks/teacher_quality.py: 60 dev docs x top-5 MiniLM "
+                  "candidates; decision rel:0.02; pseudo-positive = most similar yes-label):", "",
+                  "| teacher | prompt | AUC | yes-precision | yes-recall | pseudo-positive precision | teacher top-1 is gold "
+                  "| encoder top-1 is gold | pairs/s |", "|---|---|---|---|---|---|---|---|---|"]
+        for t in teachers:
+            f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {t['teacher']} | {t['prompt']} | {t['auc']:.3f} | {f(t['yes_precision'])} | {f(t['yes_recall'])} | "
+                         f"{f(t['pseudo_positive_precision'])} | {f(t['top_p_yes_is_gold'])} | {f(t['top_similarity_is_gold'])} | "
+                         f"{f(t['pairs_per_s'])} |")
     (out.parent / (out.name + ".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
