@@ -148,7 +148,7 @@ def main():
             put({"name": f"{name}, round {m['round']}", "kind": kind, "teacher": teacher, "round": m["round"],
                  **{c: m.get(c) for c in COLS}, "pairs": pairs, "seconds": round(secs, 1),
                  "pseudo_positive_precision": m.get("pseudo_positive_precision"),
-                 "teacher_auc": m.get("teacher_auc"), "docs": m.get("docs")})
+                 "teacher_auc": m.get("teacher_auc"), "docs": m.get("docs"), "seeded": bool(SEED_CACHES)})
 
     if "lmtx" in want:
         tr = subsets(bench, runs / "data", a.real_docs, a.eval_docs)["train"]
@@ -207,14 +207,15 @@ def write(out: Path, a, rows: dict):
              f"says otherwise; 2-core CPU.",
              "SIMULATED rows answer from gold labels: they bound what a teacher of that quality can buy, "
              "they are not results of a real teacher. Teacher pairs: distinct (document, label) pairs judged up to "
-             "that round, i.e. the teacher calls of a fresh run; seconds: wall time of this run on a shared 2-core "
-             "machine (real-teacher rows reused answers cached by benchmarks/teacher_quality.py, so their seconds "
-             "understate a fresh run: about 0.5 s per pair for the 0.5B teacher, 2 s per pair for the 1.5B).", "",
+             "that round, i.e. the teacher calls of a fresh run; seconds: wall time of the run up to that round on a "
+             "shared 2-core machine, evaluation on the test docs after every round included (a row marked 'seeded' "
+             "reused teacher answers from an earlier cache, so its seconds understate a fresh run).", "",
              "| row | kind | P@1 | P@3 | P@5 | R@5 | nDCG@5 | PSP@5 | teacher pairs (distinct, cumulative) | seconds (this run) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ordered:
         vals = " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else "-" for c in COLS)
-        lines.append(f"| {r['name']} | {r['kind']} | {vals} | {r['pairs']} | {r['seconds']:.0f} |")
+        seeded = " (seeded)" if r.get("seeded") else ""
+        lines.append(f"| {r['name']} | {r['kind']} | {vals} | {r['pairs']} | {r['seconds']:.0f}{seeded} |")
     if teachers:
         lines += ["", "Teachers on real debtags dev pairs (benchmarks/teacher_quality.py: 60 dev docs x top-5 MiniLM "
                   "candidates; decision rel:0.02; pseudo-positive = most similar yes-label):", "",
