@@ -118,16 +118,14 @@ def main():
             m = evaluate(None, eval_docs, labels, ks=(1, 3, 5), baseline=kind)
             put({"name": f"{kind} (doc text vs label description)", "kind": "baseline", "teacher": None, "round": None,
                  **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
-    if "init" in want:
-        t0 = time.time()
-        m = evaluate("all-MiniLM-L6-v2", eval_docs, labels, ks=(1, 3, 5))
-        put({"name": "all-MiniLM-L6-v2 zero-shot", "kind": "init", "teacher": None, "round": 0,
-             **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
-    if "mpnet" in want:  # a stronger, 5x slower encoder, for scale (lmtx rows start from MiniLM)
-        t0 = time.time()
-        m = evaluate("all-mpnet-base-v2", eval_docs, labels, ks=(1, 3, 5))
-        put({"name": "all-mpnet-base-v2 zero-shot (not trained here)", "kind": "init", "teacher": None, "round": 0,
-             **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
+    # zero-shot encoders: the lmtx rows start from MiniLM; mpnet (stronger, 5x slower) is there for scale
+    for key, enc, name in (("init", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2 zero-shot"),
+                           ("mpnet", "all-mpnet-base-v2", "all-mpnet-base-v2 zero-shot (not trained here)")):
+        if key in want:
+            t0 = time.time()
+            m = evaluate(enc, eval_docs, labels, ks=(1, 3, 5))
+            put({"name": name, "kind": "init", "teacher": None, "round": 0,
+                 **{c: m[c] for c in COLS}, "pairs": 0, "seconds": round(time.time() - t0, 1)})
 
     def record(name, kind, teacher, ms, run_name, last_only=False):
         """pairs = distinct (document, label) pairs the teacher judged up to this round: the calls a fresh run

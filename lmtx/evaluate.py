@@ -60,13 +60,14 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
         retriever = bm25s.BM25()
         retriever.index(bm25s.tokenize(ltexts, stopwords="en", show_progress=False), show_progress=False)
-        q = bm25s.tokenize([d.text for d in docs], stopwords="en", show_progress=False)
-        # every label's score, then a stable order (ties by label position): the same ranking on every run
-        idx, sc = retriever.retrieve(q, k=len(ltexts), show_progress=False)
         out = []
-        for row_i, row_s in zip(np.asarray(idx), np.asarray(sc)):
-            order = np.lexsort((row_i, -row_s))[:k]
-            out.append([labels.ids[int(row_i[o])] for o in order])
+        for s in range(0, len(docs), 2048):  # in chunks, as for TF-IDF: memory stays chunk x labels
+            q = bm25s.tokenize([d.text for d in docs[s:s + 2048]], stopwords="en", show_progress=False)
+            # every label's score, then a stable order (ties by label position): the same ranking on every run
+            idx, sc = retriever.retrieve(q, k=len(ltexts), show_progress=False)
+            for row_i, row_s in zip(np.asarray(idx), np.asarray(sc)):
+                order = np.lexsort((row_i, -row_s))[:k]
+                out.append([labels.ids[int(row_i[o])] for o in order])
         return out
     raise ValueError(f"unknown baseline {kind!r}: tfidf or bm25")
 
