@@ -48,8 +48,14 @@ def iterate(
     prompt: str = typer.Option("paper-desc", help="Built-in prompt template (lmtx prompts list)."),
     prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
     decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
-    select: str = typer.Option("similarity", help="Pseudo-positive among yes-labels: similarity, p_yes, random, all."),
-    loss: str = typer.Option("topk", help="topk (LMTX code's softmax-weighted hardest k; default) or triplet (paper)."),
+    select: str = typer.Option("fused", help="Pseudo-positive: fused (highest fused teacher+student score), or among the teacher's yes-labels: similarity, p_yes, random, all."),
+    fusion: str = typer.Option("auto", help="Teacher/student weights of the fused score: auto (estimated label-free each round), equal, teacher, student."),
+    union: bool = typer.Option(True, help="Train on every pair judged in any round so far (free: cached), not only this round's."),
+    strong_teacher: Optional[str] = typer.Option(None, help="Cascade: a stronger teacher asked where the teacher and the student disagree most."),
+    strong_budget: int = typer.Option(0, help="Cascade: at most this many strong-teacher pairs over the run."),
+    guard_docs: float = typer.Option(0.15, help="Never-worse guard: training documents held out to judge each round (fraction < 1, or a count; 0 = off)."),
+    loss: str = typer.Option("topk", help="topk (softmax-weighted hardest k; default), triplet (paper) or ohnm (the LMTX code's loss as it computes it)."),
+    distill: float = typer.Option(0.0, help="Weight of the listwise distillation term (fused scores over each document's candidates); 0 = off."),
     margin: float = typer.Option(0.3),
     fn_mask: bool = typer.Option(True, help="Mask in-batch negatives the teacher said yes to."),
     lr: float = typer.Option(2e-4),
@@ -60,7 +66,7 @@ def iterate(
     hnsw_m: int = typer.Option(32), ef_construction: int = typer.Option(200), ef_search: int = typer.Option(100),
     max_docs: Optional[int] = typer.Option(None, help="Use only the first N training documents."),
     seed: int = typer.Option(0),
-    early_stop: bool = typer.Option(False, help="Stop when the teacher's P(yes) on the encoder's top-1 stops rising."),
+    early_stop: bool = typer.Option(False, help="End the run at the first round the guard does not promote."),
     prefix_reuse: bool = typer.Option(True, help="Local teacher: run each document's prompt prefix once."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu"),
@@ -81,18 +87,22 @@ def iterate(
             encoder=EncoderConfig(model=encoder),
             index=IndexConfig(kind=index, M=hnsw_m, ef_construction=ef_construction, ef_search=ef_search, candidates=candidates),
             teacher=TeacherConfig(name=teacher, prompt=prompt, prompt_file=str(prompt_file) if prompt_file else None,
-                                  decision=decision, prefix_reuse=prefix_reuse),
-            select=SelectConfig(strategy=select),
-            train=TrainConfig(loss=loss, margin=margin, fn_mask=fn_mask, lr=lr, batch_size=batch_size, epochs=epochs, start=start),
+                                  decision=decision, prefix_reuse=prefix_reuse, strong=strong_teacher,
+                                  strong_budget=strong_budget),
+            select=SelectConfig(strategy=select, fusion=fusion, union=union),
+            train=TrainConfig(loss=loss, distill=distill, margin=margin, fn_mask=fn_mask, lr=lr, batch_size=batch_size,
+                              epochs=epochs, start=start),
             loop=LoopConfig(rounds=rounds, seed=seed, docs=str(docs), labels=str(labels),
                             eval_docs=str(eval_docs) if eval_docs else None, max_docs=max_docs,
-                            early_stop=early_stop),
+                            early_stop=early_stop, guard_docs=guard_docs),
         )
         if dry_run:
             c = count_pairs(cfg, out)
-            typer.echo(f"{c['docs']} documents x {c['candidates']} candidates = {c['pairs_per_round_max']} teacher "
-                       f"calls in round 1; at most that many per later round (only pairs not yet cached are asked): "
-                       f"at most {c['pairs_total_max']} over {c['rounds']} rounds.")
+            typer.echo(f"{c['docs']} documents x {c['candidates']} candidates = {c['docs'] * c['candidates']} teacher "
+                       f"calls in round 1, plus up to {c['pairs_per_round_max'] - c['docs'] * c['candidates']} for the "
+                       f"guard ({c['guard_docs']} held-out documents); at most that many per later round (only pairs "
+                       f"not yet cached are asked): at most {c['pairs_total_max']} over {c['rounds']} rounds"
+                       + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"] else "."))
             return
         log = lambda s: typer.echo(s, err=True)  # noqa: E731
         rt = Runtime(device=device, threads=threads, progress=progress, log=log, teacher_urls=list(teacher_url),

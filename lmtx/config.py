@@ -59,26 +59,50 @@ class TeacherConfig:
     decision: str = "rel:0.02"
     prefix_reuse: bool = True
     batch_size: int = 16
+    # teacher cascade: a stronger (slower) teacher asked only where the cheap teacher and the student
+    # disagree most, at most `strong_budget` pairs over the whole run (spread evenly over the rounds)
+    strong: str | None = None
+    strong_budget: int = 0
 
     def __post_init__(self):
         if not DECISION_RE.match(self.decision):
             raise ConfigError(f"teacher.decision must look like abs:0.5, quantile:0.7 or rel:0.05, got {self.decision!r}")
+        if self.strong_budget < 0:
+            raise ConfigError("teacher.strong_budget must be >= 0")
+        if self.strong_budget and not self.strong:
+            raise ConfigError("teacher.strong_budget needs teacher.strong (--strong-teacher)")
+
+
+FUSIONS = ("auto", "equal", "teacher", "student")
 
 
 @dataclass
 class SelectConfig:
-    strategy: str = "similarity"  # among yes-labels: similarity (most similar) | p_yes | random (each step) | all
+    # fused (default): the candidate with the highest fused teacher+student score (lmtx.fuse);
+    # among the teacher's yes-labels: similarity (most similar) | p_yes | random (re-drawn each step) | all
+    strategy: str = "fused"
+    # how teacher and student are weighted in the fused score: auto (label-free estimate each round),
+    # equal, teacher (teacher only), student (student only)
+    fusion: str = "auto"
+    # train on every judged pair of every round so far (answers come from the cache), not this round's only
+    union: bool = True
 
     def __post_init__(self):
-        if self.strategy not in ("similarity", "p_yes", "random", "all"):
-            raise ConfigError(f"select.strategy must be similarity, p_yes, random or all, got {self.strategy!r}")
+        if self.strategy not in ("fused", "similarity", "p_yes", "random", "all"):
+            raise ConfigError(f"select.strategy must be fused, similarity, p_yes, random or all, got {self.strategy!r}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"select.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
 
 
 @dataclass
 class TrainConfig:
     # topk (LMTX code: k hardest in-batch negatives, softmax-weighted) | triplet (paper: every in-batch negative).
     # topk is the default: on debtags (SIMULATED 10% teacher, 500 docs) it gave P@1 0.598 vs 0.536 for triplet.
-    loss: str = "topk"
+    loss: str = "topk"  # topk | triplet | ohnm (the LMTX code's TripletMarginLossOHNM, as it computes it)
+    # listwise distillation beside the hard positive: weight of KL(fused-score distribution over the
+    # document's judged candidates || the student's softmax over them); 0 = off
+    distill: float = 0.0
+    distill_tau: float = 0.05  # student temperature in the listwise term
     margin: float = 0.3
     topk: int = 10
     tau: float = 0.1
@@ -92,8 +116,10 @@ class TrainConfig:
     start: str = "warm"  # warm: from the previous round's encoder | init: from the initial encoder each round
 
     def __post_init__(self):
-        if self.loss not in ("triplet", "topk"):
-            raise ConfigError(f"train.loss must be triplet or topk, got {self.loss!r}")
+        if self.loss not in ("triplet", "topk", "ohnm"):
+            raise ConfigError(f"train.loss must be topk, triplet or ohnm, got {self.loss!r}")
+        if self.distill < 0 or self.distill_tau <= 0:
+            raise ConfigError("train.distill must be >= 0 and train.distill_tau > 0")
         if self.start not in ("warm", "init"):
             raise ConfigError(f"train.start must be warm or init, got {self.start!r}")
         if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1:
@@ -111,10 +137,18 @@ class LoopConfig:
     # stop when the teacher's mean P(yes) on the encoder's top-1 candidates stops rising (the LMTX code's
     # label-free stopping rule); the run's best encoder is then the one the teacher agreed with most
     early_stop: bool = False
+    # the never-worse guard: a fixed sample of the training documents is held out of training; after
+    # each round the teacher's mean P(yes) on each encoder's top-1 label for them decides whether the
+    # round's encoder replaces the best one so far (a worse round stays on disk, not promoted, and the
+    # next round starts from the best). A fraction (< 1) or a count; 0 turns the guard off.
+    guard_docs: float = 0.15
+    guard_min: int = 30  # at least this many held-out documents (if the corpus allows), at most 800
 
     def __post_init__(self):
         if self.rounds < 0:
             raise ConfigError("loop.rounds must be >= 0")
+        if self.guard_docs < 0:
+            raise ConfigError("loop.guard_docs must be >= 0 (a fraction < 1, or a count)")
 
 
 @dataclass

@@ -8,6 +8,8 @@ teacher cache).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from . import __version__
 from .config import RunConfig
 from .data import LabelSet, gold_of, load_docs, load_labels
 from .encoder import embed, load_encoder
+from .fuse import fuse
 from .index import LabelIndex
 from .metrics import evaluate_encoder, pseudo_label_quality
 from .prompts import load_template
@@ -48,6 +51,7 @@ class Runtime:
     teacher: object | None = None  # an already-built Teacher (tests, benchmarks)
     teacher_urls: list[str] = field(default_factory=list)  # served teacher replicas (OpenAI-compatible)
     teacher_tokenizer: str | None = None
+    strong_teacher: object | None = None  # an already-built strong teacher for the cascade (tests)
 
 
 def _template(cfg: RunConfig):
@@ -58,40 +62,141 @@ def _template(cfg: RunConfig):
 def count_pairs(cfg: RunConfig, out: str | Path) -> dict:
     """What the teacher will be asked in round 1 (later rounds ask only pairs not cached yet)."""
     labels = load_labels(cfg.loop.labels)
-    docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
+    all_docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
+    docs, guard = guard_split(all_docs, cfg)
     j = min(cfg.index.candidates, len(labels))
     n = len(docs) * j
-    return {"docs": len(docs), "labels": len(labels), "candidates": j, "pairs_per_round_max": n,
-            "rounds": cfg.loop.rounds, "pairs_total_max": n * cfg.loop.rounds}
+    g = 2 * len(guard)  # the guard: the initial and the first round's top-1 per held-out document
+    return {"docs": len(docs), "guard_docs": len(guard), "labels": len(labels), "candidates": j,
+            "pairs_per_round_max": n + g, "rounds": cfg.loop.rounds,
+            "pairs_total_max": n * cfg.loop.rounds + len(guard) * (cfg.loop.rounds + 1),
+            "strong_budget": cfg.teacher.strong_budget if cfg.teacher.strong else 0}
 
 
-def _retrieve(model, docs, labels: LabelSet, cfg: RunConfig, progress: bool):
-    lemb = embed(model, [l.text(cfg.encoder.label_text) for l in labels.labels], cfg.encoder.batch_size)
-    demb = embed(model, [d.text for d in docs], cfg.encoder.batch_size, progress, "embedding docs")
+def guard_split(docs: list, cfg: RunConfig) -> tuple[list, list]:
+    """(training documents, held-out guard documents): a fixed sample by hash of (seed, id)."""
+    g, n = cfg.loop.guard_docs, len(docs)
+    if g <= 0 or n < 4:
+        return docs, []
+    k = int(round(g * n)) if g < 1 else int(g)
+    k = min(max(k, cfg.loop.guard_min), 800, n // 3)
+    if k < 1:
+        return docs, []
+    key = lambda d: hashlib.md5(f"{cfg.loop.seed}\x00{d.id}".encode()).hexdigest()  # noqa: E731
+    held = {d.id for d in sorted(docs, key=key)[:k]}
+    return [d for d in docs if d.id not in held], [d for d in docs if d.id in held]
+
+
+def _label_emb(model, labels: LabelSet, cfg: RunConfig) -> np.ndarray:
+    return embed(model, [l.text(cfg.encoder.label_text) for l in labels.labels], cfg.encoder.batch_size)
+
+
+def _retrieve(lemb: np.ndarray, demb: np.ndarray, cfg: RunConfig):
     index = LabelIndex.from_config(lemb, cfg.index, cfg.loop.seed)
-    idx, sim = index.query(demb, cfg.index.candidates)
-    return idx, sim
+    return index.query(demb, cfg.index.candidates)
 
 
-def _teach(teacher, template, docs, labels: LabelSet, idx, sim, cache, rt: Runtime, r: int):
+def _pairs(docs, labels: LabelSet, doc_idx, label_idx) -> list[Pair]:
+    out = []
+    for di, li in zip(doc_idx, label_idx):
+        d, lab = docs[int(di)], labels[int(li)]
+        out.append(Pair(d.id, d.text, lab.id, lab.name, lab.description))
+    return out
+
+
+def _ask(teacher, template, pairs: list[Pair], cache, rt: Runtime, desc: str):
+    """Answers for pairs (grouped by document), through the cache. Returns (p_yes, mass, asked, seconds)."""
     from tqdm.auto import tqdm
 
-    pairs, rows = [], []
-    for di, (ls, ss) in enumerate(zip(idx, sim)):
-        d = docs[di]
-        for rank, (li, s) in enumerate(zip(ls, ss)):
-            lab = labels[int(li)]
-            pairs.append(Pair(d.id, d.text, lab.id, lab.name, lab.description))
-            rows.append((di, int(li), rank, float(s)))
-    bar = tqdm(total=len(pairs), desc=f"round {r}: teacher", unit="pair", disable=not rt.progress)
+    bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=not rt.progress)
     t0 = time.time()
     answers, asked = score_cached(teacher, template.hash, pairs, cache, progress=bar.update)
     bar.close()
-    secs = time.time() - t0
-    j = pd.DataFrame(rows, columns=["doc", "label", "rank", "similarity"])
-    j["p_yes"] = [a.p_yes for a in answers]
-    j["mass"] = [a.mass for a in answers]
+    return (np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked, time.time() - t0)
+
+
+@dataclass
+class _State:
+    """What carries from one round to the next (rebuilt from the run folder on resume)."""
+
+    model: object
+    lemb: np.ndarray
+    best_round: int
+    union: set = field(default_factory=set)  # (doc index, label index) judged in any round so far
+    strong_docs: set = field(default_factory=set)  # documents the strong teacher judged
+    strong_spent: int = 0
+
+
+def _judge_union(st: _State, idx, teacher, template, docs, labels, cache, rt, r):
+    """This round's candidates joined to every earlier round's judged pairs, with the teacher's answers."""
+    cand = {(int(d), int(l)) for d, row in enumerate(idx) for l in row}
+    pairs_set = (st.union | cand) if st.union is not None else cand
+    keys = sorted(pairs_set)
+    j = pd.DataFrame(keys, columns=["doc", "label"])
+    p, mass, asked, secs = _ask(teacher, template, _pairs(docs, labels, j["doc"], j["label"]), cache, rt,
+                                f"round {r}: teacher")
+    j["p_yes"], j["mass"] = p, mass
+    j["candidate"] = [k in cand for k in keys]
     return j, asked, secs
+
+
+def _cascade(j, st: _State, cfg: RunConfig, strong, template, docs, labels, cache, rt, r) -> tuple[int, float]:
+    """Ask the strong teacher about every judged pair of the documents where the cheap teacher and the
+    student disagree most (their top choices differ; the smallest fused margin first), within budget."""
+    rounds_left = cfg.loop.rounds - r + 1
+    budget = (cfg.teacher.strong_budget - st.strong_spent) // max(1, rounds_left)
+    per_doc = j.groupby("doc").size()
+    if budget > 0:
+        g = j.groupby("doc")
+        t_top = j.loc[g["p_yes"].idxmax(), ["doc", "label"]].set_index("doc")["label"]
+        s_top = j.loc[g["similarity"].idxmax(), ["doc", "label"]].set_index("doc")["label"]
+        f_sorted = j.sort_values(["doc", "fused"], ascending=[True, False]).groupby("doc")["fused"]
+        margin = (f_sorted.nth(0).to_numpy() - f_sorted.nth(1).reindex(f_sorted.nth(0).index, fill_value=np.nan)
+                  .to_numpy()) if len(j) else np.array([])
+        m = pd.Series(np.nan_to_num(margin, nan=np.inf), index=sorted(j["doc"].unique()))
+        order = sorted((d for d in m.index if d not in st.strong_docs),
+                       key=lambda d: (t_top.get(d) == s_top.get(d), m[d]))
+        for d in order:
+            if per_doc[d] > budget:
+                break
+            st.strong_docs.add(int(d))
+            budget -= per_doc[d]
+    sel = j["doc"].isin(st.strong_docs).to_numpy()
+    if not sel.any():
+        return 0, 0.0
+    sub = j[sel]
+    p, _, asked, secs = _ask(strong, template, _pairs(docs, labels, sub["doc"], sub["label"]), cache, rt,
+                             f"round {r}: strong teacher")
+    j.loc[sel, "p_strong"] = p
+    st.strong_spent += asked
+    return asked, secs
+
+
+def _fuse(j, cfg: RunConfig, doc_texts, label_texts):
+    """Fused scores (teacher+student), separately for documents the strong teacher judged."""
+    j["p_teacher"] = j["p_strong"].fillna(j["p_yes"]) if "p_strong" in j else j["p_yes"]
+    views = {}
+    j["fused"] = 0.0
+    groups = [("teacher", j["p_strong"].isna().to_numpy() if "p_strong" in j else np.ones(len(j), bool))]
+    if "p_strong" in j and j["p_strong"].notna().any():
+        groups.append(("strong", j["p_strong"].notna().to_numpy()))
+    for name, sel in groups:
+        if not sel.any():
+            continue
+        f, q = fuse(j[sel], doc_texts, label_texts, cfg.select.fusion, teacher_col="p_teacher")
+        j.loc[sel, "fused"] = f
+        views[name] = q.to_dict()
+    return views
+
+
+def _guard(model, lemb, guard_docs, labels, teacher, template, cache, cfg, rt, r) -> tuple[float, list[int], int]:
+    """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document."""
+    demb = embed(model, [d.text for d in guard_docs], cfg.encoder.batch_size)
+    idx, _ = _retrieve(lemb, demb, cfg)
+    top1 = [int(row[0]) for row in idx]
+    p, _, asked, _ = _ask(teacher, template, _pairs(guard_docs, labels, range(len(guard_docs)), top1), cache, rt,
+                          f"round {r}: guard")
+    return float(p.mean()), top1, asked
 
 
 def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Iterator[RoundResult]:
@@ -102,9 +207,10 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
     run = RunDir(out)
     run.prepare(cfg.to_dict())
     labels = load_labels(cfg.loop.labels)
-    docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
-    eval_docs = load_docs(cfg.loop.eval_docs, labels) if cfg.loop.eval_docs else docs
-    gold = gold_of(docs)
+    all_docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
+    docs, guard_docs = guard_split(all_docs, cfg)
+    eval_docs = load_docs(cfg.loop.eval_docs, labels) if cfg.loop.eval_docs else all_docs
+    gold = gold_of(all_docs)
     template = _template(cfg)
     label_texts = [l.text(cfg.encoder.label_text) for l in labels.labels]
     doc_texts = [d.text for d in docs]
@@ -114,101 +220,203 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
     done = run.finished_rounds()
     for r in done:
         if r <= cfg.loop.rounds:
-            import json
-
             yield RoundResult(r, json.loads((run.round_dir(r) / "metrics.json").read_text()), run.round_dir(r), True)
 
     if 0 not in done:
         model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
-        m = {"round": 0, "encoder": cfg.encoder.model}
+        m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(docs), "guard_docs": len(guard_docs)}
         if has_gold:
             m.update(evaluate_encoder(model0, eval_docs, labels, cfg.encoder.label_text, show_progress=rt.progress))
         write_json(run.round_dir(0) / "metrics.json", m)
-        run.finish_round(0, m, {"lmtx_version": __version__})
+        run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
         yield RoundResult(0, m, run.round_dir(0))
 
     start = max([r for r in done if r > 0], default=0) + 1
-    if start > cfg.loop.rounds:
+    if start > cfg.loop.rounds or run.manifest().get("stopped_early"):
         return
 
-    teacher = rt.teacher
-    if teacher is None:
-        from .teacher.registry import make_teacher
-
-        teacher = make_teacher(cfg.teacher.name, template, gold=gold, seed=cfg.loop.seed,
-                               prefix_reuse=cfg.teacher.prefix_reuse, batch_size=cfg.teacher.batch_size,
-                               device=rt.device, threads=rt.threads, progress=log, urls=rt.teacher_urls,
-                               tokenizer=rt.teacher_tokenizer)
+    teacher = rt.teacher or _make_teacher(cfg.teacher.name, cfg, template, gold, rt)
     log(f"[lmtx] teacher: {teacher.describe()}")
     if teacher.simulated:
         log("[lmtx] NOTE: SIMULATED teacher (answers from gold labels): a research tool, not a real result")
+    strong = None
+    if cfg.teacher.strong and cfg.teacher.strong_budget > 0:
+        strong = rt.strong_teacher or _make_teacher(cfg.teacher.strong, cfg, template, gold, rt)
+        log(f"[lmtx] strong teacher (cascade, at most {cfg.teacher.strong_budget} pairs): {strong.describe()}")
+    if guard_docs:
+        log(f"[lmtx] guard: {len(guard_docs)} of {len(all_docs)} documents held out; a round's encoder is promoted "
+            f"only if the teacher rates its top-1 labels on them at least as high as the best round's")
     cache = AnswerCache(run.cache_path)
-    prev = run.last_encoder() or cfg.encoder.model
-    model = load_encoder(str(prev), cfg.encoder.max_seq_length, rt.device, log)
+    st = _resume_state(run, cfg, docs, labels, rt)
 
     try:
         for r in range(start, cfg.loop.rounds + 1):
-            rd = run.round_dir(r)
-            rd.mkdir(parents=True, exist_ok=True)
-            times = {}
-            t0 = time.time()
-            idx, sim = _retrieve(model, docs, labels, cfg, rt.progress)
-            times["retrieve"] = time.time() - t0
-            write_parquet(rd / "candidates.parquet", pd.DataFrame({
-                "doc_id": np.repeat(doc_ids, idx.shape[1]),
-                "rank": np.tile(np.arange(idx.shape[1]), len(docs)),
-                "label_id": [labels[int(i)].id for i in idx.ravel()],
-                "similarity": sim.ravel(),
-            }))
-
-            judged, asked, times["teacher"] = _teach(teacher, template, docs, labels, idx, sim, cache, rt, r)
-            judged["yes"] = decide(judged, cfg.teacher.decision)
-            # how much the teacher agrees with the current encoder's top-1 (label-free; drives --early-stop)
-            top1 = float(judged.loc[judged["rank"] == 0, "p_yes"].mean())
-            prev_top1 = run.manifest().get("teacher_top1_p_yes", {})
-            if cfg.loop.early_stop and str(r - 1) in prev_top1 and top1 <= prev_top1[str(r - 1)]:
-                best = r - 2 if top1 < prev_top1[str(r - 1)] else r - 1
-                log(f"[lmtx] early stop: the teacher's mean P(yes) on the top-1 candidates of round {r - 1}'s encoder "
-                    f"({top1:.4f}) did not rise above round {r - 2}'s ({prev_top1[str(r - 1)]:.4f}); best round: {best}")
-                run.set_manifest(stopped_early={"at_round": r, "best_round": best})
+            res = _round(r, st, cfg, run, rt, teacher, strong, template, cache, docs, guard_docs, eval_docs,
+                         labels, doc_texts, label_texts, doc_ids, gold, has_gold)
+            yield res
+            if cfg.loop.early_stop and not res.metrics.get("promoted", True):
+                log(f"[lmtx] early stop: round {r} was not better than round {st.best_round} (--early-stop)")
+                run.set_manifest(stopped_early={"at_round": r, "best_round": st.best_round})
                 return
-            run.set_manifest(teacher_top1_p_yes={**prev_top1, str(r): top1})
-            examples = select_positives(judged, cfg.select.strategy)
-            write_parquet(rd / "judgments.parquet", pd.DataFrame({
-                "doc_id": [doc_ids[i] for i in judged["doc"]],
-                "label_id": [labels[int(i)].id for i in judged["label"]],
-                "rank": judged["rank"], "similarity": judged["similarity"], "p_yes": judged["p_yes"],
-                "mass": judged["mass"], "yes": judged["yes"],
-                "teacher": teacher.model_id, "simulated": teacher.simulated,
-            }))
-
-            t0 = time.time()
-            if cfg.train.start == "init" and r > 1:
-                model = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
-            tlog = train_round(model, doc_texts, label_texts, examples, cfg.train, cfg.loop.seed + r, rt.progress)
-            times["train"] = time.time() - t0
-            save_encoder(model, rd / "encoder")
-
-            t0 = time.time()
-            m: dict = {"round": r, "teacher": teacher.model_id, "simulated": teacher.simulated,
-                       "decision": cfg.teacher.decision, "prompt": template.name}
-            if has_gold:
-                m.update(evaluate_encoder(model, eval_docs, labels, cfg.encoder.label_text))
-            m.update(pseudo_label_quality(judged, examples, doc_ids, labels.ids, gold))
-            times["evaluate"] = time.time() - t0
-            m.update({
-                "pairs_total": len(judged), "pairs_asked": asked, "teacher_top1_p_yes": top1,
-                "teacher_pairs_per_s": asked / times["teacher"] if asked and times["teacher"] > 0 else None,
-                "docs_with_yes": len({e.doc for e in examples}), "docs": len(docs),
-                "train": tlog, "seconds": {k: round(v, 2) for k, v in times.items()},
-            })
-            write_json(rd / "metrics.json", m)
-            run.finish_round(r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked")},
-                             {"teacher": teacher.describe(), "simulated": teacher.simulated,
-                              "lmtx_version": __version__})
-            yield RoundResult(r, m, rd)
     finally:
         cache.close()
+
+
+def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime):
+    from .teacher.registry import make_teacher
+
+    return make_teacher(name, template, gold=gold, seed=cfg.loop.seed, prefix_reuse=cfg.teacher.prefix_reuse,
+                        batch_size=cfg.teacher.batch_size, device=rt.device, threads=rt.threads, progress=rt.log,
+                        urls=rt.teacher_urls, tokenizer=rt.teacher_tokenizer)
+
+
+def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runtime) -> _State:
+    man = run.manifest()
+    done = [r for r in run.finished_rounds() if r > 0]
+    best = man.get("best_round", done[-1] if done else 0)
+    spec = str(run.round_dir(best) / "encoder") if best > 0 else cfg.encoder.model
+    model = load_encoder(spec, cfg.encoder.max_seq_length, rt.device, rt.log)
+    st = _State(model, _label_emb(model, labels, cfg), best, set() if cfg.select.union else None)
+    if done:
+        last = run.round_dir(done[-1])
+        pos = {d.id: i for i, d in enumerate(docs)}
+        j = pd.read_parquet(last / "judgments.parquet")
+        if cfg.select.union:
+            st.union = {(pos[d], labels.index[l]) for d, l in zip(j["doc_id"], j["label_id"]) if d in pos}
+        if "p_strong" in j:
+            st.strong_docs = {pos[d] for d in j.loc[j["p_strong"].notna(), "doc_id"] if d in pos}
+        st.strong_spent = int(man.get("strong_pairs_asked", 0))
+    return st
+
+
+def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, strong, template, cache, docs,
+           guard_docs, eval_docs, labels: LabelSet, doc_texts, label_texts, doc_ids, gold, has_gold) -> RoundResult:
+    """One round: retrieve -> teach (+ cascade) -> fuse -> select -> train -> guard -> evaluate."""
+    log = rt.log
+    rd = run.round_dir(r)
+    rd.mkdir(parents=True, exist_ok=True)
+    times = {}
+
+    # 1. retrieve this round's candidates with the best encoder so far
+    t0 = time.time()
+    demb = embed(st.model, doc_texts, cfg.encoder.batch_size, rt.progress, "embedding docs")
+    idx, sim = _retrieve(st.lemb, demb, cfg)
+    times["retrieve"] = time.time() - t0
+    write_parquet(rd / "candidates.parquet", pd.DataFrame({
+        "doc_id": np.repeat(doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(docs)),
+        "label_id": [labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),
+    }))
+
+    # 2. ask the teacher (only what the cache lacks) about the candidates, joined to earlier rounds' pairs
+    j, asked, times["teacher"] = _judge_union(st, idx, teacher, template, docs, labels, cache, rt, r)
+    j["similarity"] = np.einsum("ij,ij->i", demb[j["doc"].to_numpy()], st.lemb[j["label"].to_numpy()])
+    j["rank"] = j.groupby("doc")["similarity"].rank(ascending=False, method="first").astype(int) - 1
+
+    # 3. fuse teacher and student; the strong teacher where they disagree most (cascade)
+    views = _fuse(j, cfg, doc_texts, label_texts)
+    strong_asked = 0
+    if strong is not None:
+        strong_asked, times["strong_teacher"] = _cascade(j, st, cfg, strong, template, docs, labels, cache, rt, r)
+        if strong_asked or "p_strong" in j:
+            views = _fuse(j, cfg, doc_texts, label_texts)
+    weaker = _teacher_weaker(views.get("teacher"))
+    if weaker:
+        v = views["teacher"]
+        log(f"[lmtx] warning: round {r}: the student ranks the candidates better than the teacher (label-free "
+            f"estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}); the fused selection leans on the student "
+            f"(weight {v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher qwen1.5b "
+            f"--strong-budget N) or fewer rounds would help.")
+
+    # 4. decide and select pseudo-positives
+    dj = j.assign(p_yes=j["p_teacher"])
+    j["yes"] = decide(dj, cfg.teacher.decision)
+    examples = select_positives(j.assign(p_yes=j["p_teacher"]), cfg.select.strategy)
+    out = {"doc_id": [doc_ids[i] for i in j["doc"]], "label_id": [labels[int(i)].id for i in j["label"]]}
+    cols = ["rank", "similarity", "p_yes", "mass", "yes", "fused", "candidate"] + (["p_strong"] if "p_strong" in j else [])
+    write_parquet(rd / "judgments.parquet", pd.DataFrame({**out, **{c: j[c].to_numpy() for c in cols},
+                                                          "teacher": teacher.model_id, "simulated": teacher.simulated}))
+    if cfg.select.union:
+        st.union = set(zip(j["doc"].astype(int), j["label"].astype(int)))
+
+    # the guard's reference: the best encoder's score on the held-out documents (before training changes it)
+    t0 = time.time()
+    guard = run.manifest().get("guard", {})
+    guard_asked = 0
+    if guard_docs and str(st.best_round) not in guard:
+        guard[str(st.best_round)], _, guard_asked = _guard(st.model, st.lemb, guard_docs, labels, teacher, template,
+                                                           cache, cfg, rt, r)
+    times["guard"] = time.time() - t0
+
+    # 5. train (in place) and save
+    t0 = time.time()
+    if cfg.train.start == "init" and r > 1:
+        st.model = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
+    tlog = train_round(st.model, doc_texts, label_texts, examples, cfg.train, cfg.loop.seed + r, rt.progress)
+    times["train"] = time.time() - t0
+    save_encoder(st.model, rd / "encoder")
+    lemb_new = _label_emb(st.model, labels, cfg)
+
+    # 6. the guard: promote this round's encoder only if it is not worse than the best so far
+    t0 = time.time()
+    promoted, reason = True, "no guard (loop.guard_docs = 0)"
+    if guard_docs:
+        score, _, a1 = _guard(st.model, lemb_new, guard_docs, labels, teacher, template, cache, cfg, rt, r)
+        guard_asked += a1
+        guard[str(r)] = score
+        best_score = guard[str(st.best_round)]
+        promoted = score >= best_score
+        reason = (f"teacher's mean P(yes) on the top-1 labels of {len(guard_docs)} held-out documents: "
+                  f"{score:.4f} (round {r}) vs {best_score:.4f} (round {st.best_round})")
+    times["guard"] += time.time() - t0
+    prev_best = st.best_round
+    if promoted:
+        st.best_round, st.lemb = r, lemb_new
+    else:
+        log(f"[lmtx] round {r} not promoted: {reason}; kept on disk, the best stays round {prev_best}")
+        st.model = _load_round(run, cfg, prev_best, rt)
+
+    # 7. evaluate (gold only: reported, never used) and record
+    t0 = time.time()
+    m: dict = {"round": r, "teacher": teacher.model_id, "simulated": teacher.simulated,
+               "decision": cfg.teacher.decision, "prompt": template.name, "select": cfg.select.strategy,
+               "fusion": cfg.select.fusion}
+    if has_gold:
+        trained = st.model if promoted else load_encoder(str(rd / "encoder"), cfg.encoder.max_seq_length, rt.device)
+        m.update(evaluate_encoder(trained, eval_docs, labels, cfg.encoder.label_text))
+        best_m = m if promoted else json.loads((run.round_dir(prev_best) / "metrics.json").read_text())
+        m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
+    m.update(pseudo_label_quality(j, examples, doc_ids, labels.ids, gold))
+    if gold:
+        old = select_positives(dj.assign(yes=decide(dj, cfg.teacher.decision)), "similarity")
+        m["pseudo_positive_precision_teacher_only"] = pseudo_label_quality(j, old, doc_ids, labels.ids, gold).get(
+            "pseudo_positive_precision")
+    times["evaluate"] = time.time() - t0
+    m.update({
+        "pairs_total": len(j), "pairs_candidates": int(j["candidate"].sum()), "pairs_asked": asked,
+        "strong_pairs_asked": strong_asked, "strong_docs": len(st.strong_docs), "guard_pairs_asked": guard_asked,
+        "teacher_pairs_per_s": asked / times["teacher"] if asked and times["teacher"] > 0 else None,
+        "views": views, "teacher_weaker": weaker,
+        "guard": {"promoted": promoted, "reason": reason, "score": guard.get(str(r)),
+                  "best_round": st.best_round, "docs": len(guard_docs)},
+        "promoted": promoted, "best_round": st.best_round,
+        "docs_with_yes": len({e.doc for e in examples}), "docs": len(docs),
+        "train": tlog, "seconds": {k: round(v, 2) for k, v in times.items()},
+    })
+    write_json(rd / "metrics.json", m)
+    run.finish_round(r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},
+                     {"teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
+                      "best_round": st.best_round, "guard": guard,
+                      "strong_pairs_asked": st.strong_spent})
+    return RoundResult(r, m, rd)
+
+
+def _teacher_weaker(v: dict | None, slack: float = 0.02) -> bool:
+    return bool(v and v.get("method") == "triad" and v["r_student"] > v["r_teacher"] + slack)
+
+
+def _load_round(run: RunDir, cfg: RunConfig, r: int, rt: Runtime):
+    spec = str(run.round_dir(r) / "encoder") if r > 0 else cfg.encoder.model
+    return load_encoder(spec, cfg.encoder.max_seq_length, rt.device, rt.log)
 
 
 def _quiet_libraries():
@@ -234,6 +442,12 @@ def summary_line(res: RoundResult) -> str:
         parts.append(f"pseudo-pos precision {m['pseudo_positive_precision']:.2f}")
     if "pairs_asked" in m:
         parts.append(f"asked {m['pairs_asked']}/{m['pairs_total']} pairs")
+    if m.get("strong_pairs_asked"):
+        parts.append(f"strong teacher {m['strong_pairs_asked']} pairs")
+    if "guard" in m:
+        parts.append("promoted" if m["promoted"] else f"NOT promoted (best: round {m['best_round']})")
+    if m.get("teacher_weaker"):
+        parts.append("teacher weaker than student")
     if "docs_with_yes" in m:
         parts.append(f"{m['docs_with_yes']}/{m['docs']} docs taught")
     if "seconds" in m:

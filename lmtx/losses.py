@@ -50,9 +50,72 @@ def topk_softmax_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tens
     return (w * hinge).sum(dim=1).mean()
 
 
+def ohnm_reference_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tensor,
+                           yes_mask: torch.Tensor | None = None, margin: float = 0.3, k: int = 10,
+                           tau: float = 0.1) -> torch.Tensor:
+    """The LMTX code's loss as its code computes it (``TripletMarginLossOHNM`` with apply_softmax and
+    reduction 'mean'), on in-batch negatives.
+
+    How it differs from :func:`topk_softmax_inbatch` (lmtx's ``topk``):
+
+    * the k hinges are averaged over batch x k (``topk`` sums over the k, averages over the batch);
+    * the softmax(score / tau) weights carry gradient (``topk`` detaches them);
+    * a negative that already satisfies the margin gets its score set to -50 before the softmax, so it
+      takes (almost) no weight; the others share it;
+    * masked entries (the positive, same-label and teacher-yes columns) score -50 for the top-k choice,
+      but when a row has fewer than k valid negatives the choice falls on masked columns anyway and their
+      real score is used (``topk`` drops them).
+
+    d, l: (B, H) normalized; label_ids: (B,); yes_mask: (B, B) or None. Returns a scalar.
+    """
+    s = d @ l.T  # (B, B)
+    valid = negatives_mask(label_ids, yes_mask)
+    sim_p = s.diagonal()[:, None]  # (B, 1)
+    k = min(k, s.shape[1])
+    masked = torch.where(valid, s, torch.full_like(s, -50.0))
+    _, idx = masked.topk(k, dim=1)  # (B, k)
+    sim_n = s.gather(1, idx)  # (B, k): real scores, masked columns included when chosen
+    hinge = torch.clamp(sim_n - sim_p + margin, min=0.0)
+    w = torch.softmax(sim_n.masked_fill(hinge == 0, -50.0) / tau, dim=1)  # gradient flows through w
+    return (hinge * w).mean()
+
+
+def listwise_kl(d: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, target: torch.Tensor,
+                tau: float = 0.05) -> torch.Tensor:
+    """Listwise distillation: KL(target || softmax(<d_i, c_ik> / tau)) over each document's judged candidates.
+
+    d: (B, H) normalized documents; cand: (B, C, H) normalized candidate labels; cand_mask: (B, C) True
+    where a candidate exists; target: (B, C) a distribution over each row's candidates (0 where masked).
+    """
+    s = torch.einsum("bh,bch->bc", d, cand) / tau  # (B, C)
+    logp = torch.log_softmax(s.masked_fill(~cand_mask, float("-inf")), dim=1)
+    t = target.clamp(min=0)
+    kl = t * (torch.log(t.clamp(min=1e-12)) - logp.masked_fill(~cand_mask, 0.0))
+    return kl.masked_fill(~cand_mask, 0.0).sum(dim=1).mean()
+
+
+LOSSES = ("topk", "triplet", "ohnm")
+
+
 class InBatchTripletLoss(nn.Module):
-    def __init__(self, kind: str = "triplet", margin: float = 0.3, k: int = 10, tau: float = 0.1):
+    """In-batch triplet losses of LMTX, over (document, pseudo-positive) pairs.
+
+    References: Jain et al., "LMTX" (the paper's triplet loss); Dahiya et al., "NGAME" (online hard
+    negative mining with softmax weights), as in the LMTX code.
+
+    Inputs: d (B, H) document embeddings, l (B, H) each document's positive label embedding, label_ids
+    (B,) the positives' label indices, yes_mask (B, B) True where document i's teacher said yes to
+    positive j (never a negative), or None. Embeddings are L2-normalized here.
+
+    kind: ``topk`` (default; the k hardest in-batch negatives, hinges weighted by detached
+    softmax(score / tau), summed over k, averaged over documents), ``triplet`` (the paper: every in-batch
+    negative), ``ohnm`` (the LMTX code's TripletMarginLossOHNM, see :func:`ohnm_reference_inbatch`).
+    """
+
+    def __init__(self, kind: str = "topk", margin: float = 0.3, k: int = 10, tau: float = 0.1):
         super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"unknown loss {kind!r}; use one of {LOSSES}")
         self.kind, self.margin, self.k, self.tau = kind, margin, k, tau
 
     def forward(self, d, l, label_ids, yes_mask=None):
@@ -60,4 +123,6 @@ class InBatchTripletLoss(nn.Module):
         l = nn.functional.normalize(l, dim=-1)
         if self.kind == "triplet":
             return triplet_inbatch(d, l, label_ids, yes_mask, self.margin)
+        if self.kind == "ohnm":
+            return ohnm_reference_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
         return topk_softmax_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)

@@ -82,6 +82,12 @@ def pseudo_label_quality(judged, examples, doc_ids, label_ids, gold: dict) -> di
         out["teacher_yes_precision"] = float(is_gold[yes].mean()) if yes.any() else 0.0
         out["teacher_yes_recall"] = float(yes[is_gold].mean()) if is_gold.any() else 0.0
         out["teacher_auc"] = auc(j["p_yes"].to_numpy(), is_gold)
+        out["student_auc"] = auc(j["similarity"].to_numpy(), is_gold)
+        for col, name in (("p_strong", "strong_teacher_auc"), ("fused", "fused_auc")):
+            if col in j:
+                sel = j[col].notna().to_numpy()
+                if sel.any():
+                    out[name] = auc(j[col].to_numpy()[sel], is_gold[sel])
         by_doc = [any(label_ids[l] in gold[doc_ids[d]] for l in g["label"]) for d, g in j.groupby("doc")]
         out[f"candidate_recall@{j.groupby('doc').size().max()}"] = float(np.mean(by_doc))
     return out

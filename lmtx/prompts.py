@@ -10,12 +10,15 @@ by the teacher backend, not here. A template's hash goes into every cached answe
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 FIELDS = {"doc", "label", "description"}
+RENDER_VERSION = 2
+_OPTIONAL_DESC = re.compile(r"\s?\(\{description\}\)")
 REQUIRED = {"doc", "label"}
 
 
@@ -45,7 +48,8 @@ class PromptTemplate:
 
     @property
     def hash(self) -> str:
-        h = hashlib.sha256(f"{self.text}\x00{self.max_doc_words}".encode()).hexdigest()
+        # RENDER_VERSION: bumped when render() changes what a template produces for the same fields
+        h = hashlib.sha256(f"{self.text}\x00{self.max_doc_words}\x00{RENDER_VERSION}".encode()).hexdigest()
         return h[:16]
 
     def cut(self, doc: str) -> str:
@@ -55,7 +59,12 @@ class PromptTemplate:
         return " ".join(words)
 
     def render(self, doc: str, label: str, description: str = "") -> str:
-        return self.text.format(doc=self.cut(doc), label=label, description=description or label)
+        """Fill the template. A label without a description (bare names) drops a parenthesised
+        ``({description})`` from the template rather than repeating the name in it."""
+        text = self.text
+        if not description or description.strip() == label.strip():
+            text = _OPTIONAL_DESC.sub("", text)
+        return text.format(doc=self.cut(doc), label=label, description=description or label)
 
 
 def _builtin_dir():

@@ -88,9 +88,10 @@ class RunDir:
         write_json(self.out / "manifest.json", m)
 
     def best_encoder(self) -> str | None:
-        """The encoder to use from this run: early stopping's choice if the run stopped early, else the last
-        round's (round 0 is the initial encoder of config.json)."""
-        best = self.manifest().get("stopped_early", {}).get("best_round")
+        """The encoder to use from this run: the guard's best round (round 0 is the initial encoder of
+        config.json); for runs made before the guard, early stopping's choice, else the last round's."""
+        m = self.manifest()
+        best = m.get("best_round", m.get("stopped_early", {}).get("best_round"))
         if best == 0:
             return json.loads((self.out / "config.json").read_text())["encoder"]["model"]
         if best:

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from .config import TrainConfig
-from .losses import InBatchTripletLoss
+from .losses import InBatchTripletLoss, listwise_kl
 from .select import Example
 
 
@@ -54,7 +54,8 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
             if len(batch) < 2:
                 continue
             pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
-            uniq = sorted(set(pos))
+            distill = cfg.distill > 0 and all(e.cands for e in batch)
+            uniq = sorted(set(pos) | ({c for e in batch for c in e.cands} if distill else set()))
             where = {l: i for i, l in enumerate(uniq)}
             d = _embed(model, [doc_texts[e.doc] for e in batch], cfg.max_doc_length, device)  # (B, H)
             lu = _embed(model, [label_texts[l] for l in uniq], cfg.max_label_length, device)  # (U, H)
@@ -64,6 +65,18 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
             if cfg.fn_mask:
                 yes_mask = torch.tensor([[p in e.yes for p in pos] for e in batch], device=device)
             loss = loss_fn(d, l, label_ids, yes_mask)
+            if distill:
+                C = max(len(e.cands) for e in batch)
+                ci = torch.zeros((len(batch), C), dtype=torch.long, device=device)
+                cm = torch.zeros((len(batch), C), dtype=torch.bool, device=device)
+                tg = torch.zeros((len(batch), C), device=device)
+                for i, e in enumerate(batch):
+                    ci[i, :len(e.cands)] = torch.tensor([where[c] for c in e.cands])
+                    cm[i, :len(e.cands)] = True
+                    tg[i, :len(e.cands)] = torch.tensor(e.target)
+                lun = torch.nn.functional.normalize(lu, dim=-1)
+                dn = torch.nn.functional.normalize(d, dim=-1)
+                loss = loss + cfg.distill * listwise_kl(dn, lun[ci], cm, tg, cfg.distill_tau)  # cand: (B, C, H)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -48,13 +48,18 @@ def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder
         rd = out / f"round-{n:02d}"
         assert (rd / "encoder" / "modules.json").exists()
         j = pd.read_parquet(rd / "judgments.parquet")
-        assert len(j) == 40 * 3 and set(j.columns) >= {"doc_id", "label_id", "p_yes", "similarity", "yes"}
-        assert not j["simulated"].any()
         c = pd.read_parquet(rd / "candidates.parquet")
-        assert len(c) == 120
+        # 40 docs: 13 held out for the guard (a third at most), 27 trained on, 3 candidates each
+        assert len(c) == 27 * 3 and c["doc_id"].nunique() == 27
+        # judged pairs: this round's candidates joined to the earlier rounds' (union)
+        assert set(zip(c["doc_id"], c["label_id"])) <= set(zip(j["doc_id"], j["label_id"]))
+        assert len(j) >= 81 and set(j.columns) >= {"doc_id", "label_id", "p_yes", "similarity", "yes", "fused"}
+        assert not j["simulated"].any()
         m = json.loads((rd / "metrics.json").read_text())
         for k in ("P@1", "P@3", "P@5", "R@1", "R@10", "nDCG@1", "nDCG@5", "pseudo_positive_precision"):
             assert 0.0 <= m[k] <= 1.0, k
+        assert m["guard"]["docs"] == 13 and isinstance(m["promoted"], bool)
+        assert set(m["views"]["teacher"]) >= {"r_teacher", "r_student", "w_teacher", "w_student"}
     man = json.loads((out / "manifest.json").read_text())
     assert sorted(man["rounds"]) == ["0", "1", "2"]
     # same command again: nothing to do, every round reported as finished earlier
@@ -103,8 +108,8 @@ def test_resume_after_interrupted_round(tmp_path, small_data, tiny_encoder):
     rt.teacher = t
     results = list(iterate(cfg, out, rt))
     assert [(r.round, r.resumed) for r in results] == [(0, True), (1, False), (2, False)]
-    # the 64 pairs answered before the interruption came from the cache
-    assert results[1].metrics["pairs_asked"] == 160 - 64
+    # the 64 pairs answered before the interruption came from the cache (27 training docs x 4 candidates)
+    assert results[1].metrics["pairs_asked"] == 27 * 4 - 64
     assert results[1].metrics["simulated"] is True
     # extending the run to 3 rounds resumes too (rounds may grow)
     cfg3 = _cfg(small_data, tiny_encoder, 3)
@@ -122,7 +127,8 @@ def test_mismatched_config_refused(tmp_path, small_data, tiny_encoder):
 def test_dry_run(small_data):
     r = runner.invoke(app, ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "-j", "5",
                             "--rounds", "3", "--dry-run"])
-    assert r.exit_code == 0 and "40 documents x 5 candidates = 200 teacher calls" in r.output
+    assert r.exit_code == 0 and "27 documents x 5 candidates = 135 teacher calls" in r.output
+    assert "13 held-out documents" in r.output
 
 
 def test_cli_reports_bad_input(tmp_path, small_data):
@@ -139,7 +145,7 @@ def test_config_roundtrip():
         TeacherConfig(decision="maybe")
 
 
-def test_early_stop_follows_the_teachers_top1_agreement(tmp_path, small_data, tiny_encoder, tiny_teacher):
+def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, tiny_encoder, tiny_teacher):
     from lmtx.evaluate import resolve_model
     from lmtx.rundir import RunDir
 
@@ -150,15 +156,17 @@ def test_early_stop_follows_the_teachers_top1_agreement(tmp_path, small_data, ti
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     man = RunDir(out).manifest()
-    top1 = {int(k): v for k, v in man["teacher_top1_p_yes"].items()}
-    assert 1 in top1
+    rounds = sorted(int(k) for k in man["rounds"] if k != "0")
+    promoted = [json.loads((out / f"round-{k:02d}" / "metrics.json").read_text())["promoted"] for k in rounds]
     if "stopped_early" in man:
-        at, best = man["stopped_early"]["at_round"], man["stopped_early"]["best_round"]
-        assert not (out / f"round-{at:02d}" / "metrics.json").exists() and at - 2 <= best <= at - 1
-        assert at - 1 in top1 and "early stop" in r.output
-        want = tiny_encoder if best == 0 else str(out / f"round-{best:02d}" / "encoder")
+        # stopped right at the first round the guard rejected; every earlier round was promoted
+        at = man["stopped_early"]["at_round"]
+        assert rounds[-1] == at and promoted == [True] * (len(rounds) - 1) + [False]
+        assert man["stopped_early"]["best_round"] == man["best_round"] == at - 1
+        assert "early stop" in r.output
+        want = tiny_encoder if at == 1 else str(out / f"round-{at - 1:02d}" / "encoder")
         assert resolve_model(str(out)) == want
         assert runner.invoke(app, args).exit_code == 0  # a rerun stops at the same place
         assert RunDir(out).manifest()["stopped_early"] == man["stopped_early"]
     else:
-        assert [top1[k] for k in sorted(top1)] == sorted(top1.values()) and len(top1) == 4
+        assert rounds == [1, 2, 3, 4] and all(promoted) and man["best_round"] == 4
