@@ -150,16 +150,14 @@ def _cascade(j, st: _State, cfg: RunConfig, strong, template, docs, labels, cach
         g = j.groupby("doc")
         t_top = j.loc[g["p_yes"].idxmax(), ["doc", "label"]].set_index("doc")["label"]
         s_top = j.loc[g["similarity"].idxmax(), ["doc", "label"]].set_index("doc")["label"]
-        f_sorted = j.sort_values(["doc", "fused"], ascending=[True, False]).groupby("doc")["fused"]
-        margin = (f_sorted.nth(0).to_numpy() - f_sorted.nth(1).reindex(f_sorted.nth(0).index, fill_value=np.nan)
-                  .to_numpy()) if len(j) else np.array([])
-        m = pd.Series(np.nan_to_num(margin, nan=np.inf), index=sorted(j["doc"].unique()))
-        order = sorted((d for d in m.index if d not in st.strong_docs),
-                       key=lambda d: (t_top.get(d) == s_top.get(d), m[d]))
+        top2 = g["fused"].apply(lambda x: np.sort(x.to_numpy())[::-1][:2])
+        margin = top2.apply(lambda v: v[0] - v[1] if len(v) > 1 else np.inf)
+        order = sorted((int(d) for d in margin.index if int(d) not in st.strong_docs),
+                       key=lambda d: (bool(t_top[d] == s_top[d]), float(margin[d])))
         for d in order:
             if per_doc[d] > budget:
                 break
-            st.strong_docs.add(int(d))
+            st.strong_docs.add(d)
             budget -= per_doc[d]
     sel = j["doc"].isin(st.strong_docs).to_numpy()
     if not sel.any():

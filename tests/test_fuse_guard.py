@@ -1,0 +1,222 @@
+"""Fusion of teacher and student, the never-worse guard, the cascade, soft targets, the OHNM reference loss."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lmtx.config import EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+from lmtx.fuse import estimate_quality, fuse
+from lmtx.loop import Runtime, guard_split, iterate
+from lmtx.losses import listwise_kl, ohnm_reference_inbatch
+from lmtx.select import select_positives
+from lmtx.teacher.simulated import SimulatedTeacher
+
+
+def _views(n_docs=400, j=5, r=(0.8, 0.3, 0.5), seed=0):
+    """Three views = r_i * relevance + independent noise, per candidate."""
+    rng = np.random.default_rng(seed)
+    doc = np.repeat(np.arange(n_docs), j)
+    y = rng.random(n_docs * j) < 0.3
+    yc = (y - y.mean()) / y.std()
+    out = [ri * yc + np.sqrt(1 - ri ** 2) * rng.standard_normal(len(y)) for ri in r]
+    return doc, y, out
+
+
+def test_triad_estimate_recovers_view_quality_and_weights_the_better_view():
+    doc, y, (t, s, l) = _views(r=(0.8, 0.3, 0.5))
+    from lmtx.fuse import _centered
+
+    q = estimate_quality(_centered(t, doc), _centered(s, doc), _centered(l, doc))
+    assert q.method == "triad"
+    # centering per document shrinks the correlations a little; the order and rough size must hold
+    assert q.r_teacher == pytest.approx(0.8, abs=0.12) and q.r_student == pytest.approx(0.3, abs=0.12)
+    assert q.w_teacher > 0.75
+    # the other way round: the student is the better view
+    doc, y, (t, s, l) = _views(r=(0.3, 0.8, 0.5), seed=1)
+    q = estimate_quality(_centered(t, doc), _centered(s, doc), _centered(l, doc))
+    assert q.w_student > 0.75
+
+
+def test_fuse_modes_and_fused_selection():
+    # doc 0: the teacher barely prefers label 1, the student clearly prefers label 2 -> student wins under equal
+    # weights; doc 1: the teacher is sure of label 3 -> the teacher wins
+    j = pd.DataFrame({"doc": [0, 0, 0, 1, 1, 1], "label": [1, 2, 0, 3, 4, 0],
+                      "p_yes": [0.52, 0.50, 0.10, 0.99, 0.30, 0.20],
+                      "similarity": [0.40, 0.60, 0.10, 0.40, 0.45, 0.30]})
+    texts = ["alpha beta", "gamma delta"]
+    ltexts = ["zero", "alpha", "beta", "gamma", "delta"]
+    f, _ = fuse(j, texts, ltexts, "equal")
+    j["fused"], j["yes"] = f, [True, True, False, True, False, False]
+    ex = select_positives(j, "fused")
+    assert [e.choices for e in ex] == [[2], [3]]
+    assert ex[0].yes == {1, 2} and ex[0].cands == (1, 2, 0) and sum(ex[0].target) == pytest.approx(1.0)
+    f, _ = fuse(j, texts, ltexts, "teacher")
+    assert f[0] > f[1]  # teacher only: label 1 ahead of label 2
+    f, _ = fuse(j, texts, ltexts, "student")
+    assert f[4] > f[3]  # student only: label 4 ahead of label 3
+
+
+def test_guard_split_is_fixed_and_bounded():
+    class D:
+        def __init__(self, i):
+            self.id = f"d{i}"
+
+    docs = [D(i) for i in range(300)]
+    cfg = RunConfig()
+    tr, g = guard_split(docs, cfg)
+    assert len(g) == 45 and len(tr) == 255 and not {d.id for d in tr} & {d.id for d in g}
+    assert [d.id for d in guard_split(docs, cfg)[1]] == [d.id for d in g]  # fixed
+    cfg.loop.guard_docs = 0
+    assert guard_split(docs, cfg) == (docs, [])
+    cfg.loop.guard_docs = 0.01  # raised to guard_min
+    assert len(guard_split(docs, cfg)[1]) == 30
+
+
+def _cfg(small_data, enc, rounds, name="simulated:0", **kw):
+    return RunConfig(encoder=EncoderConfig(model=enc), teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
+                     select=SelectConfig(**kw.pop("select", {})),
+                     train=TrainConfig(batch_size=8, **kw.pop("train", {})),
+                     loop=LoopConfig(rounds=rounds, docs=small_data["docs"], labels=small_data["labels"],
+                                     eval_docs=small_data["eval"], **kw.pop("loop", {})))
+
+
+class InitialEncoderJudge:
+    """A test teacher: half gold labels (something to train on), half the initial encoder's own cosine (so it
+    rates that encoder's top-1 labels highest among labels of equal gold status)."""
+
+    simulated, model_id = False, "judge"
+
+    def __init__(self, enc, gold):
+        from lmtx.encoder import embed, load_encoder
+
+        self.m, self.embed, self.gold = load_encoder(enc), embed, gold
+
+    def describe(self):
+        return "initial-encoder judge (test)"
+
+    def score(self, pairs):
+        from lmtx.teacher.base import Judgment
+
+        d = self.embed(self.m, [p.doc for p in pairs])
+        l = self.embed(self.m, [p.description or p.label for p in pairs])
+        return [Judgment(float((x @ y + 1) / 4 + 0.5 * (p.label_id in self.gold.get(p.doc_id, ()))), 1.0)
+                for p, x, y in zip(pairs, d, l)]
+
+
+def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tiny_encoder):
+    """lr 5.0 wrecks the encoder; the teacher rates its top-1 labels on the held-out documents lower than the
+    initial encoder's, so the round is kept on disk but not promoted, and evaluate/tag use the initial encoder."""
+    from lmtx.evaluate import resolve_model
+
+    out = tmp_path / "run"
+    cfg = _cfg(small_data, tiny_encoder, 1, train={"lr": 5.0, "warmup_steps": 0})
+    logs = []
+    from lmtx.data import gold_of, load_docs
+
+    judge = InitialEncoderJudge(tiny_encoder, gold_of(load_docs(small_data["docs"])))
+    rt = Runtime(progress=False, log=logs.append, teacher=judge)
+    res = list(iterate(cfg, out, rt))
+    m = res[-1].metrics
+    g = json.loads((out / "manifest.json").read_text())["guard"]
+    assert g["1"] < g["0"], (g, m["train"])
+    assert m["promoted"] is False and m["best_round"] == 0
+    assert (out / "round-01" / "encoder" / "modules.json").exists()  # kept on disk
+    assert resolve_model(str(out)) == tiny_encoder
+    assert any("round 1 not promoted" in s for s in logs)
+    assert m["best"]["round"] == 0 and m["best"]["P@1"] == res[0].metrics["P@1"]
+
+
+def test_guard_off_promotes_every_round(tmp_path, small_data, tiny_encoder):
+    out = tmp_path / "run"
+    cfg = _cfg(small_data, tiny_encoder, 1, train={"lr": 5.0, "warmup_steps": 0}, loop={"guard_docs": 0})
+    m = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))[-1].metrics
+    assert m["promoted"] is True and m["guard"]["docs"] == 0 and m["docs"] == 40
+
+
+def test_cascade_spends_at_most_its_budget_on_disagreements(tmp_path, small_data, tiny_encoder):
+    from lmtx.data import gold_of, load_docs
+
+    gold = gold_of(load_docs(small_data["docs"]))
+    weak, strong = SimulatedTeacher(gold, 0.4, seed=1), SimulatedTeacher(gold, 0.0, seed=2)
+    cfg = _cfg(small_data, tiny_encoder, 2, teacher={"strong": "simulated:0", "strong_budget": 30})
+    cfg.index.candidates = 3
+    res = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None, teacher=weak,
+                                                      strong_teacher=strong)))
+    asked = [r.metrics["strong_pairs_asked"] for r in res[1:]]
+    assert 0 < sum(asked) <= 30 and asked[0] <= 15  # the budget is spread over the rounds
+    j = pd.read_parquet(tmp_path / "run" / "round-02" / "judgments.parquet")
+    s = j[j["p_strong"].notna()]
+    # the strong teacher judged whole documents (all their pairs), and its answers feed the decision
+    assert s.groupby("doc_id").size().eq(j[j["doc_id"].isin(s["doc_id"])].groupby("doc_id").size()).all()
+    assert "strong_teacher_auc" in res[-1].metrics
+
+
+def _ohnm_port(input, target, margin=0.3, k=10, tau=0.1):
+    """Line by line: the LMTX code's TripletMarginLossOHNM.forward (apply_softmax=True, reduction='mean')."""
+    sim_p = torch.diagonal(input).view(-1, 1)
+    similarities = torch.where(target == 0, input, torch.full_like(input, -50))
+    _, indices = torch.topk(similarities, largest=True, dim=1, k=k)
+    sim_n = input.gather(1, indices)
+    loss = torch.max(torch.zeros_like(sim_p), sim_n - sim_p + margin)
+    sim_n = sim_n.clone()  # the original writes in place into the gathered copy
+    sim_n[loss == 0] = -50
+    prob = torch.softmax(sim_n / tau, dim=1)
+    loss = loss * prob
+    return loss.mean()
+
+
+def test_ohnm_matches_a_line_by_line_port():
+    torch.manual_seed(0)
+    for B, k in ((16, 10), (6, 10), (32, 3)):
+        d = torch.nn.functional.normalize(torch.randn(B, 8), dim=-1)
+        l = torch.nn.functional.normalize(torch.randn(B, 8), dim=-1)
+        ids = torch.randint(0, B // 2, (B,))
+        ids[0] = ids[1]  # a shared positive
+        yes = torch.rand(B, B) < 0.2
+        target = (ids[None, :] == ids[:, None]) | yes  # 1 where not a negative (diagonal included)
+        ref = _ohnm_port(d @ l.T, target.float(), k=min(k, B))
+        got = ohnm_reference_inbatch(d, l, ids, yes, k=k)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-6, abs=1e-7)
+        # the weights carry gradient, as in the reference
+        dd = d.clone().requires_grad_(True)
+        ohnm_reference_inbatch(dd, l, ids, yes, k=k).backward()
+        dr = d.clone().requires_grad_(True)
+        _ohnm_port(dr @ l.T, target.float(), k=min(k, B)).backward()
+        assert torch.allclose(dd.grad, dr.grad, atol=1e-6)
+
+
+def test_listwise_kl_matches_naive_and_is_zero_at_the_target():
+    torch.manual_seed(0)
+    d = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
+    c = torch.nn.functional.normalize(torch.randn(3, 4, 4), dim=-1)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    tgt = torch.rand(3, 4) * mask
+    tgt = tgt / tgt.sum(1, keepdim=True)
+    got = listwise_kl(d, c, mask, tgt, tau=0.1)
+    naive = 0.0
+    for i in range(3):
+        n = int(mask[i].sum())
+        logp = torch.log_softmax((c[i, :n] @ d[i]) / 0.1, 0)
+        naive += float((tgt[i, :n] * (tgt[i, :n].log() - logp)).sum())
+    assert got.item() == pytest.approx(naive / 3, rel=1e-5)
+    # the student's own distribution as target: KL 0
+    own = torch.softmax(torch.einsum("bh,bch->bc", d, c) / 0.1 + torch.log(mask.float()), 1)
+    assert listwise_kl(d, c, mask, own, tau=0.1).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_distill_and_ohnm_run_in_the_loop(tmp_path, small_data, tiny_encoder):
+    cfg = _cfg(small_data, tiny_encoder, 1, train={"distill": 1.0, "loss": "ohnm"})
+    m = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None)))[-1].metrics
+    assert m["train"]["steps"] > 0 and np.isfinite(m["train"]["loss_mean"])
+
+
+def test_prompt_without_description_drops_the_parenthesis():
+    from lmtx.prompts import load_template
+
+    t = load_template("paper-desc")
+    assert '"Games" relevant' in t.render("a doc", "Games", "")
+    assert '"Games" (Games) relevant' not in t.render("a doc", "Games", "Games")
+    assert '"Games" (Video games.) relevant' in t.render("a doc", "Games", "Video games.")
