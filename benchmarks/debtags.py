@@ -61,6 +61,20 @@ def seed_cache(run_dir: Path):
     cache.close()
 
 
+def share_back(run_dir: Path):
+    """Merge a run's new answers into the first seed cache, so that later runs reuse them."""
+    if not SEED_CACHES:
+        return
+    from lmtx.teacher.cache import AnswerCache
+
+    cache = AnswerCache(SEED_CACHES[0])
+    cache.db.execute("ATTACH DATABASE ? AS src", (str(run_dir / "teacher-cache.sqlite"),))
+    cache.db.execute("INSERT OR IGNORE INTO answers SELECT * FROM src.answers")
+    cache.db.commit()
+    cache.db.execute("DETACH DATABASE src")
+    cache.close()
+
+
 def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over):
     cfg = RunConfig(
         encoder=EncoderConfig(model="all-MiniLM-L6-v2"),
@@ -68,15 +82,23 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over
         teacher=TeacherConfig(name=teacher, **over.pop("teacher", {})),
         select=SelectConfig(**over.pop("select", {})),
         train=TrainConfig(**over.pop("train", {})),
-        loop=LoopConfig(rounds=rounds, docs=str(docs), labels=str(labels), eval_docs=str(eval_docs), seed=0),
+        loop=LoopConfig(rounds=rounds, docs=str(docs), labels=str(labels), eval_docs=str(eval_docs), seed=0,
+                        **over.pop("loop", {})),
     )
     assert not over, over
     seed_cache(out_dir / name)
     res = []
-    for r in iterate(cfg, out_dir / name, Runtime(progress=False, threads=2, log=lambda s: print(f"  {s}", flush=True))):
-        print(f"  [{name}] round {r.round}: P@1 {r.metrics.get('P@1', float('nan')):.4f}"
-              f"{' (earlier)' if r.resumed else ''}", flush=True)
-        res.append(r.metrics)
+    try:
+        for r in iterate(cfg, out_dir / name, Runtime(progress=False, threads=2,
+                                                       log=lambda s: print(f"  {s}", flush=True))):
+            best = r.metrics.get("best")
+            tail = f" (best so far: round {best['round']}, P@1 {best['P@1']:.4f})" if best else ""
+            print(f"  [{name}] round {r.round}: P@1 {r.metrics.get('P@1', float('nan')):.4f}{tail}"
+                  f"{' (earlier)' if r.resumed else ''}", flush=True)
+            res.append(r.metrics)
+            share_back(out_dir / name)
+    finally:
+        share_back(out_dir / name)
     return res
 
 
@@ -89,7 +111,10 @@ def main():
     ap.add_argument("--eval-docs", type=int, default=2000, help="test docs for evaluation")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-j", type=int, default=5)
-    ap.add_argument("--rows", default="baseline,init,mpnet,lmtx,simulated,ablation")
+    ap.add_argument("--rows", default="baseline,init,mpnet,lmtx,simulated,ablation,rounds")
+    ap.add_argument("--long-rounds", type=int, default=5, help="--rounds of the 'rounds' runs (issue: later rounds)")
+    ap.add_argument("--runs-only", default=None, help="comma-separated run names of the 'rounds' group to run")
+    ap.add_argument("--strong-budget", type=int, default=300, help="strong-teacher pairs of the cascade run")
     ap.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "debtags"))
     ap.add_argument("--seed-cache", action="append", default=[],
@@ -176,11 +201,77 @@ def main():
         for label, key, over in abl:
             ms = run_row(f"{key}-{a.train_docs}", runs, tr, labels_path, ev, a.rounds, t, a.j, **over)
             record(f"ablation (SIMULATED 10%): {label}", "ablation", t, ms, f"{key}-{a.train_docs}", last_only=True)
+    if "rounds" in want:
+        tr = subsets(bench, runs / "data", a.real_docs, a.eval_docs)["train"]
+        names_labels = runs / "data" / "labels-names.jsonl"
+        if not names_labels.exists():
+            names_labels.write_text("".join(json.dumps({"id": l.id, "name": l.name}) + "\n" for l in labels.labels))
+        R = a.long_rounds
+        before = {"select": {"strategy": "similarity", "union": False}, "loop": {"guard_docs": 0}}
+        long_runs = [
+            # (run, description, labels file, label text, teacher, overrides)
+            ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
+            ("q05-before", "the recipe before fusion/guard (teacher's yes, most similar; no union, no guard), "
+             "teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", before),
+            ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
+             "qwen0.5b", {}),
+            ("q05-names-before", "the recipe before fusion/guard, bare label names, teacher Qwen2.5-Coder-0.5B",
+             names_labels, "name", "qwen0.5b", before),
+            ("q05-cascade", f"lmtx defaults + cascade: Qwen2.5-Coder-1.5B on at most {a.strong_budget} pairs",
+             labels_path, "description", "qwen0.5b", {"teacher": {"strong": "qwen1.5b", "strong_budget": a.strong_budget}}),
+        ]
+        only = set(a.runs_only.split(",")) if a.runs_only else None
+        for run_name, desc, lab, ltext, teacher, over in long_runs:
+            if only and run_name not in only:
+                continue
+            ms = run_row(f"{run_name}-{a.real_docs}x{R}", runs, tr, lab, ev, R, teacher, a.j, **over)
+            record_rounds(put, runs / f"{run_name}-{a.real_docs}x{R}", run_name, desc, ltext, teacher, R, ms)
     write(out, a, rows)
 
 
+def record_rounds(put, run_dir: Path, run_name, desc, label_text, teacher, rounds, ms):
+    """One row per round: the round's own encoder and the best (promoted) one a user of the run gets; pairs =
+    every distinct pair any teacher judged up to that round (candidates, union, guard, cascade)."""
+    import pandas as pd
+
+    weak, guard, strong = set(), set(), set()
+    secs = 0.0
+    for m in ms:
+        r = m["round"]
+        row = {"name": f"{run_name}: {desc}, round {r}", "kind": "lmtx" if r else "init", "run": run_name,
+               "round": r, "rounds": rounds, "label_text": label_text, "teacher": teacher,
+               **{c: m.get(c) for c in COLS}}
+        if r > 0:
+            rd = run_dir / f"round-{r:02d}"
+            j = pd.read_parquet(rd / "judgments.parquet")
+            weak |= set(zip(j["doc_id"], j["label_id"]))
+            if "p_strong" in j:
+                s = j[j["p_strong"].notna()]
+                strong |= set(zip(s["doc_id"], s["label_id"]))
+            if (rd / "guard.parquet").exists():
+                g = pd.read_parquet(rd / "guard.parquet")
+                guard |= set(zip(g["doc_id"], g["label_id"]))
+            secs += sum(m.get("seconds", {}).values())
+            best = m.get("best") or {"round": r, **{c: m.get(c) for c in ("P@1", "P@3", "P@5", "nDCG@5")}}
+            row.update({
+                "best_round": best["round"], "best_P@1": best.get("P@1"), "best_P@5": best.get("P@5"),
+                "promoted": m.get("promoted", True), "guard": (m.get("guard") or {}).get("reason"),
+                "teacher_auc": m.get("teacher_auc"), "student_auc": m.get("student_auc"),
+                "fused_auc": m.get("fused_auc"), "strong_teacher_auc": m.get("strong_teacher_auc"),
+                "pseudo_positive_precision": m.get("pseudo_positive_precision"),
+                "pseudo_positive_precision_teacher_only": m.get("pseudo_positive_precision_teacher_only"),
+                "views": m.get("views"), "teacher_weaker": m.get("teacher_weaker"),
+                "docs": m.get("docs"), "guard_docs": (m.get("guard") or {}).get("docs"),
+            })
+        row.update({"pairs": len(weak | guard) + len(strong),
+                    "pairs_by_teacher": {teacher: len(weak | guard), **({"qwen1.5b": len(strong)} if strong else {})},
+                    "seconds": round(secs, 1), "seeded": bool(SEED_CACHES)})
+        put(row)
+
+
 def write(out: Path, a, rows: dict):
-    budget = {"train_docs_simulated_and_ablation": a.train_docs, "train_docs_qwen0.5b": a.real_docs,
+    budget = {"long_rounds": a.long_rounds, "strong_budget": a.strong_budget,
+              "train_docs_simulated_and_ablation": a.train_docs, "train_docs_qwen0.5b": a.real_docs,
               "train_docs_qwen1.5b": a.q15_docs, "eval_docs": a.eval_docs, "candidates_j": a.j, "rounds": a.rounds,
               "encoder": "all-MiniLM-L6-v2", "split": "train on dev (labels unused), evaluate on test",
               "machine": "2-core CPU, no GPU"}
@@ -210,7 +301,7 @@ def write(out: Path, a, rows: dict):
              "reused teacher answers from an earlier cache, so its seconds understate a fresh run).", "",
              "| row | kind | P@1 | P@3 | P@5 | R@5 | nDCG@5 | PSP@5 | teacher pairs (distinct, cumulative) | seconds (this run) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in ordered:
+    for r in [r for r in ordered if "run" not in r]:
         vals = " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), (int, float)) else "-" for c in COLS)
         seeded = " (seeded)" if r.get("seeded") else ""
         lines.append(f"| {r['name']} | {r['kind']} | {vals} | {r['pairs']} | {r['seconds']:.0f}{seeded} |")
@@ -224,6 +315,30 @@ def write(out: Path, a, rows: dict):
             lines.append(f"| {t['teacher']} | {t['prompt']} | {t['auc']:.3f} | {f(t['yes_precision'])} | {f(t['yes_recall'])} | "
                          f"{f(t['pseudo_positive_precision'])} | {f(t['top_p_yes_is_gold'])} | {f(t['top_similarity_is_gold'])} | "
                          f"{f(t['pairs_per_s'])} |")
+    runs = sorted((r for r in ordered if "run" in r), key=lambda r: (r["run"], r["round"]))
+    if runs:
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines += ["", "## Rounds: does the run keep improving? (real teachers, 300 dev docs, 2,000 test docs)", "",
+                  "Each run is one `lmtx iterate` with the named recipe. *P@1 (round)*: the round's own encoder; "
+                  "*P@1 (run)*: the best promoted encoder so far, which `lmtx evaluate/tag --model RUN` use (the "
+                  "guard decides label-free, on held-out training documents). AUCs: teacher P(yes), student "
+                  "similarity and the fused score against gold on the round's judged pairs; pseudo-positive precision: "
+                  "share of the round's positives that are gold, with the fused selection and with the teacher-only "
+                  "rule on the same pairs. Pairs: every distinct pair any teacher judged so far (candidates, guard, "
+                  "cascade).", "",
+                  "| run | label text | round | P@1 (round) | P@1 (run) | best round | promoted | teacher AUC | student AUC "
+                  "| fused AUC | pseudo-pos. precision fused / teacher-only | teacher weaker | pairs | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            if r["round"] == 0:
+                lines.append(f"| {r['run']} | {r['label_text']} | 0 | {f(r['P@1'])} | {f(r['P@1'])} | 0 | - | - | - | - "
+                             f"| - | - | 0 | 0 |")
+                continue
+            pp = f"{f(r.get('pseudo_positive_precision'))} / {f(r.get('pseudo_positive_precision_teacher_only'))}"
+            lines.append(f"| {r['run']} | {r['label_text']} | {r['round']} | {f(r['P@1'])} | {f(r.get('best_P@1'))} | "
+                         f"{r.get('best_round')} | {'yes' if r.get('promoted') else 'no'} | {f(r.get('teacher_auc'))} | "
+                         f"{f(r.get('student_auc'))} | {f(r.get('fused_auc'))} | {pp} | "
+                         f"{'yes' if r.get('teacher_weaker') else 'no'} | {r['pairs']} | {r['seconds']:.0f} |")
     (out.parent / (out.name + ".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 

@@ -81,9 +81,9 @@ class SelectConfig:
     # fused (default): the candidate with the highest fused teacher+student score (lmtx.fuse);
     # among the teacher's yes-labels: similarity (most similar) | p_yes | random (re-drawn each step) | all
     strategy: str = "fused"
-    # how teacher and student are weighted in the fused score: auto (label-free estimate each round),
-    # equal, teacher (teacher only), student (student only)
-    fusion: str = "auto"
+    # how teacher and student are weighted in the fused score: equal (default), auto (label-free estimate each
+    # round; measured biased toward the student, see benchmarks/results/fusion_check.md), teacher, student
+    fusion: str = "equal"
     # train on every judged pair of every round so far (answers come from the cache), not this round's only
     union: bool = True
 

@@ -187,14 +187,16 @@ def _fuse(j, cfg: RunConfig, doc_texts, label_texts):
     return views
 
 
-def _guard(model, lemb, guard_docs, labels, teacher, template, cache, cfg, rt, r) -> tuple[float, list[int], int]:
-    """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document."""
+def _guard(model, lemb, guard_docs, labels, teacher, template, cache, cfg, rt, r, enc_round: int,
+           rows: list) -> tuple[float, int]:
+    """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document (rows: what was judged)."""
     demb = embed(model, [d.text for d in guard_docs], cfg.encoder.batch_size)
     idx, _ = _retrieve(lemb, demb, cfg)
     top1 = [int(row[0]) for row in idx]
     p, _, asked, _ = _ask(teacher, template, _pairs(guard_docs, labels, range(len(guard_docs)), top1), cache, rt,
                           f"round {r}: guard")
-    return float(p.mean()), top1, asked
+    rows.extend((enc_round, d.id, labels[l].id, float(x)) for d, l, x in zip(guard_docs, top1, p))
+    return float(p.mean()), asked
 
 
 def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Iterator[RoundResult]:
@@ -339,10 +341,10 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     # the guard's reference: the best encoder's score on the held-out documents (before training changes it)
     t0 = time.time()
     guard = run.manifest().get("guard", {})
-    guard_asked = 0
+    guard_asked, guard_rows = 0, []
     if guard_docs and str(st.best_round) not in guard:
-        guard[str(st.best_round)], _, guard_asked = _guard(st.model, st.lemb, guard_docs, labels, teacher, template,
-                                                           cache, cfg, rt, r)
+        guard[str(st.best_round)], guard_asked = _guard(st.model, st.lemb, guard_docs, labels, teacher, template,
+                                                        cache, cfg, rt, r, st.best_round, guard_rows)
     times["guard"] = time.time() - t0
 
     # 5. train (in place) and save
@@ -358,13 +360,14 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     t0 = time.time()
     promoted, reason = True, "no guard (loop.guard_docs = 0)"
     if guard_docs:
-        score, _, a1 = _guard(st.model, lemb_new, guard_docs, labels, teacher, template, cache, cfg, rt, r)
+        score, a1 = _guard(st.model, lemb_new, guard_docs, labels, teacher, template, cache, cfg, rt, r, r,
+                           guard_rows)
         guard_asked += a1
+        write_parquet(rd / "guard.parquet", pd.DataFrame(guard_rows, columns=["encoder_round", "doc_id", "label_id",
+                                                                              "p_yes"]))
         guard[str(r)] = score
-        best_score = guard[str(st.best_round)]
-        promoted = score >= best_score
-        reason = (f"teacher's mean P(yes) on the top-1 labels of {len(guard_docs)} held-out documents: "
-                  f"{score:.4f} (round {r}) vs {best_score:.4f} (round {st.best_round})")
+        gdiff = _guard_diff(run, r, st.best_round)
+        promoted, reason = _guard_decision(score, guard[str(st.best_round)], gdiff, r, st.best_round, len(guard_docs))
     times["guard"] += time.time() - t0
     prev_best = st.best_round
     if promoted:
@@ -408,7 +411,37 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     return RoundResult(r, m, rd)
 
 
-def _teacher_weaker(v: dict | None, slack: float = 0.02) -> bool:
+def _guard_diff(run: RunDir, r: int, best_round: int) -> np.ndarray | None:
+    """Per held-out document: P(yes) of round r's top-1 minus P(yes) of the best round's top-1 (the rows of
+    every round's guard.parquet so far)."""
+    parts = [pd.read_parquet(p) for k in range(1, r + 1) if (p := run.round_dir(k) / "guard.parquet").exists()]
+    if not parts:
+        return None
+    g = pd.concat(parts)
+    a = g[g["encoder_round"] == r].drop_duplicates("doc_id").set_index("doc_id")["p_yes"]
+    b = g[g["encoder_round"] == best_round].drop_duplicates("doc_id").set_index("doc_id")["p_yes"]
+    common = a.index.intersection(b.index)
+    return (a[common] - b[common]).to_numpy() if len(common) else None
+
+
+GUARD_Z = 1.0  # a round is refused when its paired mean is below the best's by more than this many standard errors
+
+
+def _guard_decision(score: float, best: float, diff: np.ndarray | None, r: int, best_round: int,
+                    n: int) -> tuple[bool, str]:
+    """Promote unless the round is worse by more than the noise of the held-out sample: the paired mean difference
+    of the teacher's P(yes) on the two encoders' top-1 labels, below -GUARD_Z standard errors (and below 0)."""
+    if diff is None or len(diff) < 2:
+        se, m = 0.0, score - best
+    else:
+        m, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    ok = not (m < 0 and m < -GUARD_Z * se)
+    return ok, (f"teacher's mean P(yes) on the top-1 labels of {n} held-out documents: {score:.4f} (round {r}) vs "
+                f"{best:.4f} (round {best_round}); paired difference {m:+.4f} (standard error {se:.4f}): "
+                + ("not worse" if ok else "worse"))
+
+
+def _teacher_weaker(v: dict | None, slack: float = 0.05) -> bool:
     return bool(v and v.get("method") == "triad" and v["r_student"] > v["r_teacher"] + slack)
 
 
