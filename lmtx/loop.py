@@ -245,7 +245,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
         log(f"[lmtx] strong teacher (cascade, at most {cfg.teacher.strong_budget} pairs): {strong.describe()}")
     if guard_docs:
         log(f"[lmtx] guard: {len(guard_docs)} of {len(all_docs)} documents held out; a round's encoder is promoted "
-            f"only if the teacher rates its top-1 labels on them at least as high as the best round's")
+            f"unless the teacher rates its top-1 labels on them lower than the best round's by more than one standard error")
     cache = AnswerCache(run.cache_path)
     st = _resume_state(run, cfg, docs, labels, rt)
 

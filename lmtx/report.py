@@ -10,8 +10,9 @@ import pandas as pd
 from .rundir import RunDir
 
 KEYS = ["P@1", "P@3", "P@5", "R@5", "R@10", "nDCG@5", "PSP@5"]
-TEACH = ["pseudo_positive_precision", "teacher_yes_rate", "teacher_yes_precision", "teacher_yes_recall",
-         "teacher_auc", "pairs_asked", "docs_with_yes"]
+TEACH = ["pseudo_positive_precision", "pseudo_positive_precision_teacher_only", "teacher_yes_rate",
+         "teacher_yes_precision", "teacher_yes_recall", "teacher_auc", "student_auc", "fused_auc", "pairs_asked",
+         "strong_pairs_asked", "guard_pairs_asked", "docs_with_yes"]
 
 
 def make_report(run: str | Path) -> Path:
@@ -36,6 +37,7 @@ def make_report(run: str | Path) -> Path:
              f"- encoder: {cfg['encoder']['model']}; candidates j = {cfg['index']['candidates']}; docs: {cfg['loop']['docs']}",
              "", "## Student metrics per round (round 0 = the initial encoder)", ""]
     keys = [k for k in KEYS if any(k in m for m in ms)]
+    lines += [f"- best round (what `evaluate`/`tag --model {rd.out}` use): {man.get('best_round', '-')}", ""]
     if keys:
         lines += ["| round | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         for m in ms:
@@ -46,6 +48,16 @@ def make_report(run: str | Path) -> Path:
     for m in ms[1:] if ms[0]["round"] == 0 else ms:
         vals = [(f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, "-"))) for k in TEACH]
         lines.append(f"| {m['round']} | " + " | ".join(vals) + f" | {sum(m.get('seconds', {}).values()):.0f} |")
+    lines += ["", "## Guard and teacher vs student (label-free estimates)", "",
+              "| round | promoted | best round | guard | r teacher | r student | teacher weaker |", "|---|---|---|---|---|---|---|"]
+    for m in ms:
+        if m["round"] == 0:
+            continue
+        v = (m.get("views") or {}).get("teacher") or {}
+        f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        lines.append(f"| {m['round']} | {m.get('promoted', '-')} | {m.get('best_round', '-')} | "
+                     f"{(m.get('guard') or {}).get('reason', '-')} | {f(v.get('r_teacher'))} | {f(v.get('r_student'))} | "
+                     f"{m.get('teacher_weaker', '-')} |")
 
     if keys:
         fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -127,6 +127,10 @@ def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tin
     assert resolve_model(str(out)) == tiny_encoder
     assert any("round 1 not promoted" in s for s in logs)
     assert m["best"]["round"] == 0 and m["best"]["P@1"] == res[0].metrics["P@1"]
+    from lmtx.report import make_report
+
+    rep = make_report(out).read_text()
+    assert "best round (what `evaluate`/`tag" in rep and "| 1 | False | 0 | " in rep and ": worse |" in rep
 
 
 def test_guard_off_promotes_every_round(tmp_path, small_data, tiny_encoder):
