@@ -124,6 +124,14 @@ def iterate(
         finally:
             if server:
                 server.stop()
+        from .rundir import RunDir
+
+        man = RunDir(out).manifest()
+        if "best_round" in man:
+            b = man["best_round"]
+            p1 = man["rounds"].get(str(b), {}).get("P@1")
+            typer.echo(f"best round: {b}" + (f" (P@1 {p1:.3f})" if p1 is not None else "")
+                       + f"; `lmtx evaluate/tag --model {out}` use it")
         typer.echo(f"run folder: {out}")
     except _user_errors() as e:
         _fail(str(e))

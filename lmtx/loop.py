@@ -323,8 +323,8 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     if weaker:
         v = views["teacher"]
         log(f"[lmtx] warning: round {r}: the student ranks the candidates better than the teacher (label-free "
-            f"estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}); the fused selection leans on the student "
-            f"(weight {v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher qwen1.5b "
+            f"estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; the student's weight in the fused score: "
+            f"{v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher qwen1.5b "
             f"--strong-budget N) or fewer rounds would help.")
 
     # 4. decide and select pseudo-positives

@@ -62,6 +62,7 @@ def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder
         assert set(m["views"]["teacher"]) >= {"r_teacher", "r_student", "w_teacher", "w_student"}
     man = json.loads((out / "manifest.json").read_text())
     assert sorted(man["rounds"]) == ["0", "1", "2"]
+    assert f"best round: {man['best_round']} (P@1 " in r.output
     # same command again: nothing to do, every round reported as finished earlier
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and r.output.count("(finished earlier)") == 3
