@@ -211,6 +211,8 @@ def main():
         long_runs = [
             # (run, description, labels file, label text, teacher, overrides)
             ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
+            ("q05-distill", "lmtx defaults + listwise distillation (--distill 1), teacher Qwen2.5-Coder-0.5B",
+             labels_path, "description", "qwen0.5b", {"train": {"distill": 1.0}}),
             ("q05-before", "the recipe before fusion/guard (teacher's yes, most similar; no union, no guard), "
              "teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", before),
             ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
