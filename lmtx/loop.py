@@ -368,6 +368,11 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
         guard[str(r)] = score
         gdiff = _guard_diff(run, r, st.best_round)
         promoted, reason = _guard_decision(score, guard[str(st.best_round)], gdiff, r, st.best_round, len(guard_docs))
+        if promoted and st.best_round != 0 and "0" in guard:
+            # small declines, each within the noise, must not add up to less than the initial encoder
+            ok0, reason0 = _guard_decision(score, guard["0"], _guard_diff(run, r, 0), r, 0, len(guard_docs))
+            if not ok0:
+                promoted, reason = False, reason0
     times["guard"] += time.time() - t0
     prev_best = st.best_round
     if promoted:

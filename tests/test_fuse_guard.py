@@ -224,3 +224,15 @@ def test_prompt_without_description_drops_the_parenthesis():
     assert '"Games" relevant' in t.render("a doc", "Games", "")
     assert '"Games" (Games) relevant' not in t.render("a doc", "Games", "Games")
     assert '"Games" (Video games.) relevant' in t.render("a doc", "Games", "Video games.")
+
+
+def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
+    from lmtx.loop import _guard_decision
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.1, 45)
+    ok, why = _guard_decision(0.50, 0.5, noise - noise.mean() - 0.005, 2, 1, 45)  # -0.005 with SE ~0.015
+    assert ok and "not worse" in why
+    ok, why = _guard_decision(0.40, 0.5, noise - noise.mean() - 0.1, 2, 1, 45)  # -0.1, about 7 SE
+    assert not ok and why.endswith("worse") and "(round 1)" in why
+    assert _guard_decision(0.6, 0.5, None, 2, 1, 45)[0] and not _guard_decision(0.4, 0.5, None, 2, 1, 45)[0]
