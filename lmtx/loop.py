@@ -446,7 +446,10 @@ def _guard_decision(score: float, best: float, diff: np.ndarray | None, r: int, 
                 + ("not worse" if ok else "worse"))
 
 
-def _teacher_weaker(v: dict | None, slack: float = 0.05) -> bool:
+def _teacher_weaker(v: dict | None, slack: float = 0.15) -> bool:
+    """Label-free: the student's estimated r exceeds the teacher's by more than `slack`. The triad estimate leans
+    toward the student (its errors and TF-IDF's are alike); on debtags with qwen0.5b the gap was 0.10 where the
+    teacher was slightly better (AUC 0.70 vs 0.68) and 0.25-0.33 where the student was better by 0.11 AUC."""
     return bool(v and v.get("method") == "triad" and v["r_student"] > v["r_teacher"] + slack)
 
 
