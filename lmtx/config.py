@@ -109,6 +109,9 @@ class TrainConfig:
     fn_mask: bool = True  # mask in-batch negatives that the teacher said yes to for this document
     lr: float = 2e-4
     batch_size: int = 128
+    # a round with few examples shrinks its batch (not below 16) to get at least this many optimizer steps per
+    # epoch: measured, one-step rounds (120 docs, batch 128) swung P@1 by up to 0.075 from round to round
+    min_steps: int = 8
     epochs: int = 1
     warmup_steps: int = 100  # capped at 10% of the round's steps
     max_doc_length: int = 128  # training only; embedding for retrieval uses encoder.max_seq_length
@@ -122,8 +125,8 @@ class TrainConfig:
             raise ConfigError("train.distill must be >= 0 and train.distill_tau > 0")
         if self.start not in ("warm", "init"):
             raise ConfigError(f"train.start must be warm or init, got {self.start!r}")
-        if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1:
-            raise ConfigError("train: lr > 0, batch_size >= 2 and epochs >= 1 are required")
+        if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1 or self.min_steps < 1:
+            raise ConfigError("train: lr > 0, batch_size >= 2, epochs >= 1 and min_steps >= 1 are required")
 
 
 @dataclass

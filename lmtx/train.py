@@ -25,6 +25,14 @@ def _embed(model, texts: list[str], max_len: int, device) -> torch.Tensor:
     return model(feats)["sentence_embedding"]
 
 
+def effective_batch_size(n_examples: int, cfg: TrainConfig) -> int:
+    """cfg.batch_size, shrunk for small rounds so that an epoch has at least cfg.min_steps steps (never below 16,
+    so that each document still has 15 in-batch negatives). The compute per epoch is the same either way."""
+    if cfg.min_steps <= 1 or n_examples <= 0:
+        return cfg.batch_size
+    return max(min(16, cfg.batch_size), min(cfg.batch_size, math.ceil(n_examples / cfg.min_steps)))
+
+
 def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], examples: list[Example],
                 cfg: TrainConfig, seed: int = 0, progress: bool = True) -> dict:
     """Fine-tune ``model`` in place. Returns a small log: steps, mean loss, final loss."""
@@ -38,10 +46,13 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     rng = random.Random(seed)
     torch.manual_seed(seed)
     loss_fn = InBatchTripletLoss(cfg.loss, cfg.margin, cfg.topk, cfg.tau)
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    batch_size = effective_batch_size(len(examples), cfg)
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    warm = min(cfg.warmup_steps, max(0, total // 10))
+    # at least one warm-up step: a fresh AdamW's first update moves every weight by lr (a sign step), which
+    # dominates a round of a few steps; with warm-up its first update has lr 0 and only fills the moments
+    warm = max(1 if total > 1 else 0, min(cfg.warmup_steps, total // 10))
     sched = get_linear_schedule_with_warmup(opt, warm, total)
     model.train()
     losses = []
@@ -49,8 +60,8 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     for _ in range(cfg.epochs):
         order = list(range(len(examples)))
         rng.shuffle(order)
-        for s in range(0, len(order), cfg.batch_size):
-            batch = [examples[i] for i in order[s:s + cfg.batch_size]]
+        for s in range(0, len(order), batch_size):
+            batch = [examples[i] for i in order[s:s + batch_size]]
             if len(batch) < 2:
                 continue
             pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
@@ -88,5 +99,5 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     bar.close()
     model.eval()
     model.max_seq_length = old_len
-    return {"steps": len(losses), "examples": len(examples), "loss_mean": sum(losses) / max(1, len(losses)),
+    return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm, "loss_mean": sum(losses) / max(1, len(losses)),
             "loss_last": losses[-1] if losses else None}

@@ -84,15 +84,18 @@ def _cfg(small_data, enc, rounds, name="simulated:0", **kw):
 
 
 class InitialEncoderJudge:
-    """A test teacher: half gold labels (something to train on), half the initial encoder's own cosine (so it
-    rates that encoder's top-1 labels highest among labels of equal gold status)."""
+    """A test teacher that says yes (0.9) exactly to the label the initial encoder ranks first for a document."""
 
     simulated, model_id = False, "judge"
 
-    def __init__(self, enc, gold):
+    def __init__(self, enc, labels_path):
+        from lmtx.data import load_labels
         from lmtx.encoder import embed, load_encoder
 
-        self.m, self.embed, self.gold = load_encoder(enc), embed, gold
+        self.m, self.embed = load_encoder(enc), embed
+        labels = load_labels(labels_path)
+        self.ids = [l.id for l in labels.labels]
+        self.lemb = embed(self.m, [l.text() for l in labels.labels])
 
     def describe(self):
         return "initial-encoder judge (test)"
@@ -101,23 +104,29 @@ class InitialEncoderJudge:
         from lmtx.teacher.base import Judgment
 
         d = self.embed(self.m, [p.doc for p in pairs])
-        l = self.embed(self.m, [p.description or p.label for p in pairs])
-        return [Judgment(float((x @ y + 1) / 4 + 0.5 * (p.label_id in self.gold.get(p.doc_id, ()))), 1.0)
-                for p, x, y in zip(pairs, d, l)]
+        top = [self.ids[int(i)] for i in (d @ self.lemb.T).argmax(1)]
+        return [Judgment(0.9 if p.label_id == t else 0.1, 1.0) for p, t in zip(pairs, top)]
 
 
-def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tiny_encoder):
-    """lr 5.0 wrecks the encoder; the teacher rates its top-1 labels on the held-out documents lower than the
-    initial encoder's, so the round is kept on disk but not promoted, and evaluate/tag use the initial encoder."""
+def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tiny_encoder, monkeypatch):
+    """A training step that scrambles the encoder's weights: the teacher rates its top-1 labels on the held-out
+    documents lower than the initial encoder's, so the round is kept on disk but not promoted, and
+    evaluate/tag use the initial encoder."""
+    import lmtx.loop as L
     from lmtx.evaluate import resolve_model
 
-    out = tmp_path / "run"
-    cfg = _cfg(small_data, tiny_encoder, 1, train={"lr": 5.0, "warmup_steps": 0})
-    logs = []
-    from lmtx.data import gold_of, load_docs
+    def wreck(model, *a, **kw):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * p.std().clamp(min=1e-3))
+        return {"steps": 1, "examples": 0, "loss_mean": 0.0, "wrecked": True}
 
-    judge = InitialEncoderJudge(tiny_encoder, gold_of(load_docs(small_data["docs"])))
-    rt = Runtime(progress=False, log=logs.append, teacher=judge)
+    monkeypatch.setattr(L, "train_round", wreck)
+    out = tmp_path / "run"
+    cfg = _cfg(small_data, tiny_encoder, 1)
+    logs = []
+    rt = Runtime(progress=False, log=logs.append, teacher=InitialEncoderJudge(tiny_encoder, small_data["labels"]))
     res = list(iterate(cfg, out, rt))
     m = res[-1].metrics
     g = json.loads((out / "manifest.json").read_text())["guard"]
@@ -236,3 +245,14 @@ def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
     ok, why = _guard_decision(0.40, 0.5, noise - noise.mean() - 0.1, 2, 1, 45)  # -0.1, about 7 SE
     assert not ok and why.endswith("worse") and "(round 1)" in why
     assert _guard_decision(0.6, 0.5, None, 2, 1, 45)[0] and not _guard_decision(0.4, 0.5, None, 2, 1, 45)[0]
+
+
+def test_small_rounds_shrink_the_batch_to_get_enough_steps():
+    from lmtx.train import effective_batch_size
+
+    cfg = TrainConfig()  # batch 128, min_steps 8
+    assert effective_batch_size(30000, cfg) == 128  # the paper's regime: untouched
+    assert effective_batch_size(255, cfg) == 32 and effective_batch_size(120, cfg) == 16
+    assert effective_batch_size(40, cfg) == 16  # never below 16 (15 in-batch negatives)
+    assert effective_batch_size(120, TrainConfig(min_steps=1)) == 128
+    assert effective_batch_size(120, TrainConfig(batch_size=8)) == 8
