@@ -75,11 +75,11 @@ def share_back(run_dir: Path):
     cache.close()
 
 
-def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher, j=5, **over):
+def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, **over):
     cfg = RunConfig(
         encoder=EncoderConfig(model="all-MiniLM-L6-v2"),
         index=IndexConfig(candidates=j),
-        teacher=TeacherConfig(name=teacher, **over.pop("teacher", {})),
+        teacher=TeacherConfig(name=teacher_name, **over.pop("teacher", {})),
         select=SelectConfig(**over.pop("select", {})),
         train=TrainConfig(**over.pop("train", {})),
         loop=LoopConfig(rounds=rounds, docs=str(docs), labels=str(labels), eval_docs=str(eval_docs), seed=0,
@@ -210,12 +210,12 @@ def main():
         before = {"select": {"strategy": "similarity", "union": False}, "loop": {"guard_docs": 0}}
         long_runs = [
             # (run, description, labels file, label text, teacher, overrides)
-            ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
+            ("q05-default-v2", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
             ("q05-distill", "lmtx defaults + listwise distillation (--distill 1), teacher Qwen2.5-Coder-0.5B",
              labels_path, "description", "qwen0.5b", {"train": {"distill": 1.0}}),
             ("q05-before", "the recipe before fusion/guard (teacher's yes, most similar; no union, no guard), "
              "teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", before),
-            ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
+            ("q05-names-default-v2", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
              "qwen0.5b", {}),
             ("q05-names-before", "the recipe before fusion/guard, bare label names, teacher Qwen2.5-Coder-0.5B",
              names_labels, "name", "qwen0.5b", before),
