@@ -210,12 +210,14 @@ def main():
         before = {"select": {"strategy": "similarity", "union": False}, "loop": {"guard_docs": 0}}
         long_runs = [
             # (run, description, labels file, label text, teacher, overrides)
-            ("q05-default-v2", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
+            ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
+            ("q05-minsteps8", "lmtx defaults + train.min_steps 8 (small rounds shrink the batch to 32), teacher "
+             "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {"train": {"min_steps": 8}}),
             ("q05-distill", "lmtx defaults + listwise distillation (--distill 1), teacher Qwen2.5-Coder-0.5B",
              labels_path, "description", "qwen0.5b", {"train": {"distill": 1.0}}),
             ("q05-before", "the recipe before fusion/guard (teacher's yes, most similar; no union, no guard), "
              "teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", before),
-            ("q05-names-default-v2", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
+            ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
              "qwen0.5b", {}),
             ("q05-names-before", "the recipe before fusion/guard, bare label names, teacher Qwen2.5-Coder-0.5B",
              names_labels, "name", "qwen0.5b", before),

@@ -50,9 +50,11 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    # at least one warm-up step: a fresh AdamW's first update moves every weight by lr (a sign step), which
-    # dominates a round of a few steps; with warm-up its first update has lr 0 and only fills the moments
-    warm = max(1 if total > 1 else 0, min(cfg.warmup_steps, total // 10))
+    warm = min(cfg.warmup_steps, total // 10)
+    if cfg.min_steps > 1 and total > 1:
+        # a fresh AdamW's first update moves every weight by lr (a sign step); one warm-up step (lr 0) fills the
+        # moments first
+        warm = max(1, warm)
     sched = get_linear_schedule_with_warmup(opt, warm, total)
     model.train()
     losses = []

@@ -250,9 +250,9 @@ def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
 def test_small_rounds_shrink_the_batch_to_get_enough_steps():
     from lmtx.train import effective_batch_size
 
-    cfg = TrainConfig()  # batch 128, min_steps 8
+    cfg = TrainConfig(min_steps=8)  # batch 128
     assert effective_batch_size(30000, cfg) == 128  # the paper's regime: untouched
     assert effective_batch_size(255, cfg) == 32 and effective_batch_size(120, cfg) == 16
     assert effective_batch_size(40, cfg) == 16  # never below 16 (15 in-batch negatives)
-    assert effective_batch_size(120, TrainConfig(min_steps=1)) == 128
-    assert effective_batch_size(120, TrainConfig(batch_size=8)) == 8
+    assert effective_batch_size(120, TrainConfig()) == 128  # the default: off
+    assert effective_batch_size(120, TrainConfig(batch_size=8, min_steps=8)) == 8
