@@ -5,7 +5,8 @@ OUT/manifest.json          finished rounds, teacher, versions
 OUT/teacher-cache.sqlite   every teacher answer (shared by rounds and reruns)
 OUT/round-00/metrics.json  the initial encoder's metrics (when gold labels exist)
 OUT/round-NN/encoder/      the round's encoder, a plain SentenceTransformer folder
-OUT/round-NN/candidates.parquet, judgments.parquet, metrics.json
+OUT/round-NN/candidates.parquet, judgments.parquet (every pair judged so far), guard.parquet, metrics.json
+manifest.json also holds best_round (the guard's choice: what evaluate/tag use) and the guard scores
 """
 
 from __future__ import annotations
