@@ -144,8 +144,22 @@ def _cascade(j, st: _State, cfg: RunConfig, strong, template, docs, labels, cach
     """Ask the strong teacher about every judged pair of the documents where the cheap teacher and the
     student disagree most (their top choices differ; the smallest fused margin first), within budget."""
     rounds_left = cfg.loop.rounds - r + 1
-    budget = (cfg.teacher.strong_budget - st.strong_spent) // max(1, rounds_left)
+    remaining = cfg.teacher.strong_budget - st.strong_spent
     per_doc = j.groupby("doc").size()
+    # pairs of documents already under the strong teacher that it has not answered yet (new candidates) come out
+    # of the same budget; documents that no longer fit go back to the cheap teacher
+    pending = {}
+    for d in sorted(st.strong_docs):
+        sub = j[j["doc"] == d]
+        got = cache.get_many(strong.model_id, template.hash, _pairs(docs, labels, sub["doc"], sub["label"]))
+        pending[d] = sum(g is None for g in got)
+    for d in sorted(st.strong_docs, reverse=True):
+        if sum(pending.values()) <= remaining:
+            break
+        st.strong_docs.discard(d)
+        pending.pop(d)
+    remaining -= sum(pending.values())
+    budget = remaining // max(1, rounds_left)
     if budget > 0:
         g = j.groupby("doc")
         t_top = j.loc[g["p_yes"].idxmax(), ["doc", "label"]].set_index("doc")["label"]

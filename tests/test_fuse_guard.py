@@ -159,6 +159,7 @@ def test_cascade_spends_at_most_its_budget_on_disagreements(tmp_path, small_data
     res = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None, teacher=weak,
                                                       strong_teacher=strong)))
     asked = [r.metrics["strong_pairs_asked"] for r in res[1:]]
+    # later rounds' new candidates of documents already under the strong teacher count against the budget too
     assert 0 < sum(asked) <= 30 and asked[0] <= 15  # the budget is spread over the rounds
     j = pd.read_parquet(tmp_path / "run" / "round-02" / "judgments.parquet")
     s = j[j["p_strong"].notna()]
@@ -256,3 +257,17 @@ def test_small_rounds_shrink_the_batch_to_get_enough_steps():
     assert effective_batch_size(40, cfg) == 16  # never below 16 (15 in-batch negatives)
     assert effective_batch_size(120, TrainConfig()) == 128  # the default: off
     assert effective_batch_size(120, TrainConfig(batch_size=8, min_steps=8)) == 8
+
+
+def test_cascade_never_exceeds_a_tight_budget(tmp_path, small_data, tiny_encoder):
+    from lmtx.data import gold_of, load_docs
+
+    gold = gold_of(load_docs(small_data["docs"]))
+    for budget in (7, 12):
+        cfg = _cfg(small_data, tiny_encoder, 3, teacher={"strong": "simulated:0", "strong_budget": budget},
+                   train={"lr": 0.05})
+        cfg.index.candidates = 3
+        rt = Runtime(progress=False, log=lambda s: None, teacher=SimulatedTeacher(gold, 0.4, seed=1),
+                     strong_teacher=SimulatedTeacher(gold, 0.0, seed=2))
+        res = list(iterate(cfg, tmp_path / f"run{budget}", rt))
+        assert sum(r.metrics["strong_pairs_asked"] for r in res[1:]) <= budget
