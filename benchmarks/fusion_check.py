@@ -21,15 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.encoder import embed, load_encoder  # noqa: E402
+from lmtx.encoder import load_encoder  # noqa: E402
 from lmtx.fuse import fuse  # noqa: E402
-from lmtx.index import exact_topk  # noqa: E402
 from lmtx.metrics import auc  # noqa: E402
 from lmtx.prompts import load_template  # noqa: E402
 from lmtx.select import decide  # noqa: E402
-from lmtx.teacher.base import Pair  # noqa: E402
 from lmtx.teacher.cache import AnswerCache  # noqa: E402
 from lmtx.teacher.registry import teacher_model_id  # noqa: E402
+from lmtx.teacher_eval import candidate_pairs  # noqa: E402
 
 
 def main():
@@ -47,21 +46,12 @@ def main():
 
     labels = load_labels(a.labels)
     docs = load_docs(a.docs, labels)
-    enc = load_encoder(a.encoder)
     ltexts = [l.text("description") for l in labels.labels]
-    idx, sim = exact_topk(embed(enc, [d.text for d in docs]), embed(enc, ltexts), a.j)
-    tpl = load_template(a.prompt)
-    cache = AnswerCache(a.cache)
-    rows = []
-    for di, (ls, ss) in enumerate(zip(idx, sim)):
-        d = docs[di]
-        pairs = [Pair(d.id, d.text, labels[int(l)].id, labels[int(l)].name, labels[int(l)].description) for l in ls]
-        got = cache.get_many(teacher_model_id(a.teacher), tpl.hash, pairs)
-        if any(g is None for g in got):
-            continue
-        for l, s, g in zip(ls, ss, got):
-            rows.append((di, int(l), float(s), g.p_yes, labels[int(l)].id in set(d.labels or [])))
-    j = pd.DataFrame(rows, columns=["doc", "label", "similarity", "p_yes", "gold"])
+    pairs, frame = candidate_pairs(load_encoder(a.encoder), docs, labels, a.j)
+    got = AnswerCache(a.cache).get_many(teacher_model_id(a.teacher), load_template(a.prompt).hash, pairs)
+    frame["p_yes"] = [g.p_yes if g is not None else np.nan for g in got]
+    # documents with an answer missing are skipped, never asked
+    j = frame[frame.groupby("doc")["p_yes"].transform(lambda x: x.notna().all())].reset_index(drop=True)
     n_docs = j["doc"].nunique()
     res = {"name": a.name or f"{a.teacher} on {Path(a.docs).name} / {Path(a.labels).name}", "docs": n_docs,
            "pairs": len(j), "j": a.j, "teacher": a.teacher, "prompt": a.prompt}

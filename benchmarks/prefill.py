@@ -19,12 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.encoder import embed, load_encoder  # noqa: E402
-from lmtx.index import exact_topk  # noqa: E402
+from lmtx.encoder import load_encoder  # noqa: E402
 from lmtx.prompts import load_template  # noqa: E402
-from lmtx.teacher.base import Pair  # noqa: E402
 from lmtx.teacher.cache import AnswerCache, score_cached  # noqa: E402
 from lmtx.teacher.registry import make_teacher  # noqa: E402
+from lmtx.teacher_eval import candidate_pairs  # noqa: E402
 
 
 def main():
@@ -43,17 +42,14 @@ def main():
 
     labels = load_labels(a.labels)
     docs = load_docs(a.docs, labels)
-    enc = load_encoder(a.encoder)
-    lemb = embed(enc, [l.text(a.label_text) for l in labels.labels])
-    demb = embed(enc, [d.text for d in docs])
-    idx, _ = exact_topk(demb, lemb, a.top)
+    all_pairs, frame = candidate_pairs(load_encoder(a.encoder), docs, labels, a.top, a.label_text)
     tpl = load_template(a.prompt)
     teacher = make_teacher(a.teacher, tpl, threads=a.threads)
     cache = AnswerCache(a.cache)
     t0 = time.time()
     for lo in range(0, a.top, a.band):
-        pairs = [Pair(d.id, d.text, labels[int(i)].id, labels[int(i)].name, labels[int(i)].description)
-                 for d, row in zip(docs, idx) for i in row[lo:lo + a.band]]
+        band = ((frame["rank"] >= lo) & (frame["rank"] < lo + a.band)).to_numpy()
+        pairs = [p for p, keep in zip(all_pairs, band) if keep]  # document by document, as before
         done = [0]
 
         def tick(n):
