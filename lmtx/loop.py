@@ -288,8 +288,7 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     man = run.manifest()
     done = [r for r in run.finished_rounds() if r > 0]
     best = man.get("best_round", done[-1] if done else 0)
-    spec = str(run.round_dir(best) / "encoder") if best > 0 else cfg.encoder.model
-    model = load_encoder(spec, cfg.encoder.max_seq_length, rt.device, rt.log)
+    model = _load_round(run, cfg, best, rt)
     st = _State(model, _label_emb(model, labels, cfg), best, set() if cfg.select.union else None)
     if done:
         last = run.round_dir(done[-1])
@@ -341,10 +340,10 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
             f"{v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher qwen1.5b "
             f"--strong-budget N) or fewer rounds would help.")
 
-    # 4. decide and select pseudo-positives
+    # 4. decide and select pseudo-positives (on the strong teacher's answers where the cascade asked it)
+    j["yes"] = decide(j.assign(p_yes=j["p_teacher"]), cfg.teacher.decision)
     dj = j.assign(p_yes=j["p_teacher"])
-    j["yes"] = decide(dj, cfg.teacher.decision)
-    examples = select_positives(j.assign(p_yes=j["p_teacher"]), cfg.select.strategy)
+    examples = select_positives(dj, cfg.select.strategy)
     out = {"doc_id": [doc_ids[i] for i in j["doc"]], "label_id": [labels[int(i)].id for i in j["label"]]}
     cols = ["rank", "similarity", "p_yes", "mass", "yes", "fused", "candidate"] + (["p_strong"] if "p_strong" in j else [])
     write_parquet(rd / "judgments.parquet", pd.DataFrame({**out, **{c: j[c].to_numpy() for c in cols},
@@ -388,7 +387,7 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
             if not ok0:
                 promoted, reason = False, reason0
     times["guard"] += time.time() - t0
-    prev_best = st.best_round
+    prev_best, trained = st.best_round, st.model
     if promoted:
         st.best_round, st.lemb = r, lemb_new
     else:
@@ -401,13 +400,12 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
                "decision": cfg.teacher.decision, "prompt": template.name, "select": cfg.select.strategy,
                "fusion": cfg.select.fusion}
     if has_gold:
-        trained = st.model if promoted else load_encoder(str(rd / "encoder"), cfg.encoder.max_seq_length, rt.device)
         m.update(evaluate_encoder(trained, eval_docs, labels, cfg.encoder.label_text))
         best_m = m if promoted else json.loads((run.round_dir(prev_best) / "metrics.json").read_text())
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
     m.update(pseudo_label_quality(j, examples, doc_ids, labels.ids, gold))
     if gold:
-        old = select_positives(dj.assign(yes=decide(dj, cfg.teacher.decision)), "similarity")
+        old = select_positives(dj, "similarity")
         m["pseudo_positive_precision_teacher_only"] = pseudo_label_quality(j, old, doc_ids, labels.ids, gold).get(
             "pseudo_positive_precision")
     times["evaluate"] = time.time() - t0
