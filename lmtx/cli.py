@@ -42,6 +42,7 @@ def iterate(
     teacher: str = typer.Option("qwen0.5b", help="Registry name (lmtx teacher list), hf:PATH, or simulated:RATE (research only)."),
     teacher_url: list[str] = typer.Option([], help="OpenAI-compatible server(s) serving the teacher (repeat for replicas)."),
     teacher_tokenizer: Optional[str] = typer.Option(None, help="Served teacher: a local tokenizer folder (default: lmtx's own copy, or the server's /tokenize)."),
+    teacher_timeout: float = typer.Option(300.0, min=1.0, help="Served teacher: seconds to wait for one HTTP request (retried 4 times with backoff; 429 Retry-After honoured)."),
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
@@ -106,7 +107,7 @@ def iterate(
             return
         log = lambda s: typer.echo(s, err=True)  # noqa: E731
         rt = Runtime(device=device, threads=threads, progress=progress, log=log, teacher_urls=list(teacher_url),
-                     teacher_tokenizer=teacher_tokenizer)
+                     teacher_tokenizer=teacher_tokenizer, teacher_timeout=teacher_timeout)
         server = None
         if serve and not teacher_url:
             from .teacher.registry import local_model_path, teacher_model_id

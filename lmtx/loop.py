@@ -51,6 +51,7 @@ class Runtime:
     teacher: object | None = None  # an already-built Teacher (tests, benchmarks)
     teacher_urls: list[str] = field(default_factory=list)  # served teacher replicas (OpenAI-compatible)
     teacher_tokenizer: str | None = None
+    teacher_timeout: float = 300.0  # served teacher: seconds per HTTP request
     strong_teacher: object | None = None  # an already-built strong teacher for the cascade (tests)
 
 
@@ -281,7 +282,7 @@ def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime):
 
     return make_teacher(name, template, gold=gold, seed=cfg.loop.seed, prefix_reuse=cfg.teacher.prefix_reuse,
                         batch_size=cfg.teacher.batch_size, device=rt.device, threads=rt.threads, progress=rt.log,
-                        urls=rt.teacher_urls, tokenizer=rt.teacher_tokenizer)
+                        urls=rt.teacher_urls, tokenizer=rt.teacher_tokenizer, timeout=rt.teacher_timeout)
 
 
 def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runtime) -> _State:
@@ -309,6 +310,7 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     rd = run.round_dir(r)
     rd.mkdir(parents=True, exist_ok=True)
     times = {}
+    stats0 = dict(getattr(teacher, "stats", {}))
 
     # 1. retrieve this round's candidates with the best encoder so far
     t0 = time.time()
@@ -414,6 +416,7 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
         "strong_pairs_asked": strong_asked, "strong_docs": len(st.strong_docs), "guard_pairs_asked": guard_asked,
         "teacher_pairs_per_s": asked / times["teacher"] if asked and times["teacher"] > 0 else None,
         "views": views, "teacher_weaker": weaker,
+        "teacher_stats": {k: v - stats0.get(k, 0) for k, v in getattr(teacher, "stats", {}).items()},
         "guard": {"promoted": promoted, "reason": reason, "score": guard.get(str(r)),
                   "best_round": st.best_round, "docs": len(guard_docs)},
         "promoted": promoted, "best_round": st.best_round,
@@ -499,6 +502,11 @@ def summary_line(res: RoundResult) -> str:
         parts.append("promoted" if m["promoted"] else f"NOT promoted (best: round {m['best_round']})")
     if m.get("teacher_weaker"):
         parts.append("teacher weaker than student")
+    ts = m.get("teacher_stats") or {}
+    if ts.get("requests"):
+        extra = [f"{ts[k]} {k.replace('_', ' ')}" for k in ("retries", "fallbacks", "unreadable", "missing_yes_mass",
+                                                            "missing_no_mass") if ts.get(k)]
+        parts.append(f"server: {ts['requests']} requests" + (f" ({', '.join(extra)})" if extra else ""))
     if "docs_with_yes" in m:
         parts.append(f"{m['docs_with_yes']}/{m['docs']} docs taught")
     if "seconds" in m:

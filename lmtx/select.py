@@ -14,6 +14,8 @@ def decide(j: pd.DataFrame, rule: str) -> np.ndarray:
     x = float(val)
     p = j["p_yes"].to_numpy()
     possible = p > 0  # a zero-probability yes is never a yes, whatever the rule
+    if "mass" in j:
+        possible &= j["mass"].to_numpy() > 0  # nor an answer without any yes/no mass (unreadable)
     if kind == "abs":
         return (p >= x) & possible
     if kind == "quantile":

@@ -34,8 +34,13 @@ def effective_batch_size(n_examples: int, cfg: TrainConfig) -> int:
 
 
 def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], examples: list[Example],
-                cfg: TrainConfig, seed: int = 0, progress: bool = True) -> dict:
-    """Fine-tune ``model`` in place. Returns a small log: steps, mean loss, final loss."""
+                cfg: TrainConfig, seed: int = 0, progress: bool = True, opt_state: dict | None = None) -> dict:
+    """Fine-tune ``model`` in place. Returns a small log: steps, mean loss, final loss.
+
+    ``opt_state``: a dict carried across rounds; when it holds ``"adamw"`` (an optimizer state_dict from an
+    earlier round) training continues from those moments instead of a fresh AdamW, and the state after this
+    round is stored back under ``"adamw"``.
+    """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
@@ -50,6 +55,10 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    if opt_state is not None and opt_state.get("adamw"):
+        opt.load_state_dict(opt_state["adamw"])
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] = cfg.lr
     warm = min(cfg.warmup_steps, total // 10)
     if cfg.min_steps > 1 and total > 1:
         # a fresh AdamW's first update moves every weight by lr (a sign step); one warm-up step (lr 0) fills the
@@ -99,6 +108,8 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()
+    if opt_state is not None:
+        opt_state["adamw"] = opt.state_dict()
     model.eval()
     model.max_seq_length = old_len
     return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm, "loss_mean": sum(losses) / max(1, len(losses)),

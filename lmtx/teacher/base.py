@@ -14,6 +14,14 @@ class TeacherError(RuntimeError):
     pass
 
 
+class PartialAnswers(TeacherError):
+    """A batch failed part-way; ``answers`` maps positions in the batch to the answers that did arrive."""
+
+    def __init__(self, msg: str, answers: dict):
+        super().__init__(msg)
+        self.answers = answers
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .base import Judgment, Pair, Teacher
+from .base import Judgment, Pair, PartialAnswers, Teacher
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -38,14 +38,15 @@ class AnswerCache:
         q = "SELECT p_yes, mass FROM answers WHERE model=? AND template=? AND doc=? AND label=?"
         for p in pairs:
             row = self.db.execute(q, (model, template, p.doc_hash, p.label_hash)).fetchone()
-            out.append(Judgment(*row) if row else None)
+            out.append(Judgment(*row) if row and row[1] > 0 else None)  # mass 0: unreadable, ask again
         return out
 
     def put_many(self, model: str, template: str, pairs: Sequence[Pair], answers: Sequence[Judgment]):
         now = time.time()
         self.db.executemany(
             "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?)",
-            [(model, template, p.doc_hash, p.label_hash, a.p_yes, a.mass, now) for p, a in zip(pairs, answers)],
+            [(model, template, p.doc_hash, p.label_hash, a.p_yes, a.mass, now) for p, a in zip(pairs, answers)
+             if a.mass > 0],  # an answer without yes/no mass is not an answer: never cached
         )
         self.db.commit()
 
@@ -86,7 +87,13 @@ def score_cached(
     chunk_pairs = chunk_pairs or getattr(teacher, "chunk_pairs", 32)
     pos = 0
     for chunk in _doc_chunks(todo_pairs, chunk_pairs):
-        got = teacher.score(chunk)
+        try:
+            got = teacher.score(chunk)
+        except PartialAnswers as e:
+            if cache is not None and e.answers:  # keep every answer that arrived before the failure
+                keep = sorted(e.answers)
+                cache.put_many(teacher.model_id, template_hash, [chunk[k] for k in keep], [e.answers[k] for k in keep])
+            raise
         if len(got) != len(chunk):
             raise RuntimeError(f"teacher {teacher.model_id} returned {len(got)} answers for {len(chunk)} pairs")
         if cache is not None:

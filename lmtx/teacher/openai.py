@@ -18,12 +18,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import math
 import os
+import random
+import time
 from typing import Sequence
 
 from ..prompts import PromptTemplate
-from .base import NO_STRINGS, YES_STRINGS, Judgment, Pair, TeacherError, answer_token_ids
+from .base import Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids
+from .logprobs import Reading, judge, read_entries
+
+# a prompt the server answered without any yes/no mass: never a yes (mass 0), neutral in the fused score
+UNREADABLE = Judgment(p_yes=0.5, mass=0.0)
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 def _root(url: str) -> str:
@@ -38,7 +62,8 @@ class ServedTeacher:
     def __init__(self, urls: Sequence[str], template: PromptTemplate, model_id: str, served_model: str | None = None,
                  chat_format: str | None = None, tokenizer=None, concurrency: int = 128, timeout: float = 300.0,
                  retries: int = 4, top_logprobs: int = 20, api_key: str | None = None, prime: bool = True,
-                 log=print):
+                 log=print, deadline: float = 900.0, max_wait: float = 60.0, max_unreadable: float = 0.02,
+                 transport=None):
         if not urls:
             raise TeacherError("a served teacher needs at least one --teacher-url")
         self.urls = [u.rstrip("/") for u in urls]
@@ -57,8 +82,13 @@ class ServedTeacher:
         # Send a document's first prompt alone, then its other j-1 together: prompts that arrive in the same
         # batch are all prefilled from scratch, while later ones find the document's prefix in the cache.
         self.prime = prime
-        self.stats = {"prompts": 0, "requests": 0, "retries": 0, "missing_yes_mass": 0, "missing_no_mass": 0,
-                      "low_mass": 0, "prompt_tokens": 0}
+        self.deadline = deadline  # seconds for one request, retries included
+        self.max_wait = max_wait  # longest pause between tries (Retry-After is honoured up to this)
+        self.max_unreadable = max_unreadable  # share of a chunk's prompts allowed without yes/no mass
+        self.transport = transport  # an httpx transport (tests replay server responses through MockTransport)
+        self._mode_logged = False
+        self.stats = {"prompts": 0, "requests": 0, "retries": 0, "fallbacks": 0, "missing_yes_mass": 0,
+                      "missing_no_mass": 0, "unreadable": 0, "low_mass": 0, "prompt_tokens": 0}
         self._probe()
 
     @property
@@ -79,7 +109,8 @@ class ServedTeacher:
         import httpx
 
         try:
-            r = httpx.get(f"{_root(self.urls[0])}/v1/models", headers=self._headers(), timeout=10)
+            with httpx.Client(transport=self.transport, timeout=10) as c:
+                r = c.get(f"{_root(self.urls[0])}/v1/models", headers=self._headers())
             r.raise_for_status()
         except httpx.HTTPError as e:
             raise TeacherError(f"teacher server {self.urls[0]} is unreachable ({type(e).__name__}: {e}); "
@@ -106,7 +137,8 @@ class ServedTeacher:
             body.update(messages=messages, add_generation_prompt=True)
         else:
             body["prompt"] = text
-        r = httpx.post(f"{_root(self.urls[0])}/tokenize", json=body, headers=self._headers(), timeout=30)
+        with httpx.Client(transport=self.transport, timeout=30) as c:
+            r = c.post(f"{_root(self.urls[0])}/tokenize", json=body, headers=self._headers())
         if r.status_code >= 400:
             raise TeacherError(f"{self.urls[0]}/tokenize failed ({r.status_code}); give the model's tokenizer "
                                f"(--teacher-tokenizer) for servers without a /tokenize endpoint")
@@ -124,73 +156,90 @@ class ServedTeacher:
         h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big")
         return self.urls[h % len(self.urls)]
 
-    def _read(self, choice) -> Judgment:
-        lp = choice.get("logprobs") or {}
-        top = (lp.get("top_logprobs") or [None])[0] or {}
-        # top_logprobs maps token strings to logprobs; vLLM can return "token_id:N" keys (return_tokens_as_token_ids)
-        by_id = {}
-        for k, v in top.items():
-            if k.startswith("token_id:"):
-                by_id[int(k.split(":", 1)[1])] = v
-        floor = min(top.values()) if top else -30.0
-        if by_id:
-            y = [by_id[i] for i in self.yes_ids if i in by_id]
-            n = [by_id[i] for i in self.no_ids if i in by_id]
-        else:
-            y = [v for k, v in top.items() if k in YES_STRINGS]
-            n = [v for k, v in top.items() if k in NO_STRINGS]
-        if not y:
-            self.stats["missing_yes_mass"] += 1
-            y = [floor]
-        if not n:
-            self.stats["missing_no_mass"] += 1
-            n = [floor]
-        py = sum(math.exp(v) for v in y)
-        pn = sum(math.exp(v) for v in n)
-        if py + pn < 0.5:
-            self.stats["low_mass"] += 1
-        return Judgment(p_yes=py / (py + pn), mass=py + pn)
+    def _reading(self, choice) -> Reading:
+        return judge(read_entries(choice.get("logprobs")), self.yes_ids, self.no_ids, exact=self.exact_ids)
 
-    async def _request(self, client, url: str, prompts: list) -> list[Judgment]:
+    def _mode(self) -> str:
+        return ("exact yes/no logprobs (logprob_token_ids)" if self.exact_ids
+                else f"top-{self.top_logprobs} logprobs (the server ignores logprob_token_ids)")
+
+    async def _post(self, client, url: str, prompts: list) -> list[dict]:
+        """One completions request with retries: timeouts, transport errors, 429 (honouring Retry-After), 5xx,
+        malformed JSON and a wrong number of choices are retried with jittered backoff within ``deadline``."""
         import httpx
 
-        delay = 1.0
+        delay, t_end = 1.0, time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
             body = {"model": self.served_model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
                     "logprobs": 1 if self.exact_ids else self.top_logprobs, "return_tokens_as_token_ids": True}
             if self.exact_ids:
                 body["logprob_token_ids"] = self.yes_ids + self.no_ids
+            wait = None
             try:
                 r = await client.post(f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions",
                                       json=body, headers=self._headers())
-                if r.status_code >= 500:
-                    raise httpx.HTTPStatusError(f"server error {r.status_code}", request=r.request, response=r)
+                if r.status_code == 429 or r.status_code >= 500:
+                    wait = _retry_after(r.headers.get("retry-after")) if r.status_code in (429, 503) else None
+                    raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
                 if r.status_code == 400 and self.exact_ids and "logprob_token_ids" in r.text:
-                    self.exact_ids = False
-                    self.log(f"[lmtx] {url} lacks logprob_token_ids: reading the top-{self.top_logprobs} logprobs")
+                    self._fallback(url, "it refused logprob_token_ids")
                     continue
                 if r.status_code >= 400:
                     raise TeacherError(f"teacher server {url} refused the request ({r.status_code}): {r.text[:300]}")
-                data = r.json()
+                try:
+                    data = r.json()
+                    choices = sorted(data["choices"], key=lambda c: c["index"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise _Retryable(f"malformed response ({type(e).__name__}: {r.text[:120]!r})") from None
+                if len(choices) != len(prompts):
+                    raise _Retryable(f"{len(choices)} choices for {len(prompts)} prompts")
                 self.stats["requests"] += 1
-                self.stats["prompt_tokens"] += data.get("usage", {}).get("prompt_tokens", 0)
-                choices = sorted(data["choices"], key=lambda c: c["index"])
-                return [self._read(c) for c in choices]
-            except (httpx.TimeoutException, httpx.TransportError, httpx.HTTPStatusError) as e:
-                if attempt == self.retries:
-                    raise TeacherError(f"teacher server {url} failed after {self.retries + 1} tries: "
+                self.stats["prompt_tokens"] += (data.get("usage") or {}).get("prompt_tokens", 0) or 0
+                return choices
+            except (httpx.TimeoutException, httpx.TransportError, _Retryable) as e:
+                left = t_end - time.monotonic()
+                if attempt == self.retries or left <= 0:
+                    raise TeacherError(f"teacher server {url} failed after {attempt + 1} tries: "
                                        f"{type(e).__name__}: {e}") from None
                 self.stats["retries"] += 1
-                await asyncio.sleep(delay)
+                pause = wait if wait is not None else delay * random.uniform(0.5, 1.5)
+                await asyncio.sleep(max(0.0, min(pause, left, self.max_wait)))
                 delay = min(delay * 2, 30)
-        raise AssertionError("unreachable")
+        raise TeacherError(f"teacher server {url}: no answer after {self.retries + 1} tries")
 
-    async def _score(self, groups: list[list[Pair]]) -> list[list[Judgment]]:
+    def _fallback(self, url: str, why: str):
+        if self.exact_ids:
+            self.exact_ids = False
+            self.stats["fallbacks"] += 1
+            self.log(f"[lmtx] {url}: {why}; reading the top-{self.top_logprobs} logprobs instead")
+
+    async def _request(self, client, url: str, prompts: list) -> list[Judgment]:
+        for _ in range(2):
+            choices = await self._post(client, url, prompts)
+            readings = [self._reading(c) for c in choices]
+            if self.exact_ids and any(x.ignored for x in readings):
+                self._fallback(url, "it did not return the requested yes/no token ids (logprob_token_ids ignored)")
+                continue
+            break
+        out = []
+        for x in readings:
+            self.stats["missing_yes_mass"] += x.missing_yes
+            self.stats["missing_no_mass"] += x.missing_no
+            if x.judgment is None:
+                self.stats["unreadable"] += 1
+                out.append(UNREADABLE)
+                continue
+            if x.judgment.mass < 0.5:
+                self.stats["low_mass"] += 1
+            out.append(x.judgment)
+        return out
+
+    async def _score(self, groups: list[list[Pair]]) -> list:
         import httpx
 
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits, transport=self.transport) as client:
             async def one(group):
                 prompts = [self.render(p) for p in group]
                 url = self._replica(group[0].doc_id)
@@ -200,13 +249,33 @@ class ServedTeacher:
                         return first + await self._request(client, url, prompts[1:])
                     return await self._request(client, url, prompts)
 
-            return await asyncio.gather(*(one(g) for g in groups))
+            return await asyncio.gather(*(one(g) for g in groups), return_exceptions=True)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
+        """One Judgment per pair. A failed request raises PartialAnswers carrying every answer that did arrive
+        (the cache keeps them). Too many prompts without yes/no mass stop the run (TeacherError)."""
         groups = [list(g) for _, g in itertools.groupby(pairs, key=lambda p: p.doc_id)]
+        if not self._mode_logged:
+            self._mode_logged = True
+            self.log(f"[lmtx] served teacher {self.served_model}: asking for {self._mode()}")
         results = asyncio.run(self._score(groups))
         self.stats["prompts"] += len(pairs)
-        out = [j for r in results for j in r]
-        if len(out) != len(pairs):
-            raise TeacherError(f"teacher server returned {len(out)} answers for {len(pairs)} prompts")
-        return out
+        done, errors, i = {}, [], 0
+        for g, r in zip(groups, results):
+            if isinstance(r, BaseException):
+                errors.append(r)
+            else:
+                done.update({i + k: a for k, a in enumerate(r)})
+            i += len(g)
+        if errors:
+            e = errors[0]
+            msg = str(e) if isinstance(e, TeacherError) else f"{type(e).__name__}: {e}"
+            raise PartialAnswers(f"{msg} ({len(done)} of {len(pairs)} answers kept)", done)
+        bad = sum(a is UNREADABLE for a in done.values())
+        if bad > self.max_unreadable * len(pairs):
+            raise TeacherError(
+                f"{bad} of {len(pairs)} teacher answers carry no yes/no probability (the server listed neither "
+                f"the yes nor the no tokens while reading {self._mode()}); refusing to train on them. Check that "
+                f"the server returns logprobs (vLLM: --max-logprobs >= {self.top_logprobs}) and that "
+                f"--teacher-url serves the model named by --teacher")
+        return [done[k] for k in range(len(pairs))]

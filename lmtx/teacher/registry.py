@@ -74,6 +74,7 @@ def make_teacher(
     progress=print,
     urls: list[str] | None = None,
     tokenizer: str | None = None,
+    timeout: float = 300.0,
 ) -> Teacher:
     rate = parse_simulated(spec)
     if rate is not None:
@@ -86,7 +87,7 @@ def make_teacher(
     from .hf import HFTeacher
 
     if urls:
-        return make_served_teacher(spec, template, urls, tokenizer, progress)
+        return make_served_teacher(spec, template, urls, tokenizer, progress, timeout=timeout)
     if spec not in REGISTRY and not spec.startswith("hf:"):
         raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
     chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
@@ -113,7 +114,7 @@ def local_model_path(spec: str, progress=print) -> str:
 
 
 def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], tokenizer: str | None = None,
-                        progress=print) -> Teacher:
+                        progress=print, timeout: float = 300.0) -> Teacher:
     """A teacher behind OpenAI-compatible servers. The served model name is the registry's model id
     (``lmtx teacher serve`` serves it under that name); the tokenizer is local where lmtx has it."""
     from .openai import ServedTeacher
@@ -130,4 +131,4 @@ def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], to
         tok = AutoTokenizer.from_pretrained(tok_path)
     served = None if spec.startswith("hf:") else model_id
     return ServedTeacher(urls, template, model_id=model_id, served_model=served, chat_format=chat_format,
-                         tokenizer=tok, log=progress)
+                         tokenizer=tok, log=progress, timeout=timeout)

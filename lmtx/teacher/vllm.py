@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import Judgment, Pair, TeacherError, answer_token_ids, judgment_from_logprobs
+from .base import Judgment, Pair, TeacherError, answer_token_ids
 
 
 def free_port() -> int:
@@ -134,15 +134,16 @@ class InProcessVLLMTeacher:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
-        import math
+        from .logprobs import judge
 
         prompts = [{"prompt_token_ids": self._ids(p)} for _, g in itertools.groupby(pairs, key=lambda p: p.doc_id) for p in g]
         outs = self.llm.generate(prompts, self.params, use_tqdm=False)
-        res = []
+        res, bad = [], 0
         for o in outs:
             lp = o.outputs[0].logprobs[0]  # {token_id: Logprob}
-            floor = min(v.logprob for v in lp.values())
-            ly = math.log(sum(math.exp(lp[i].logprob) for i in self.yes_ids if i in lp) or math.exp(floor))
-            ln = math.log(sum(math.exp(lp[i].logprob) for i in self.no_ids if i in lp) or math.exp(floor))
-            res.append(judgment_from_logprobs(ly, ln))
+            x = judge({int(i): float(v.logprob) for i, v in lp.items()}, self.yes_ids, self.no_ids)
+            bad += x.judgment is None
+            res.append(x.judgment or Judgment(p_yes=0.5, mass=0.0))
+        if bad > 0.02 * len(pairs):
+            raise TeacherError(f"{bad} of {len(pairs)} answers have neither yes nor no among the top-20 tokens")
         return res

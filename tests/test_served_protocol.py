@@ -1,0 +1,136 @@
+"""The served teacher against every server shape and fault we know, replayed through httpx.MockTransport.
+
+Each case must either score correctly (checked against the known logprobs of a real vLLM answer) or stop with
+a clear TeacherError: none may come back as a silent P(yes) = 0.5.
+"""
+
+import pytest
+
+from fake_openai import FakeServer, exact_p_yes
+from lmtx.prompts import load_template
+from lmtx.teacher.base import Pair, PartialAnswers, TeacherError
+from lmtx.teacher.cache import AnswerCache, score_cached
+from lmtx.teacher.logprobs import judge, read_entries
+from lmtx.teacher.openai import ServedTeacher
+
+PAIRS = [Pair(d, text, l, name, desc)
+         for d, text in [("d1", "audio player for music files"), ("d2", "a strategy game with network play"),
+                         ("d3", "a web server written in C")]
+         for l, name, desc in [("audio", "Audio", "sound and music"), ("game", "Games", "games and play"),
+                               ("web", "Web", "web server")]]
+
+
+def teacher(srv: FakeServer, logs=None, **kw):
+    return ServedTeacher(["http://fake:8000/v1"], load_template("paper"), model_id="fake", chat_format="USER: {msg} ASSISTANT:",
+                         transport=srv.transport, log=(logs.append if logs is not None else (lambda m: None)), **kw)
+
+
+def prompts_of(t):
+    return [t.render(p) for p in PAIRS]
+
+
+# (server kind, how close to the exact answer: exact ids are exact; top-20 misses variants below the 20th token)
+READABLE = [("vllm", 1e-9), ("vllm-strings", 2e-3), ("vllm-old", 2e-3), ("vllm-400", 2e-3), ("sglang", 2e-3),
+            ("llamacpp", 2e-3)]
+
+
+@pytest.mark.parametrize("kind,tol", READABLE)
+def test_server_kinds_score_correctly(kind, tol):
+    logs = []
+    srv = FakeServer(kind)
+    t = teacher(srv, logs)
+    got = t.score(PAIRS)
+    want = [exact_p_yes(p) for p in prompts_of(t)]
+    assert [round(x, 6) for x in want].count(round(want[0], 6)) < len(want)  # the answers differ by prompt
+    for g, w in zip(got, want):
+        assert abs(g.p_yes - w) < tol and 0 < g.mass <= 1
+    assert t.stats["unreadable"] == 0
+    assert t.exact_ids == (kind == "vllm")
+    assert t.stats["fallbacks"] == (0 if kind == "vllm" else 1)
+    assert any("asking for exact" in m for m in logs)  # the run log says which reading is in use
+    if kind != "vllm":
+        assert any("top-20" in m for m in logs)
+        assert srv.requests[-1]["logprobs"] == 20 and "logprob_token_ids" not in srv.requests[-1]
+
+
+@pytest.mark.parametrize("kind", ["top1", "nologprobs"])
+def test_servers_without_yes_no_mass_stop_with_a_clear_error(kind):
+    t = teacher(FakeServer(kind))
+    with pytest.raises(TeacherError, match="carry no yes/no probability"):
+        t.score(PAIRS)
+    assert t.stats["unreadable"] == len(PAIRS)
+
+
+@pytest.mark.parametrize("kind,match", [("mass>1", "mass of"), ("positive", "impossible logprob")])
+def test_impossible_logprobs_are_protocol_errors(kind, match):
+    with pytest.raises(TeacherError, match=match):
+        teacher(FakeServer(kind)).score(PAIRS)
+
+
+@pytest.mark.parametrize("fault", [429, 503, 500, "timeout", "malformed", "short"])
+def test_transient_faults_are_retried(fault):
+    srv = FakeServer("vllm", faults=[fault, fault])
+    t = teacher(srv)
+    got = t.score(PAIRS)
+    assert [round(g.p_yes, 9) for g in got] == [round(exact_p_yes(p), 9) for p in prompts_of(t)]
+    assert t.stats["retries"] == 2
+
+
+def test_retry_after_is_honoured(monkeypatch):
+    import lmtx.teacher.openai as O
+
+    slept = []
+
+    async def fake_sleep(s):
+        slept.append(s)
+
+    monkeypatch.setattr(O.asyncio, "sleep", fake_sleep)
+    t = teacher(FakeServer("vllm", faults=[429], retry_after="7"), prime=False)
+    t.score(PAIRS[:3])
+    assert slept == [7.0]
+    # without Retry-After: jittered exponential backoff
+    t = teacher(FakeServer("vllm", faults=[503, 503], retry_after=None), prime=False)
+    slept.clear()
+    t.score(PAIRS[:3])
+    assert len(slept) == 2 and 0.5 <= slept[0] <= 1.5 and 1.0 <= slept[1] <= 3.0
+
+
+@pytest.mark.parametrize("fault,match", [("timeout", "ReadTimeout"), ("malformed", "malformed"),
+                                         ("short", "2 choices for 3 prompts"), (500, "HTTP 500")])
+def test_persistent_faults_end_in_a_clear_error(fault, match):
+    t = teacher(FakeServer("vllm", faults=[fault] * 10), retries=2, prime=False, max_wait=0)
+    with pytest.raises(TeacherError, match=match):
+        t.score(PAIRS[:3])
+
+
+def test_answers_that_arrived_before_a_failure_are_kept(tmp_path):
+    # the first document's requests succeed; every later request fails
+    srv = FakeServer("vllm", faults=[None, None] + ["malformed"] * 50)
+    t = teacher(srv, retries=1, max_wait=0, concurrency=1)
+    cache = AnswerCache(tmp_path / "c.sqlite")
+    with pytest.raises(PartialAnswers) as e:
+        score_cached(t, "tpl", PAIRS, cache, chunk_pairs=100)
+    assert len(e.value.answers) == 3 and "3 of 9 answers kept" in str(e.value)
+    kept = cache.get_many("fake", "tpl", PAIRS)
+    assert [k is not None for k in kept] == [True] * 3 + [False] * 6
+    # the rerun asks only what is missing
+    srv2 = FakeServer("vllm")
+    t2 = teacher(srv2)
+    answers, asked = score_cached(t2, "tpl", PAIRS, cache, chunk_pairs=100)
+    assert asked == 6 and all(a is not None for a in answers)
+
+
+def test_reader_parses_each_shape():
+    ids = {"top_logprobs": [{"token_id:5": -0.1, "token_id:7": -2.5}], "tokens": ["token_id:5"], "token_logprobs": [-0.1]}
+    assert read_entries(ids) == {5: -0.1, 7: -2.5}
+    strings = {"top_logprobs": [{"Yes": -0.1, "No": -2.5}]}
+    assert read_entries(strings) == {"Yes": -0.1, "No": -2.5}
+    chat = {"content": [{"id": 5, "token": "Yes", "logprob": -0.1, "top_logprobs": [{"id": 7, "token": "No", "logprob": -2.5}]}]}
+    assert read_entries(chat) == {5: -0.1, 7: -2.5}
+    assert read_entries(None) == {}
+    # a top-1-only answer would read 0.5 with the floor bound: it is unreadable instead
+    r = judge({5: -0.1}, [5], [7])
+    assert r.judgment is None and r.missing_no
+    # top-K with one side below the K-th: bounded by the smallest listed probability, flagged
+    r = judge({5: -0.1, 1: -3, 2: -4, 3: -5, 4: -6}, [5], [7])
+    assert r.judgment is not None and r.missing_no and r.judgment.p_yes > 0.99
