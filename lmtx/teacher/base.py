@@ -86,10 +86,3 @@ def answer_token_ids(tokenizer=None, encode=None) -> tuple[list[int], list[int]]
     return yes, no
 
 
-def judgment_from_logprobs(logp_yes: float, logp_no: float) -> Judgment:
-    """From log P(yes variants) and log P(no variants) (each already summed in probability space)."""
-    import math
-
-    m = max(logp_yes, logp_no)
-    py, pn = math.exp(logp_yes - m), math.exp(logp_no - m)
-    return Judgment(p_yes=py / (py + pn), mass=math.exp(logp_yes) + math.exp(logp_no))
