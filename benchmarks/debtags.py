@@ -208,21 +208,28 @@ def main():
             names_labels.write_text("".join(json.dumps({"id": l.id, "name": l.name}) + "\n" for l in labels.labels))
         R = a.long_rounds
         before = {"select": {"strategy": "similarity", "union": False}, "loop": {"guard_docs": 0}}
+        fresh = {"train": {"carry_optimizer": False}}  # the runs made before AdamW's state carried across rounds
         long_runs = [
             # (run, description, labels file, label text, teacher, overrides)
             ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
-            ("q05-minsteps8", "lmtx defaults + train.min_steps 8 (small rounds shrink the batch to 32), teacher "
-             "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {"train": {"min_steps": 8}}),
+            ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
+             "qwen0.5b", {}),
+            ("q05-freshopt", "lmtx defaults but a fresh AdamW each round (before train.carry_optimizer), teacher "
+             "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", fresh),
+            ("q05-names-freshopt", "lmtx defaults but a fresh AdamW each round, bare label names, teacher "
+             "Qwen2.5-Coder-0.5B", names_labels, "name", "qwen0.5b", fresh),
+            ("q05-minsteps8", "lmtx defaults + train.min_steps 8 (small rounds shrink the batch to 32), fresh AdamW "
+             "each round, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b",
+             {"train": {"min_steps": 8, "carry_optimizer": False}}),
             ("q05-distill", "lmtx defaults + listwise distillation (--distill 1), teacher Qwen2.5-Coder-0.5B",
              labels_path, "description", "qwen0.5b", {"train": {"distill": 1.0}}),
             ("q05-before", "the recipe before fusion/guard (teacher's yes, most similar; no union, no guard), "
              "teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", before),
-            ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
-             "qwen0.5b", {}),
             ("q05-names-before", "the recipe before fusion/guard, bare label names, teacher Qwen2.5-Coder-0.5B",
              names_labels, "name", "qwen0.5b", before),
-            ("q05-cascade", f"lmtx defaults + cascade: Qwen2.5-Coder-1.5B on at most {a.strong_budget} pairs",
-             labels_path, "description", "qwen0.5b", {"teacher": {"strong": "qwen1.5b", "strong_budget": a.strong_budget}}),
+            ("q05-cascade", f"lmtx defaults (fresh AdamW each round) + cascade: Qwen2.5-Coder-1.5B on at most "
+             f"{a.strong_budget} pairs", labels_path, "description", "qwen0.5b",
+             {"teacher": {"strong": "qwen1.5b", "strong_budget": a.strong_budget}, **fresh}),
         ]
         only = set(a.runs_only.split(",")) if a.runs_only else None
         for run_name, desc, lab, ltext, teacher, over in long_runs:

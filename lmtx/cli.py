@@ -158,7 +158,12 @@ def evaluate(
     if (model is None) == (baseline is None):
         _fail("give exactly one of --model or --baseline")
     try:
-        ks = tuple(int(x) for x in k.split(","))
+        try:
+            ks = tuple(int(x) for x in k.split(","))
+        except ValueError:
+            ks = ()
+        if not ks or min(ks) < 1:
+            _fail(f"--k must be positive integers separated by commas (e.g. 1,3,5), got {k!r}")
         ls = load_labels(labels)
         ds = load_docs(docs, ls, split=split)
         m = run_eval(model, ds, ls, ks, baseline, label_text, psp_a, psp_b)
@@ -178,7 +183,7 @@ def tag(
     labels: Path = typer.Option(..., help="Labels (id, name, description); new labels need no retraining."),
     docs: Path = typer.Option(..., help="Documents to tag (jsonl/csv/parquet: id, text), streamed in chunks."),
     out: Path = typer.Option(..., help="Output .parquet, .jsonl or .csv (doc_id, rank, label_id, label_name, score)."),
-    top_k: int = typer.Option(5, help="Labels per document."),
+    top_k: int = typer.Option(5, min=1, help="Labels per document."),
     min_score: Optional[float] = typer.Option(None, help="Drop predictions with a cosine score below this."),
     calibrate_on: Optional[Path] = typer.Option(None, "--calibrate-on", help="A small labelled sample: choose --min-score on it (max F1, or --target-precision)."),
     target_precision: Optional[float] = typer.Option(None, help="With --calibrate-on: the lowest threshold reaching this precision."),

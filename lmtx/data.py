@@ -64,10 +64,24 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv
 
 
 def _format(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1] if suffixes else "")
     if fmt is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet")
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet "
+                        f"(.jsonl and .csv may be gzipped: .jsonl.gz)")
+    if fmt == "parquet" and path.suffix.lower() == ".gz":
+        raise DataError(f"{path}: Parquet is compressed inside; give the .parquet file itself")
     return fmt
+
+
+def _open_bytes(path: Path):
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def iter_records(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[str, dict]]:
@@ -75,36 +89,57 @@ def iter_records(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[s
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file (a directory?)")
     fmt = _format(path)
     if fmt == "jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: bad JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(rec, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
-                yield f"{path}:{n}", rec
+        import gzip
+        import zlib
+
+        n = 0
+        try:
+            with _open_bytes(path) as f:
+                for n, raw in enumerate(f, 1):  # bytes, decoded per line: a bad byte is reported at its line
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise DataError(f"{path}:{n}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at column "
+                                        f"{e.start + 1}); convert the file to UTF-8") from None
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{n}: bad JSON ({e.msg} at column {e.colno})") from None
+                    if not isinstance(rec, dict):
+                        raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+                    yield f"{path}:{n}", rec
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: broken gzip file after line {n} ({e})") from None
     elif fmt == "csv":
         import pandas as pd
 
         row = 0
         try:
-            reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows, encoding="utf-8")
             for chunk in reader:
                 for rec in chunk.to_dict("records"):
                     row += 1
                     yield f"{path}:{row + 1}", rec  # line numbers count the header
         except pd.errors.ParserError as e:
             raise DataError(f"{path}: bad CSV: {e}") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: empty CSV file (no header)") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: near line {row + 2}: not UTF-8 text; convert the file to UTF-8") from None
     else:
         import pyarrow.parquet as pq
 
         row = 0
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a file that is not Parquet
+            raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
         for batch in pf.iter_batches(batch_size=chunk_rows):
             for rec in batch.to_pylist():
                 row += 1
@@ -117,12 +152,13 @@ def _columns_check(path: Path, rec: dict, required: tuple[str, ...], where: str)
         raise DataError(f"{where}: missing field(s) {missing} (found: {sorted(rec)})")
 
 
-def _str_field(rec: dict, name: str, where: str, required: bool = True) -> str:
+def _str_field(rec: dict, name: str, where: str, required: bool = True, ints: bool = True) -> str:
+    """A text field; ``ints``: an integer is accepted (ids), never a boolean."""
     v = rec.get(name)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         v = ""
-    if not isinstance(v, (str, int)):
-        raise DataError(f"{where}: field '{name}' must be a string, got {type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (str, int) if ints else str):
+        raise DataError(f"{where}: field '{name}' must be a string, got {type(v).__name__} {v!r}"[:200])
     v = str(v).strip()
     if required and not v:
         raise DataError(f"{where}: field '{name}' is empty")
@@ -154,7 +190,7 @@ def _labels_field(rec: dict, where: str) -> list[str] | None:
 def parse_doc(where: str, rec: dict) -> Doc:
     _columns_check(Path(where), rec, ("id", "text"), where)
     split = _str_field(rec, "split", where, required=False) or None
-    return Doc(_str_field(rec, "id", where), _str_field(rec, "text", where), _labels_field(rec, where), split)
+    return Doc(_str_field(rec, "id", where), _str_field(rec, "text", where, ints=False), _labels_field(rec, where), split)
 
 
 def load_labels(path: str | Path) -> LabelSet:
@@ -166,7 +202,8 @@ def load_labels(path: str | Path) -> LabelSet:
         if lid in seen:
             raise DataError(f"{where}: field 'id': duplicate label id {lid!r} (first at {seen[lid]})")
         seen[lid] = where
-        labels.append(Label(lid, _str_field(rec, "name", where), _str_field(rec, "description", where, required=False)))
+        labels.append(Label(lid, _str_field(rec, "name", where, ints=False),
+                            _str_field(rec, "description", where, required=False, ints=False)))
     if not labels:
         raise DataError(f"{path}: no labels")
     return LabelSet(labels)

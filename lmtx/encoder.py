@@ -8,13 +8,15 @@ import numpy as np
 def load_encoder(spec: str, max_seq_length: int | None = None, device: str = "cpu", progress=print):
     from sentence_transformers import SentenceTransformer
 
-    from .assets import resolve_encoder
+    from .assets import ASSETS, AssetError, resolve_encoder
 
     path = resolve_encoder(spec, progress)
     try:
         model = SentenceTransformer(path, device=device)
-    except OSError as e:
-        raise RuntimeError(f"could not load encoder {spec!r} (no model hub here: give a local folder): {e}") from None
+    except Exception as e:  # OSError (not found, offline), ValueError (not a model folder), ...
+        raise AssetError(f"could not load encoder {spec!r}: {type(e).__name__}: {str(e)[:300]} (offline assets: "
+                         f"{', '.join(k for k, a in ASSETS.items() if a.kind == 'sentence-transformer')}; "
+                         f"or a local sentence-transformers folder)") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model

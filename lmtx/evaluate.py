@@ -23,6 +23,12 @@ def resolve_model(spec: str) -> str:
             raise ValueError(f"{p}: the run has no finished training round yet")
         return str(enc)
     if (p / "encoder" / "modules.json").exists():
+        if (p.parent / "manifest.json").exists() and p.name.startswith("round-"):
+            from .rundir import RunDir
+
+            if int(p.name[6:]) not in RunDir(p.parent).finished_rounds():
+                raise ValueError(f"{p}: this round never finished (its encoder may be half-trained); use the run "
+                                 f"folder {p.parent} for its best round, or a finished round")
         return str(p / "encoder")
     return spec
 

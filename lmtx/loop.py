@@ -126,6 +126,7 @@ class _State:
     union: set = field(default_factory=set)  # (doc index, label index) judged in any round so far
     strong_docs: set = field(default_factory=set)  # documents the strong teacher judged
     strong_spent: int = 0
+    opt_state: dict = field(default_factory=dict)  # AdamW state of the best round (train.carry_optimizer)
 
 
 def _judge_union(st: _State, idx, teacher, template, docs, labels, cache, rt, r):
@@ -219,14 +220,23 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
     log = rt.log
     if not rt.progress:
         _quiet_libraries()
-    run = RunDir(out)
-    run.prepare(cfg.to_dict())
+    # everything a user can get wrong is checked before the run folder is touched
+    from .teacher.registry import check_teacher_spec
+
     labels = load_labels(cfg.loop.labels)
     all_docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
     docs, guard_docs = guard_split(all_docs, cfg)
     eval_docs = load_docs(cfg.loop.eval_docs, labels) if cfg.loop.eval_docs else all_docs
     gold = gold_of(all_docs)
     template = _template(cfg)
+    if rt.teacher is None:
+        check_teacher_spec(cfg.teacher.name)
+    if cfg.teacher.strong and rt.strong_teacher is None:
+        check_teacher_spec(cfg.teacher.strong)
+    run = RunDir(out)
+    if not (run.out / "config.json").exists():
+        model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
+    run.prepare(cfg.to_dict())
     label_texts = [l.text(cfg.encoder.label_text) for l in labels.labels]
     doc_texts = [d.text for d in docs]
     doc_ids = [d.id for d in docs]
@@ -238,7 +248,8 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
             yield RoundResult(r, json.loads((run.round_dir(r) / "metrics.json").read_text()), run.round_dir(r), True)
 
     if 0 not in done:
-        model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
+        if "model0" not in locals():
+            model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
         m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(docs), "guard_docs": len(guard_docs)}
         if has_gold:
             m.update(evaluate_encoder(model0, eval_docs, labels, cfg.encoder.label_text, show_progress=rt.progress))
@@ -291,6 +302,10 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     best = man.get("best_round", done[-1] if done else 0)
     model = _load_round(run, cfg, best, rt)
     st = _State(model, _label_emb(model, labels, cfg), best, set() if cfg.select.union else None)
+    if cfg.train.carry_optimizer and best > 0:
+        saved = run.load_optimizer(best)
+        if saved is not None:
+            st.opt_state = {"adamw": saved}
     if done:
         last = run.round_dir(done[-1])
         pos = {d.id: i for i, d in enumerate(docs)}
@@ -366,9 +381,13 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     t0 = time.time()
     if cfg.train.start == "init" and r > 1:
         st.model = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
-    tlog = train_round(st.model, doc_texts, label_texts, examples, cfg.train, cfg.loop.seed + r, rt.progress)
+    opt_state = dict(st.opt_state) if cfg.train.carry_optimizer and cfg.train.start == "warm" else None
+    tlog = train_round(st.model, doc_texts, label_texts, examples, cfg.train, cfg.loop.seed + r, rt.progress,
+                       opt_state=opt_state)
     times["train"] = time.time() - t0
     save_encoder(st.model, rd / "encoder")
+    if opt_state is not None and opt_state.get("adamw"):
+        run.save_optimizer(r, opt_state["adamw"])
     lemb_new = _label_emb(st.model, labels, cfg)
 
     # 6. the guard: promote this round's encoder only if it is not worse than the best so far
@@ -392,6 +411,9 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     prev_best, trained = st.best_round, st.model
     if promoted:
         st.best_round, st.lemb = r, lemb_new
+        if opt_state is not None and opt_state.get("adamw"):
+            st.opt_state = opt_state
+            run.drop_optimizers(keep=r)
     else:
         log(f"[lmtx] round {r} not promoted: {reason}; kept on disk, the best stays round {prev_best}")
         st.model = _load_round(run, cfg, prev_best, rt)

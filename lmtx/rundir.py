@@ -83,6 +83,27 @@ class RunDir:
                 )
         write_json(p, config)
 
+    def save_optimizer(self, r: int, state: dict) -> None:
+        """The optimizer state after round r (train.carry_optimizer), written atomically."""
+        import torch
+
+        p = self.round_dir(r) / "optimizer.pt"
+        tmp = p.with_name(p.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, p)
+
+    def load_optimizer(self, r: int) -> dict | None:
+        import torch
+
+        p = self.round_dir(r) / "optimizer.pt"
+        return torch.load(p, weights_only=True) if p.exists() else None
+
+    def drop_optimizers(self, keep: int) -> None:
+        """Only the best round's optimizer state is ever used again."""
+        for p in self.out.glob("round-*/optimizer.pt"):
+            if p.parent != self.round_dir(keep):
+                p.unlink()
+
     def set_manifest(self, **kv) -> None:
         m = self.manifest()
         m.update(kv)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from .data import Doc, LabelSet, iter_records, parse_doc
+from .data import DataError, Doc, LabelSet, iter_records, parse_doc
 from .index import LabelIndex
 
 OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
@@ -85,9 +85,15 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
 
 
 def iter_doc_chunks(path: str | Path, size: int) -> Iterator[list[Doc]]:
+    """Documents in chunks of ``size``; a document id seen earlier in the file is refused (file:line)."""
     chunk: list[Doc] = []
+    seen: dict[str, str] = {}
     for where, rec in iter_records(path, chunk_rows=size):
-        chunk.append(parse_doc(where, rec))
+        d = parse_doc(where, rec)
+        if d.id in seen:
+            raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
+        seen[d.id] = where
+        chunk.append(d)
         if len(chunk) >= size:
             yield chunk
             chunk = []
@@ -131,6 +137,14 @@ def _join_parts(parts: list[Path], out: Path, fmt: str):
     os.replace(tmp, out)
 
 
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Path, opts: TagOptions,
         verify=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks)."""
@@ -150,9 +164,16 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_model(model_path),
              "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
              "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify is not None}
+    state["docs_sha256"] = _file_sha256(docs_path)  # a resume must read the very same input
     state_file = parts_dir / "state.json"
-    if parts_dir.exists() and state_file.exists() and json.loads(state_file.read_text()) != state:
-        raise TagError(f"{parts_dir} holds an unfinished run with other options; remove it or use the same options")
+    has_parts = parts_dir.exists() and any(parts_dir.glob("part-*"))
+    if has_parts and state_file.exists():
+        old = json.loads(state_file.read_text())
+        diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
+        if diff:
+            raise TagError(f"{parts_dir} holds the finished chunks of an unfinished run that differs in "
+                           f"{', '.join(diff)}" + (" (the input file changed)" if "docs_sha256" in diff else "")
+                           + f"; remove {parts_dir} to start over, or rerun with the same input and options")
     parts_dir.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(state))
 

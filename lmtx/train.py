@@ -7,6 +7,7 @@ step (strategy ``random``), which does not fit a fixed (anchor, positive) datase
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from typing import Sequence
@@ -56,7 +57,7 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     if opt_state is not None and opt_state.get("adamw"):
-        opt.load_state_dict(opt_state["adamw"])
+        opt.load_state_dict(copy.deepcopy(opt_state["adamw"]))  # the caller's copy stays the best round's
         for g in opt.param_groups:
             g["lr"] = g["initial_lr"] = cfg.lr
     warm = min(cfg.warmup_steps, total // 10)

@@ -271,3 +271,67 @@ def test_cascade_never_exceeds_a_tight_budget(tmp_path, small_data, tiny_encoder
                      strong_teacher=SimulatedTeacher(gold, 0.0, seed=2))
         res = list(iterate(cfg, tmp_path / f"run{budget}", rt))
         assert sum(r.metrics["strong_pairs_asked"] for r in res[1:]) <= budget
+
+
+def _step(state: dict) -> int:
+    return int(next(iter(state["state"].values()))["step"])
+
+
+def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_path, small_data, tiny_encoder,
+                                                                         monkeypatch):
+    import lmtx.loop as L
+    from lmtx.train import train_round as real_train
+
+    seen = []
+
+    def spy(model, *a, opt_state=None, **kw):
+        before = _step(opt_state["adamw"]) if opt_state and opt_state.get("adamw") else None
+        log = real_train(model, *a, opt_state=opt_state, **kw)
+        seen.append((before, _step(opt_state["adamw"])))
+        return log
+
+    monkeypatch.setattr(L, "train_round", spy)
+    out = tmp_path / "run"
+    list(iterate(_cfg(small_data, tiny_encoder, 2, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)))
+    assert seen[0][0] is None and seen[0][1] >= 1  # round 1: a fresh AdamW
+    assert seen[1][0] == seen[0][1]  # round 2 continues round 1's moments
+    assert sorted(p.parent.name for p in out.glob("round-*/optimizer.pt")) == ["round-02"]  # only the best's
+    saved_step = _step(torch.load(out / "round-02" / "optimizer.pt", weights_only=True))
+    assert saved_step == seen[1][1]
+    seen.clear()
+    list(iterate(_cfg(small_data, tiny_encoder, 3, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)))
+    assert len(seen) == 1 and seen[0][0] == saved_step  # the resumed run read round 2's state back
+    assert sorted(p.parent.name for p in out.glob("round-*/optimizer.pt")) == ["round-03"]
+
+
+def test_optimizer_state_off_starts_every_round_fresh(tmp_path, small_data, tiny_encoder, monkeypatch):
+    import lmtx.loop as L
+
+    calls = []
+    monkeypatch.setattr(L, "train_round", lambda *a, opt_state=None, **kw: calls.append(opt_state) or {"steps": 0})
+    list(iterate(_cfg(small_data, tiny_encoder, 2, train={"carry_optimizer": False}), tmp_path / "run",
+                 Runtime(progress=False, log=lambda s: None)))
+    assert calls == [None, None] and not list((tmp_path / "run").glob("round-*/optimizer.pt"))
+
+
+def test_training_on_a_carried_state_leaves_the_callers_copy_unchanged(small_data, tiny_encoder):
+    """A refused round must not alter the best round's moments that the next round starts from."""
+    import copy
+
+    from lmtx.config import TrainConfig
+    from lmtx.encoder import load_encoder
+    from lmtx.select import Example
+    from lmtx.train import train_round
+
+    model = load_encoder(tiny_encoder, 64, "cpu", lambda s: None)
+    docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
+    ex = [Example(i, [i % 4], frozenset([i % 4])) for i in range(8)]
+    cfg = TrainConfig(batch_size=4, warmup_steps=0)
+    state: dict = {}
+    train_round(model, docs, labels, ex, cfg, 0, False, opt_state=state)
+    old = state["adamw"]
+    snap = copy.deepcopy(old)
+    train_round(model, docs, labels, ex, cfg, 1, False, opt_state=state)
+    assert state["adamw"] is not old and _step(state["adamw"]) == _step(snap) + 2
+    for k, v in snap["state"].items():
+        assert torch.equal(old["state"][k]["exp_avg"], v["exp_avg"]) and int(old["state"][k]["step"]) == int(v["step"])

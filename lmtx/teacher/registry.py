@@ -53,6 +53,21 @@ def parse_simulated(spec: str) -> float | None:
         raise TeacherError(f"bad simulated teacher {spec!r}: use simulated:RATE, e.g. simulated:0.1") from None
 
 
+def check_teacher_spec(spec: str) -> None:
+    """Refuse a teacher name that cannot be built, before anything is written or loaded."""
+    if parse_simulated(spec) is not None:
+        return
+    if spec in REGISTRY:
+        return
+    if spec.startswith("hf:") and spec[3:]:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(spec, list(REGISTRY), n=1)
+    raise TeacherError(f"unknown teacher {spec!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f": use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
+
+
 def teacher_model_id(spec: str) -> str:
     """The identity that goes into cache keys, without loading anything."""
     if spec in REGISTRY:
