@@ -32,8 +32,49 @@ def _user_errors():
     return (AssetError, ConfigError, DataError, PromptError, TeacherError)
 
 
+# iterate's options that are run settings -> their config key (the rest are runtime: device, threads, ...)
+ITERATE_KEYS = {
+    "docs": "loop.docs", "labels": "loop.labels", "eval_docs": "loop.eval_docs", "rounds": "loop.rounds",
+    "max_docs": "loop.max_docs", "seed": "loop.seed", "early_stop": "loop.early_stop", "guard_docs": "loop.guard_docs",
+    "teacher": "teacher.name", "prompt": "teacher.prompt", "prompt_file": "teacher.prompt_file",
+    "decision": "teacher.decision", "prefix_reuse": "teacher.prefix_reuse", "strong_teacher": "teacher.strong",
+    "strong_budget": "teacher.strong_budget", "encoder": "encoder.model", "candidates": "index.candidates",
+    "index": "index.kind", "hnsw_m": "index.M", "ef_construction": "index.ef_construction",
+    "ef_search": "index.ef_search", "select": "select.strategy", "fusion": "select.fusion", "union": "select.union",
+    "loss": "train.loss", "distill": "train.distill", "margin": "train.margin", "fn_mask": "train.fn_mask",
+    "lr": "train.lr", "batch_size": "train.batch_size", "epochs": "train.epochs", "start": "train.start",
+}
+
+
+def _iterate_config(ctx, config_file, overrides, opts: dict):
+    """defaults < --config file < options typed on the command line < --set (every default lives in config.py)."""
+    from click.core import ParameterSource
+
+    from .config import RunConfig, apply_overrides, load_config_file
+
+    d = RunConfig().to_dict()
+    if config_file is not None:
+        for sect, sub in load_config_file(config_file).items():
+            d[sect].update(sub)
+    for name, key in ITERATE_KEYS.items():
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            v = opts[name]
+            sect, k = key.split(".")
+            d[sect][k] = str(v) if isinstance(v, Path) else v
+    apply_overrides(d, list(overrides or []))
+    if not d["loop"]["docs"] and not d["loop"]["labels"]:  # neither given: the bundled sample
+        d["loop"].update(docs=str(SAMPLE / "docs.jsonl"), labels=str(SAMPLE / "labels.jsonl"))
+        d["loop"]["eval_docs"] = d["loop"]["eval_docs"] or str(SAMPLE / "eval.jsonl")
+    elif not d["loop"]["docs"] or not d["loop"]["labels"]:
+        _fail("give both --docs and --labels (or neither, for the bundled sample)")
+    return RunConfig.from_dict(d)
+
+
 @app.command()
 def iterate(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help="Run settings from a TOML/JSON file shaped like a run's config.json (see README)."),
+    set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (e.g. train.lr=1e-4); repeat."),
     docs: Optional[Path] = typer.Option(None, help="Training documents (jsonl/csv/parquet: id, text[, labels]). Default: the bundled sample."),
     labels: Optional[Path] = typer.Option(None, help="Labels (id, name, description). Default: the bundled sample."),
     eval_docs: Optional[Path] = typer.Option(None, help="Held-out documents with gold labels for metrics."),
@@ -74,29 +115,15 @@ def iterate(
     dry_run: bool = typer.Option(False, help="Print how many teacher calls the run needs, and stop."),
     progress: bool = typer.Option(True, help="Progress bars."),
 ):
-    """Run the LMTX loop: embed, retrieve candidates, ask the teacher, select, train; once per round."""
-    from .config import EncoderConfig, IndexConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+    """Run the LMTX loop: embed, retrieve candidates, ask the teacher, select, train; once per round.
+
+    Settings come from the defaults, then --config FILE (TOML or JSON shaped like a run's config.json), then the
+    options given on the command line, then each --set section.key=value.
+    """
     from .loop import Runtime, count_pairs, iterate as run_loop, summary_line
 
-    if docs is None and labels is None:
-        docs, labels = SAMPLE / "docs.jsonl", SAMPLE / "labels.jsonl"
-        eval_docs = eval_docs or SAMPLE / "eval.jsonl"
-    elif docs is None or labels is None:
-        _fail("give both --docs and --labels (or neither, for the bundled sample)")
     try:
-        cfg = RunConfig(
-            encoder=EncoderConfig(model=encoder),
-            index=IndexConfig(kind=index, M=hnsw_m, ef_construction=ef_construction, ef_search=ef_search, candidates=candidates),
-            teacher=TeacherConfig(name=teacher, prompt=prompt, prompt_file=str(prompt_file) if prompt_file else None,
-                                  decision=decision, prefix_reuse=prefix_reuse, strong=strong_teacher,
-                                  strong_budget=strong_budget),
-            select=SelectConfig(strategy=select, fusion=fusion, union=union),
-            train=TrainConfig(loss=loss, distill=distill, margin=margin, fn_mask=fn_mask, lr=lr, batch_size=batch_size,
-                              epochs=epochs, start=start),
-            loop=LoopConfig(rounds=rounds, seed=seed, docs=str(docs), labels=str(labels),
-                            eval_docs=str(eval_docs) if eval_docs else None, max_docs=max_docs,
-                            early_stop=early_stop, guard_docs=guard_docs),
-        )
+        cfg = _iterate_config(ctx, config, set_, locals())
         if dry_run:
             c = count_pairs(cfg, out)
             typer.echo(f"{c['docs']} documents x {c['candidates']} candidates = {c['docs'] * c['candidates']} teacher "

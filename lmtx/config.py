@@ -203,12 +203,95 @@ class RunConfig:
             extra = set(sub) - known
             if extra:
                 raise ConfigError(f"config.{f.name}: unknown key(s) {sorted(extra)}")
-            parts[f.name] = typ(**sub)
+            try:
+                parts[f.name] = typ(**sub)
+            except TypeError as e:  # e.g. a string where a number belongs, compared in __post_init__
+                raise ConfigError(f"config.{f.name}: {e}") from None
+        extra = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if extra:
+            raise ConfigError(f"config: unknown section(s) {sorted(extra)}")
         return cls(**parts)
 
 
-# Keys that may change between a run and its resumption without invalidating finished rounds.
-RESUMABLE_KEYS = {("loop", "rounds")}
+# Keys that may change between a run and its resumption without invalidating finished rounds: the round count,
+# and settings that change only speed (the answers and the training are the same).
+RESUMABLE_KEYS = {("loop", "rounds"), ("teacher", "prefix_reuse"), ("teacher", "batch_size"), ("encoder", "batch_size")}
+
+
+def _coerce(value: str, typ, key: str):
+    """A --set value (a string) as the type of the dataclass field ``key``."""
+    t = str(typ)
+    if value.lower() in ("none", "null") and "None" in t:
+        return None
+    try:
+        if t.startswith("bool") or t == "<class 'bool'>":
+            if value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if t.startswith("int") or t == "<class 'int'>":
+            return int(value)
+        if t.startswith("float") or t == "<class 'float'>":
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"--set {key}={value}: expected {t.replace('<class ', '').rstrip('>')}") from None
+    return value
+
+
+def field_types() -> dict[str, object]:
+    """'section.key' -> the field's annotated type, for every config field."""
+    out = {}
+    for f in dataclasses.fields(RunConfig):
+        for g in dataclasses.fields(f.default_factory):  # type: ignore[misc]
+            out[f"{f.name}.{g.name}"] = g.type
+    return out
+
+
+def apply_overrides(d: dict, overrides: list[str], source: str = "--set") -> dict:
+    """``section.key=value`` strings applied to a config dict (typed by the dataclass fields)."""
+    types = field_types()
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise ConfigError(f"{source} {item!r}: use section.key=value, e.g. train.lr=1e-4")
+        if key not in types:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(types), n=1)
+            raise ConfigError(f"{source} {item!r}: unknown key {key!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        sect, k = key.split(".")
+        d.setdefault(sect, {})[k] = _coerce(value.strip(), types[key], key)
+    return d
+
+
+def load_config_file(path) -> dict:
+    """A run config file: TOML or JSON, the same sections and keys as a run's config.json (any subset)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            d = tomllib.loads(p.read_text(encoding="utf-8"))
+        else:
+            import json
+
+            d = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise ConfigError(f"{p}: not valid {'TOML' if p.suffix.lower() == '.toml' else 'JSON'}: {e}") from None
+    types = field_types()
+    for sect, sub in d.items():
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{p}: [{sect}] must be a table of keys")
+        for k in sub:
+            if f"{sect}.{k}" not in types:
+                raise ConfigError(f"{p}: unknown key {sect}.{k}")
+    return d
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
