@@ -17,7 +17,7 @@ msg = "Document: a fast web server written in C.\nLabel: Web server\nIs the labe
 text = tok.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True, tokenize=False)
 ids = tok.encode(text, add_special_tokens=False)
 out = {"model": "smollm2-135m", "yes_ids": yes, "no_ids": no, "prompt_ids": ids, "cases": {}}
-with VLLMServer(path, served_name="smollm2-135m", log_path="/tmp/vllm-capture.log").start() as s:
+with VLLMServer(path, served_name="smollm2-135m", log_path="/tmp/vllm-capture.log") as s:
     base = {"model": "smollm2-135m", "prompt": [ids, ids], "max_tokens": 1, "temperature": 0}
     cases = {
         "exact_ids": {"logprobs": 1, "return_tokens_as_token_ids": True, "logprob_token_ids": yes + no},

@@ -48,8 +48,6 @@ ITERATE_KEYS = {
 
 def _iterate_config(ctx, config_file, overrides, opts: dict):
     """defaults < --config file < options typed on the command line < --set (every default lives in config.py)."""
-    from click.core import ParameterSource
-
     from .config import RunConfig, apply_overrides, load_config_file
 
     d = RunConfig().to_dict()
@@ -57,7 +55,8 @@ def _iterate_config(ctx, config_file, overrides, opts: dict):
         for sect, sub in load_config_file(config_file).items():
             d[sect].update(sub)
     for name, key in ITERATE_KEYS.items():
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        src = ctx.get_parameter_source(name)
+        if src is not None and src.name == "COMMANDLINE":  # typer may ship its own click: compare by name
             v = opts[name]
             sect, k = key.split(".")
             d[sect][k] = str(v) if isinstance(v, Path) else v
@@ -302,7 +301,10 @@ def teacher_serve(
     port: Optional[int] = typer.Option(None, help="Port (default: a free one)."),
     host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
     vllm_bin: Optional[str] = typer.Option(None, help="The vllm executable (default: PATH, then .venv-vllm)."),
-    gpu: bool = typer.Option(False, help="GPU settings (no float32 / eager defaults for CPU)."),
+    device: str = typer.Option("auto", help="auto (GPU settings when nvidia-smi sees a GPU), gpu or cpu."),
+    gpu_memory_utilization: float = typer.Option(0.90, help="GPU: share of GPU memory vLLM may use."),
+    tensor_parallel_size: int = typer.Option(1, help="GPU: shard the model over this many GPUs."),
+    data_parallel_size: int = typer.Option(1, help="GPU: this many model replicas behind one server."),
     extra: list[str] = typer.Option([], help="Extra arguments for vllm serve (repeat)."),
 ):
     """Start `vllm serve` for a teacher, wait until it is healthy, print its URL; Ctrl-C stops it."""
@@ -311,7 +313,9 @@ def teacher_serve(
 
     try:
         srv = VLLMServer(local_model_path(name), port=port, host=host, vllm_bin=vllm_bin,
-                         served_name=teacher_model_id(name), cpu=not gpu, extra_args=extra)
+                         served_name=teacher_model_id(name), device=device, extra_args=extra,
+                         gpu_memory_utilization=gpu_memory_utilization, tensor_parallel=tensor_parallel_size,
+                         data_parallel=data_parallel_size)
         typer.echo(f"starting: {' '.join(srv.args)}", err=True)
         srv.start()
     except _user_errors() as e:

@@ -47,9 +47,10 @@ batch_size = 16
 """)
     out = tmp_path / "run"
     r = runner.invoke(app, ["iterate", "--config", str(cfg), "--out", str(out), "--lr", "0.01",
-                            "--set", "train.lr=1e-4", "--set", "train.epochs=2", "--no-progress"])
+                            "--set", "train.lr=1e-4", "--epochs", "2", "--no-progress"])
     assert r.exit_code == 0, r.output
     saved = json.loads((out / "config.json").read_text())
+    # the file beats the defaults, a typed option beats the file, --set beats both
     assert saved["train"]["lr"] == 1e-4 and saved["train"]["epochs"] == 2 and saved["train"]["batch_size"] == 16
     assert saved["index"]["candidates"] == 3 and saved["loop"]["rounds"] == 1
     # the saved config.json is itself a valid --config file: the same run resumes from it

@@ -1,7 +1,8 @@
 """Teacher names -> backends.
 
 ``--teacher`` takes a registry name (``qwen0.5b``, ``wizardlm``, ...), ``hf:PATH`` for any local causal-LM
-folder, or ``simulated:RATE`` (research only: answers from gold labels with RATE of them flipped).
+folder, ``vllm:NAME_OR_PATH`` for the in-process vLLM engine (GPU; ``--teacher-url`` for a served one), or
+``simulated:RATE`` (research only: answers from gold labels with RATE of them flipped).
 """
 
 from __future__ import annotations
@@ -59,17 +60,19 @@ def check_teacher_spec(spec: str) -> None:
         return
     if spec in REGISTRY:
         return
-    if spec.startswith("hf:") and spec[3:]:
+    if (spec.startswith("hf:") and spec[3:]) or (spec.startswith("vllm:") and spec[5:]):
         return
     import difflib
 
     close = difflib.get_close_matches(spec, list(REGISTRY), n=1)
     raise TeacherError(f"unknown teacher {spec!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                       + f": use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
+                       + f": use one of {', '.join(REGISTRY)}, hf:PATH, vllm:NAME_OR_PATH, or simulated:RATE")
 
 
 def teacher_model_id(spec: str) -> str:
     """The identity that goes into cache keys, without loading anything."""
+    if spec.startswith("vllm:"):
+        spec = spec[5:]
     if spec in REGISTRY:
         return REGISTRY[spec].model
     if spec.startswith("hf:"):
@@ -101,6 +104,13 @@ def make_teacher(
 
     from .hf import HFTeacher
 
+    if spec.startswith("vllm:"):  # the in-process vLLM engine (GPU machines with `pip install lmtx[vllm]`)
+        from .vllm import InProcessVLLMTeacher
+
+        base = spec[5:]
+        chat_format = REGISTRY[base].chat_format if base in REGISTRY else None
+        path = local_model_path(base, progress) if base in REGISTRY else base
+        return InProcessVLLMTeacher(path, template, model_id=teacher_model_id(base), chat_format=chat_format)
     if urls:
         return make_served_teacher(spec, template, urls, tokenizer, progress, timeout=timeout)
     if spec not in REGISTRY and not spec.startswith("hf:"):

