@@ -86,7 +86,7 @@ def iterate(
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
-    prompt: str = typer.Option("paper-desc", help="Built-in prompt template (lmtx prompts list)."),
+    prompt: str = typer.Option("paper-desc", help="Prompt template: a name (./prompts/NAME.txt, then built-in; lmtx prompts list) or a .txt file."),
     prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
     decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
     select: str = typer.Option("fused", help="Pseudo-positive: fused (highest fused teacher+student score), or among the teacher's yes-labels: similarity, p_yes, random, all."),
@@ -215,7 +215,8 @@ def tag(
     target_precision: Optional[float] = typer.Option(None, help="With --calibrate-on: the lowest threshold reaching this precision."),
     verify: bool = typer.Option(False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."),
     teacher: str = typer.Option("qwen0.5b", help="Teacher for --verify."),
-    prompt: str = typer.Option("paper-desc", help="Prompt for --verify."),
+    prompt: str = typer.Option("paper-desc", help="Prompt for --verify: a name (./prompts/NAME.txt, then built-in) or a .txt file."),
+    teacher_url: list[str] = typer.Option([], help="--verify with a served teacher (OpenAI-compatible URL; repeat for replicas)."),
     cache: Optional[Path] = typer.Option(None, help="Answer cache for --verify (default: the run's own cache)."),
     chunk_docs: int = typer.Option(4096, help="Documents per streamed chunk (also the resume unit)."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
@@ -247,7 +248,8 @@ def tag(
                 from .assets import lmtx_home
 
                 cache_path = lmtx_home() / "teacher-cache.sqlite"
-            ver = make_verifier(make_teacher(teacher, tpl, progress=log), tpl, ls, AnswerCache(cache_path))
+            ver = make_verifier(make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls,
+                                AnswerCache(cache_path))
         opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text, index_kind=index)
         s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log)
     except (*_user_errors(), TagError) as e:
@@ -332,17 +334,21 @@ def teacher_serve(
 
 @prompts_app.command("list")
 def prompts_list():
-    """List built-in prompt templates."""
-    from .prompts import list_templates, load_template
+    """List prompt templates: yours (./prompts/*.txt, $LMTX_PROMPTS) and the built-ins."""
+    from .prompts import find_templates, load_template
 
-    for n in list_templates():
-        typer.echo(f"{n:14s} {load_template(n).text}")
+    for n, where in find_templates().items():
+        try:
+            text = load_template(n).text
+        except Exception as e:  # a broken user template is listed with its error, not a traceback
+            text = f"<error: {e}>"
+        typer.echo(f"{n:14s} [{'built-in' if where == 'built-in' else where}] {text}")
 
 
 @prompts_app.command("eval")
 def prompts_eval(
     teacher: str = typer.Option("qwen0.5b", help="Teacher(s), comma-separated."),
-    prompts: str = typer.Option("paper,paper-desc", help="Built-in template names or template files, comma-separated."),
+    prompts: str = typer.Option("paper,paper-desc", help="Template names (./prompts/NAME.txt, then built-in) or .txt files, comma-separated."),
     docs: Path = typer.Option(..., help="Documents with gold labels."),
     labels: Path = typer.Option(...),
     pairs: int = typer.Option(200, help="About this many (document, candidate) pairs."),

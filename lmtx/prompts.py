@@ -71,18 +71,49 @@ def _builtin_dir():
     return resources.files("lmtx") / "prompts"
 
 
+def user_dirs() -> list[Path]:
+    """Where user templates live, searched before the built-ins: ``$LMTX_PROMPTS`` (os.pathsep-separated
+    folders), then ``./prompts`` of the working directory."""
+    import os
+
+    dirs = [Path(x) for x in os.environ.get("LMTX_PROMPTS", "").split(os.pathsep) if x]
+    return dirs + [Path.cwd() / "prompts"]
+
+
+def find_templates() -> dict[str, str]:
+    """name -> where it comes from (a user file path, or 'built-in'); user templates shadow built-ins."""
+    out = {p.name[:-4]: "built-in" for p in _builtin_dir().iterdir() if p.name.endswith(".txt")}
+    for d in reversed(user_dirs()):
+        if d.is_dir():
+            out.update({p.stem: str(p) for p in sorted(d.glob("*.txt"))})
+    return dict(sorted(out.items()))
+
+
 def list_templates() -> list[str]:
-    return sorted(p.name[:-4] for p in _builtin_dir().iterdir() if p.name.endswith(".txt"))
+    return list(find_templates())
 
 
 def load_template(name: str | None = None, path: str | Path | None = None, max_doc_words: int = 256) -> PromptTemplate:
+    """A template by file path, or by name: ``$LMTX_PROMPTS/NAME.txt``, ``./prompts/NAME.txt``, then built-in.
+    A name that contains a path separator or ends in ``.txt`` is a file path."""
+    name = name or "paper-desc"
+    if path is None and ("/" in name or name.endswith(".txt")):
+        path = name
     if path is not None:
         p = Path(path)
-        if not p.exists():
+        if not p.is_file():
             raise PromptError(f"prompt file not found: {p}")
-        return PromptTemplate(p.stem, p.read_text().strip(), max_doc_words)
-    name = name or "paper-desc"
+        try:
+            text = p.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise PromptError(f"{p}: not UTF-8 text") from None
+        return PromptTemplate(p.stem, text, max_doc_words)
+    for d in user_dirs():
+        f = d / f"{name}.txt"
+        if f.is_file():
+            return load_template(path=f, max_doc_words=max_doc_words)
     f = _builtin_dir() / f"{name}.txt"
     if not f.is_file():
-        raise PromptError(f"unknown prompt {name!r}; built-in: {', '.join(list_templates())}")
+        raise PromptError(f"unknown prompt {name!r}; known: {', '.join(list_templates())} (user templates: "
+                          f"{' or '.join(str(d) for d in user_dirs())}/NAME.txt)")
     return PromptTemplate(name, f.read_text().strip(), max_doc_words)

@@ -140,3 +140,26 @@ def test_zero_probability_is_never_yes():
     j = pd.DataFrame({"doc": [0, 0, 1], "label": [1, 2, 3], "p_yes": [0.0, 0.0, 1.0], "similarity": [0.5, 0.4, 0.3]})
     for rule in ("rel:0.05", "quantile:0.0", "abs:0.0"):
         assert decide(j, rule).tolist() == [False, False, True], rule
+
+
+def test_user_prompts_folder_is_listed_and_shadows_built_ins(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lmtx.cli import app
+    from lmtx.prompts import find_templates
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "my.txt").write_text('Text: "{doc}". Does "{label}" fit? yes or no')
+    (tmp_path / "prompts" / "paper.txt").write_text('{doc} / {label}: yes or no')
+    t = find_templates()
+    assert t["my"].endswith("prompts/my.txt") and t["paper"].endswith("prompts/paper.txt") and t["paper-desc"] == "built-in"
+    assert load_template("my").render("a b", "Audio") == 'Text: "a b". Does "Audio" fit? yes or no'
+    assert load_template("paper").text == "{doc} / {label}: yes or no"  # the user's copy wins
+    r = CliRunner().invoke(app, ["prompts", "list"])
+    assert r.exit_code == 0 and "my " in r.output and "prompts/my.txt" in r.output and "[built-in]" in r.output
+    (tmp_path / "prompts" / "bad.txt").write_text("{label} before {doc}")
+    r = CliRunner().invoke(app, ["prompts", "list"])
+    assert r.exit_code == 0 and "<error:" in r.output
+    with pytest.raises(PromptError, match="unknown prompt 'nope'"):
+        load_template("nope")
