@@ -35,13 +35,12 @@ def resolve_model(spec: str) -> str:
 
 def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description",
                       show_progress: bool = False) -> list[list[str]]:
-    from .encoder import embed, load_encoder
-    from .index import exact_topk
+    from .encoder import load_encoder
+    from .index import rank_labels
 
     model = load_encoder(resolve_model(model_spec))
-    lemb = embed(model, [l.text(label_text) for l in labels.labels])
-    demb = embed(model, [d.text for d in docs], show_progress=show_progress)
-    idx, _ = exact_topk(demb, lemb, k)
+    idx, _ = rank_labels(model, [d.text for d in docs], [l.text(label_text) for l in labels.labels], k,
+                         show_progress=show_progress)
     return [[labels.ids[i] for i in row] for row in idx]
 
 
@@ -54,11 +53,17 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
         vec = TfidfVectorizer(sublinear_tf=True, stop_words="english")
         vec.fit(ltexts + [d.text for d in docs])
-        L = vec.transform(ltexts)
+        from .index import query_chunk
+
+        L = vec.transform(ltexts).T.tocsc()
         out = []
-        for s in range(0, len(docs), 2048):
-            S = (vec.transform([d.text for d in docs[s:s + 2048]]) @ L.T).toarray()
-            idx = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        step = query_chunk(len(ltexts))  # dense (chunk x labels) scores stay under the exact-search budget
+        for s in range(0, len(docs), step):
+            S = (vec.transform([d.text for d in docs[s:s + step]]) @ L).toarray().astype(np.float32)
+            part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+            ps = np.take_along_axis(S, part, 1)
+            order = np.lexsort((part, -ps), axis=1)  # ties: lower label index first, as exact search
+            idx = np.take_along_axis(part, order, 1)
             out.extend([[labels.ids[i] for i in row] for row in idx])
         return out
     if kind == "bm25":
@@ -67,8 +72,11 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
         retriever = bm25s.BM25()
         retriever.index(bm25s.tokenize(ltexts, stopwords="en", show_progress=False), show_progress=False)
         out = []
-        for s in range(0, len(docs), 2048):  # in chunks, as for TF-IDF: memory stays chunk x labels
-            q = bm25s.tokenize([d.text for d in docs[s:s + 2048]], stopwords="en", show_progress=False)
+        from .index import query_chunk
+
+        step = query_chunk(len(ltexts))
+        for s in range(0, len(docs), step):  # in chunks, as for TF-IDF: memory stays chunk x labels
+            q = bm25s.tokenize([d.text for d in docs[s:s + step]], stopwords="en", show_progress=False)
             # every label's score, then a stable order (ties by label position): the same ranking on every run
             idx, sc = retriever.retrieve(q, k=len(ltexts), show_progress=False)
             for row_i, row_s in zip(np.asarray(idx), np.asarray(sc)):

@@ -49,15 +49,13 @@ def ranking_metrics(ranked: Sequence[Sequence], gold: Sequence[set], ks=(1, 3, 5
 def evaluate_encoder(model, docs, labels, label_text: str = "description", k: int = 10, batch_size: int = 64,
                      show_progress: bool = False, prop_docs=None) -> dict:
     """Rank every label for every gold-labelled document by cosine (exact search) and score it."""
-    from .encoder import embed
-    from .index import exact_topk
+    from .index import rank_labels
 
     docs = [d for d in docs if d.labels]
     if not docs:
         return {}
-    lemb = embed(model, [l.text(label_text) for l in labels.labels], batch_size)
-    demb = embed(model, [d.text for d in docs], batch_size, show_progress, "embedding eval docs")
-    idx, _ = exact_topk(demb, lemb, k)
+    idx, _ = rank_labels(model, [d.text for d in docs], [l.text(label_text) for l in labels.labels], k,
+                         batch_size=batch_size, show_progress=show_progress)
     ids = labels.ids
     ranked = [[ids[i] for i in row] for row in idx]
     gold = [set(d.labels) for d in docs]

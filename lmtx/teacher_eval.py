@@ -23,12 +23,9 @@ RULES = ["abs:0.5", "abs:0.7", "abs:0.9", "quantile:0.5", "quantile:0.7", "quant
 
 
 def candidate_pairs(encoder, docs: list[Doc], labels: LabelSet, j: int, label_text: str = "description"):
-    from .encoder import embed
-    from .index import exact_topk
+    from .index import rank_labels
 
-    lemb = embed(encoder, [l.text(label_text) for l in labels.labels])
-    demb = embed(encoder, [d.text for d in docs])
-    idx, sim = exact_topk(demb, lemb, j)
+    idx, sim = rank_labels(encoder, [d.text for d in docs], [l.text(label_text) for l in labels.labels], j)
     rows, pairs = [], []
     for di, (ls, ss) in enumerate(zip(idx, sim)):
         for rank, (li, s) in enumerate(zip(ls, ss)):

@@ -87,3 +87,54 @@ def test_loss_module_gradient_moves_positive_closer():
         loss.backward()
         opt.step()
     assert loss.item() < first
+
+
+def test_exact_topk_memory_budget_sets_the_chunk_and_not_the_answer():
+    from lmtx.index import exact_topk, query_chunk
+
+    rng = np.random.default_rng(0)
+    lab = rng.normal(size=(3000, 16)).astype(np.float32)
+    lab /= np.linalg.norm(lab, axis=1, keepdims=True)
+    q = rng.normal(size=(257, 16)).astype(np.float32)
+    a = exact_topk(q, lab, 7, chunk=257)
+    b = exact_topk(q, lab, 7, budget_bytes=3000 * 12 * 5)  # 5 queries per block
+    assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+    assert query_chunk(3000, 3000 * 12 * 5) == 5
+    assert query_chunk(783_728) <= 60  # 783k labels: one block stays under 512 MiB
+    # ties: the lower label index first
+    dup = np.vstack([lab[:1], lab[:1], lab[1:4]])
+    idx, _ = exact_topk(lab[:1], dup, 2)
+    assert idx.tolist() == [[0, 1]]
+
+
+def test_hnsw_parameters_grow_with_labels_and_recall_is_measured():
+    from lmtx.config import IndexConfig
+    from lmtx.index import LabelIndex, sized_hnsw
+
+    assert sized_hnsw(50_000) == (32, 200, 100)
+    M, efc, efs = sized_hnsw(783_728)
+    assert M >= 48 and efc > 200 and efs > 128
+    rng = np.random.default_rng(1)
+    lab = rng.normal(size=(5000, 32)).astype(np.float32)
+    lab /= np.linalg.norm(lab, axis=1, keepdims=True)
+    idx = LabelIndex.from_config(lab, IndexConfig(kind="hnsw"))
+    r = idx.measure_recall(sample=300)
+    assert 0.9 <= r <= 1.0
+    assert LabelIndex.from_config(lab, IndexConfig(kind="exact")).measure_recall() == 1.0
+    # a deliberately starved index measures worse (the measurement can fail)
+    bad = LabelIndex(lab, "hnsw", M=2, ef_construction=4, ef_search=1, threads=1)
+    bad._hnsw.set_ef(1)
+    assert bad.measure_recall(sample=300) < r
+
+
+def test_tfidf_baseline_chunks_by_memory_and_ranks_as_a_full_sort(monkeypatch):
+    import lmtx.evaluate as E
+    import lmtx.index as I
+    from lmtx.data import Doc, Label, LabelSet
+
+    labels = LabelSet([Label(f"l{i}", f"name {i}", f"word{i % 7} topic{i % 5} thing{i}") for i in range(60)])
+    docs = [Doc(f"d{i}", f"word{i % 7} topic{i % 3} thing{i} thing{i + 1}") for i in range(25)]
+    full = E.rank_lexical("tfidf", docs, labels, 5)
+    monkeypatch.setattr(I, "EXACT_BUDGET_BYTES", 60 * 12 * 4)  # 4 docs per block
+    monkeypatch.setattr(I.query_chunk, "__defaults__", (60 * 12 * 4,))
+    assert E.rank_lexical("tfidf", docs, labels, 5) == full
