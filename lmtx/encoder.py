@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
+
+BIG_LABEL_SET = 50_000  # above this, label encoding shows a progress bar with an ETA
 
 
 def load_encoder(spec: str, max_seq_length: int | None = None, device: str = "cpu", progress=print):
@@ -31,3 +36,49 @@ def embed(model, texts: list[str], batch_size: int = 64, show_progress: bool = F
         show_progress_bar=show_progress,
     )
     return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def fingerprint_model(path: str) -> str:
+    """Identity of an encoder folder (file names, sizes, mtimes) or of a name that is not a folder."""
+    p = Path(path)
+    h = hashlib.sha256(str(p.resolve() if p.exists() else path).encode())
+    if p.is_dir():
+        for f in sorted(p.rglob("*")):
+            if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
+                st = f.stat()
+                h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint_labels(labels, label_text: str) -> str:
+    h = hashlib.sha256(label_text.encode())
+    for l in labels.labels:
+        h.update(f"{l.id}\x00{l.text(label_text)}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache_for: str | None = None,
+                     progress: bool = True) -> np.ndarray:
+    """Every label's embedding. ``cache_for``: the encoder's spec or folder when its weights are fixed (the
+    initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts) and reused by later
+    runs. Large label sets show a progress bar with an ETA."""
+    texts = [l.text(label_text) for l in labels.labels]
+    path = None
+    if cache_for is not None:
+        from .assets import lmtx_home, resolve_encoder
+
+        key = f"{fingerprint_model(resolve_encoder(cache_for, lambda s: None))}-{fingerprint_labels(labels, label_text)}"
+        path = lmtx_home() / "label-emb" / f"{key}.npy"
+        if path.exists():
+            emb = np.load(path)
+            if emb.shape[0] == len(texts):
+                return emb
+    emb = embed(model, texts, batch_size, progress and len(texts) >= BIG_LABEL_SET, f"encoding {len(texts)} labels")
+    if path is not None:
+        import os
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, path)
+    return emb

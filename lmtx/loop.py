@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from .config import RunConfig
 from .data import LabelSet, gold_of, load_docs, load_labels
-from .encoder import embed, load_encoder
+from .encoder import embed, label_embeddings, load_encoder
 from .fuse import fuse
 from .index import LabelIndex
 from .metrics import evaluate_encoder, pseudo_label_quality
@@ -88,8 +88,10 @@ def guard_split(docs: list, cfg: RunConfig) -> tuple[list, list]:
     return [d for d in docs if d.id not in held], [d for d in docs if d.id in held]
 
 
-def _label_emb(model, labels: LabelSet, cfg: RunConfig) -> np.ndarray:
-    return embed(model, [l.text(cfg.encoder.label_text) for l in labels.labels], cfg.encoder.batch_size)
+def _label_emb(model, labels: LabelSet, cfg: RunConfig, initial: bool = False, progress: bool = True) -> np.ndarray:
+    """Every label's embedding; the initial encoder's are cached across runs (by model and label texts)."""
+    return label_embeddings(model, labels, cfg.encoder.label_text, cfg.encoder.batch_size,
+                            cache_for=cfg.encoder.model if initial else None, progress=progress)
 
 
 def _retrieve(lemb: np.ndarray, demb: np.ndarray, cfg: RunConfig):
@@ -301,7 +303,8 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     done = [r for r in run.finished_rounds() if r > 0]
     best = man.get("best_round", done[-1] if done else 0)
     model = _load_round(run, cfg, best, rt)
-    st = _State(model, _label_emb(model, labels, cfg), best, set() if cfg.select.union else None)
+    st = _State(model, _label_emb(model, labels, cfg, initial=best == 0, progress=rt.progress), best,
+                set() if cfg.select.union else None)
     if cfg.train.carry_optimizer and best > 0:
         saved = run.load_optimizer(best)
         if saved is not None:
@@ -388,7 +391,7 @@ def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, str
     save_encoder(st.model, rd / "encoder")
     if opt_state is not None and opt_state.get("adamw"):
         run.save_optimizer(r, opt_state["adamw"])
-    lemb_new = _label_emb(st.model, labels, cfg)
+    lemb_new = _label_emb(st.model, labels, cfg, progress=rt.progress)
 
     # 6. the guard: promote this round's encoder only if it is not worse than the best so far
     t0 = time.time()

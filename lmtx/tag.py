@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DataError, Doc, LabelSet, iter_records, parse_doc
+from .encoder import fingerprint_labels as _fingerprint_labels, fingerprint_model as _fingerprint_model
 from .index import LabelIndex
 
 OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
@@ -39,24 +40,6 @@ class TagOptions:
     label_text: str = "description"
     index_kind: str = "auto"  # auto | hnsw | exact
     ef_search: int = 100
-
-
-def _fingerprint_model(path: str) -> str:
-    p = Path(path)
-    h = hashlib.sha256(str(p.resolve() if p.exists() else path).encode())
-    if p.is_dir():
-        for f in sorted(p.rglob("*")):
-            if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
-                st = f.stat()
-                h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _fingerprint_labels(labels: LabelSet, label_text: str) -> str:
-    h = hashlib.sha256(label_text.encode())
-    for l in labels.labels:
-        h.update(f"{l.id}\x00{l.text(label_text)}\x01".encode())
-    return h.hexdigest()[:16]
 
 
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:

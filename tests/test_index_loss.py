@@ -138,3 +138,23 @@ def test_tfidf_baseline_chunks_by_memory_and_ranks_as_a_full_sort(monkeypatch):
     monkeypatch.setattr(I, "EXACT_BUDGET_BYTES", 60 * 12 * 4)  # 4 docs per block
     monkeypatch.setattr(I.query_chunk, "__defaults__", (60 * 12 * 4,))
     assert E.rank_lexical("tfidf", docs, labels, 5) == full
+
+
+def test_initial_label_embeddings_are_cached_across_runs(tmp_path, monkeypatch, tiny_encoder):
+    import lmtx.encoder as E
+    from lmtx.data import Label, LabelSet
+
+    monkeypatch.setenv("LMTX_HOME", str(tmp_path))
+    model = E.load_encoder(tiny_encoder)
+    labels = LabelSet([Label(f"l{i}", f"n{i}", f"audio game {i}") for i in range(20)])
+    calls = []
+    real = E.embed
+    monkeypatch.setattr(E, "embed", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = E.label_embeddings(model, labels, "description", cache_for=tiny_encoder)
+    b = E.label_embeddings(model, labels, "description", cache_for=tiny_encoder)
+    assert len(calls) == 1 and np.array_equal(a, b) and len(list((tmp_path / "label-emb").glob("*.npy"))) == 1
+    other = LabelSet(labels.labels[:-1] + [Label("l19", "n19", "changed text")])
+    E.label_embeddings(model, other, "description", cache_for=tiny_encoder)
+    assert len(calls) == 2  # other label texts: another key
+    E.label_embeddings(model, labels, "description")  # a trained encoder: never cached
+    assert len(calls) == 3
