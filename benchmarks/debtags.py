@@ -214,6 +214,8 @@ def main():
             ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
             ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
              "qwen0.5b", {}),
+            ("sim0-default", "SIMULATED perfect teacher (the bound for q05-default), lmtx defaults", labels_path,
+             "description", "simulated:0", {}),
             ("q05-freshopt", "lmtx defaults but a fresh AdamW each round (before train.carry_optimizer), teacher "
              "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", fresh),
             ("q05-names-freshopt", "lmtx defaults but a fresh AdamW each round, bare label names, teacher "
@@ -249,7 +251,8 @@ def record_rounds(put, run_dir: Path, run_name, desc, label_text, teacher, round
     secs = 0.0
     for m in ms:
         r = m["round"]
-        row = {"name": f"{run_name}: {desc}, round {r}", "kind": "lmtx" if r else "init", "run": run_name,
+        kind = ("simulated" if teacher.startswith("simulated") else "lmtx") if r else "init"
+        row = {"name": f"{run_name}: {desc}, round {r}", "kind": kind, "run": run_name,
                "round": r, "rounds": rounds, "label_text": label_text, "teacher": teacher,
                **{c: m.get(c) for c in COLS}}
         if r > 0:

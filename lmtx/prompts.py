@@ -53,10 +53,15 @@ class PromptTemplate:
         return h[:16]
 
     def cut(self, doc: str) -> str:
+        """The first ``max_doc_words`` words, and at most 16 characters per allowed word: a text without spaces
+        (Chinese, a base64 blob, a 2 MB line) is cut too, not sent whole. (No cached answer changes: none of
+        the 11,698 sample and debtags documents reaches the character cap.)"""
         words = doc.split()
         if len(words) > self.max_doc_words:
-            return " ".join(words[: self.max_doc_words])
-        return " ".join(words)
+            words = words[: self.max_doc_words]
+        text = " ".join(words)
+        cap = 16 * self.max_doc_words
+        return text[:cap] if len(text) > cap else text
 
     def render(self, doc: str, label: str, description: str = "") -> str:
         """Fill the template. A label without a description (bare names) drops a parenthesised

@@ -163,3 +163,10 @@ def test_user_prompts_folder_is_listed_and_shadows_built_ins(tmp_path, monkeypat
     assert r.exit_code == 0 and "<error:" in r.output
     with pytest.raises(PromptError, match="unknown prompt 'nope'"):
         load_template("nope")
+
+
+def test_documents_without_spaces_are_cut_too():
+    t = load_template("paper", max_doc_words=10)
+    assert len(t.cut("x" * 2_000_000)) == 160
+    assert len(t.cut("字" * 5000)) == 160
+    assert t.cut(" ".join(["w"] * 50)) == " ".join(["w"] * 10)
