@@ -136,10 +136,10 @@ def iterate(
                      teacher_tokenizer=teacher_tokenizer, teacher_timeout=teacher_timeout)
         server = None
         if serve and not teacher_url:
-            from .teacher.registry import local_model_path, teacher_model_id
+            from .teacher.registry import local_model_path, teacher_model_name
             from .teacher.vllm import VLLMServer
 
-            server = VLLMServer(local_model_path(teacher, log), served_name=teacher_model_id(teacher),
+            server = VLLMServer(local_model_path(teacher, log), served_name=teacher_model_name(teacher),
                                 log_path=Path(out) / "vllm-server.log")
             Path(out).mkdir(parents=True, exist_ok=True)
             log(f"[lmtx] starting vllm serve for {teacher} on {server.url} (log: {server.log_path})")
@@ -310,12 +310,12 @@ def teacher_serve(
     extra: list[str] = typer.Option([], help="Extra arguments for vllm serve (repeat)."),
 ):
     """Start `vllm serve` for a teacher, wait until it is healthy, print its URL; Ctrl-C stops it."""
-    from .teacher.registry import local_model_path, teacher_model_id
+    from .teacher.registry import local_model_path, teacher_model_name
     from .teacher.vllm import VLLMServer
 
     try:
         srv = VLLMServer(local_model_path(name), port=port, host=host, vllm_bin=vllm_bin,
-                         served_name=teacher_model_id(name), device=device, extra_args=extra,
+                         served_name=teacher_model_name(name), device=device, extra_args=extra,
                          gpu_memory_utilization=gpu_memory_utilization, tensor_parallel=tensor_parallel_size,
                          data_parallel=data_parallel_size)
         typer.echo(f"starting: {' '.join(srv.args)}", err=True)

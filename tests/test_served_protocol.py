@@ -134,3 +134,51 @@ def test_reader_parses_each_shape():
     # top-K with one side below the K-th: bounded by the smallest listed probability, flagged
     r = judge({5: -0.1, 1: -3, 2: -4, 3: -5, 4: -6}, [5], [7])
     assert r.judgment is not None and r.missing_no and r.judgment.p_yes > 0.99
+
+
+def _llama_style_tokenizer():
+    """A word-level tokenizer whose post-processor adds <s> (as Llama's does), built from a vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "USER:", "ASSISTANT:", "yes", "no", "Yes", "No", "document", "tag", "audio",
+             "YES", "NO"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def test_encode_prompt_adds_the_tokenizers_bos_once():
+    from lmtx.teacher.base import encode_prompt
+
+    tok = _llama_style_tokenizer()
+    assert encode_prompt(tok, "USER: audio ASSISTANT:") == [1, 3, 11, 4]
+    assert encode_prompt(tok, "<s> USER: audio ASSISTANT:") == [1, 3, 11, 4]  # a BOS in the text is not doubled
+    plain = _llama_style_tokenizer()
+    plain._tokenizer.post_processor = None
+    assert encode_prompt(plain, "USER: audio ASSISTANT:") == [3, 11, 4]  # Qwen-like: no BOS added
+
+
+def test_local_and_served_renderings_are_the_same_token_ids(tmp_path):
+    """A registry chat format (Vicuna-style) through the local HF path and through the served path: the same ids."""
+    from lmtx.teacher.base import encode_prompt
+
+    tok = _llama_style_tokenizer()
+    fmt = "USER: {msg} ASSISTANT:"
+    served = ServedTeacher(["http://fake:8000/v1"], load_template("paper"), model_id="m", chat_format=fmt,
+                           tokenizer=tok, transport=FakeServer("vllm").transport, log=lambda m: None)
+    for p in PAIRS[:3]:
+        local = encode_prompt(tok, fmt.format(msg=load_template("paper").render(p.doc, p.label, p.description)))
+        assert served.render(p) == local and local[0] == 1
+
+
+def test_teacher_ids_tell_chat_formats_apart_and_keep_offline_ids():
+    from lmtx.teacher.registry import REGISTRY, teacher_model_id
+
+    assert teacher_model_id("qwen0.5b") == "qwen2.5-coder-0.5b"  # existing caches stay valid
+    w = teacher_model_id("wizardlm")
+    assert w.startswith(REGISTRY["wizardlm"].model + "@fmt-")
+    assert w != teacher_model_id(f"hf:{REGISTRY['wizardlm'].model}")
+    assert teacher_model_id("vllm:wizardlm") == w
+    assert teacher_model_id("llama2") != teacher_model_id("hf:" + REGISTRY["llama2"].model)

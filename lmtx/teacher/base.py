@@ -86,3 +86,23 @@ def answer_token_ids(tokenizer=None, encode=None) -> tuple[list[int], list[int]]
     return yes, no
 
 
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt, the same for every backend: the text as written, plus the BOS token the
+    tokenizer would add itself (Llama-style models; none for Qwen/SmolLM2), never EOS. A server given the text
+    would add that BOS; the local backend and the served one send these ids, so both see the same prompt."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and (not ids or ids[0] != bos):
+        if tokenizer.encode(text, add_special_tokens=True)[:1] == [bos]:
+            ids = [bos] + ids
+    return ids
+
+
+def chat_format_id(chat_format: str | None) -> str:
+    """The teacher-id suffix for an explicit chat format (Vicuna, Llama-2 of the registry): answers rendered with
+    another format never share a cache key. None (the tokenizer's own chat template) adds nothing."""
+    if not chat_format:
+        return ""
+    return "@fmt-" + hashlib.sha256(chat_format.encode()).hexdigest()[:10]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..prompts import PromptTemplate
-from .base import Judgment, Pair, TeacherError, answer_token_ids
+from .base import Judgment, Pair, TeacherError, answer_token_ids, encode_prompt
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:
@@ -76,7 +76,7 @@ class HFTeacher:
         return msg + "\nAnswer:"
 
     def encode(self, pair: Pair) -> list[int]:
-        return self.tokenizer.encode(self.render(pair), add_special_tokens=False)
+        return encode_prompt(self.tokenizer, self.render(pair))
 
     # -- scoring -------------------------------------------------------------------------------------------
     def _read(self, logits) -> list[Judgment]:

@@ -24,7 +24,7 @@ import time
 from typing import Sequence
 
 from ..prompts import PromptTemplate
-from .base import Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids
+from .base import Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids, encode_prompt
 from .logprobs import Reading, judge, read_entries
 
 # a prompt the server answered without any yes/no mass: never a yes (mass 0), neutral in the fused score
@@ -128,7 +128,7 @@ class ServedTeacher:
         if self.tokenizer is not None:
             if messages is not None:
                 text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                return self.tokenizer.encode(text, add_special_tokens=False)
+                return encode_prompt(self.tokenizer, text)
             return self.tokenizer.encode(text, add_special_tokens=False)
         import httpx
 
@@ -148,7 +148,10 @@ class ServedTeacher:
     def render(self, pair: Pair) -> list[int] | str:
         msg = self.template.render(pair.doc, pair.label, pair.description)
         if self.chat_format:
-            return self.chat_format.format(msg=msg)
+            text = self.chat_format.format(msg=msg)
+            # token ids as the local backend builds them (BOS included where the tokenizer adds one); without a
+            # local tokenizer the text goes as is and the server adds its BOS the same way
+            return encode_prompt(self.tokenizer, text) if self.tokenizer is not None else text
         return self._tokenize(messages=[{"role": "user", "content": msg}])
 
     # -- scoring --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..prompts import PromptTemplate
-from .base import Teacher, TeacherError
+from .base import Teacher, TeacherError, chat_format_id
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -69,8 +69,8 @@ def check_teacher_spec(spec: str) -> None:
                        + f": use one of {', '.join(REGISTRY)}, hf:PATH, vllm:NAME_OR_PATH, or simulated:RATE")
 
 
-def teacher_model_id(spec: str) -> str:
-    """The identity that goes into cache keys, without loading anything."""
+def teacher_model_name(spec: str) -> str:
+    """The model a teacher name stands for (what a server serves it as)."""
     if spec.startswith("vllm:"):
         spec = spec[5:]
     if spec in REGISTRY:
@@ -78,6 +78,16 @@ def teacher_model_id(spec: str) -> str:
     if spec.startswith("hf:"):
         return spec[3:]
     return spec
+
+
+def teacher_model_id(spec: str) -> str:
+    """The identity that goes into cache keys, without loading anything: the model, plus the registry's explicit
+    chat format when it has one (``wizardlm`` and ``hf:<the same weights>`` render differently, so they never
+    share answers). Every backend (local, served, in-process vLLM) builds the same token ids for a teacher
+    (lmtx.teacher.base.encode_prompt), so they share the id."""
+    base = spec[5:] if spec.startswith("vllm:") else spec
+    fmt = REGISTRY[base].chat_format if base in REGISTRY else None
+    return teacher_model_name(spec) + chat_format_id(fmt)
 
 
 def make_teacher(
@@ -154,6 +164,6 @@ def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], to
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(tok_path)
-    served = None if spec.startswith("hf:") else model_id
+    served = None if spec.startswith("hf:") else teacher_model_name(spec)
     return ServedTeacher(urls, template, model_id=model_id, served_model=served, chat_format=chat_format,
                          tokenizer=tok, log=progress, timeout=timeout)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import Judgment, Pair, TeacherError, answer_token_ids
+from .base import Judgment, Pair, TeacherError, answer_token_ids, encode_prompt
 
 
 def free_port() -> int:
@@ -175,10 +175,10 @@ class InProcessVLLMTeacher:
     def _ids(self, p: Pair) -> list[int]:
         msg = self.template.render(p.doc, p.label, p.description)
         if self.chat_format:
-            return self.tokenizer.encode(self.chat_format.format(msg=msg), add_special_tokens=False)
+            return encode_prompt(self.tokenizer, self.chat_format.format(msg=msg))
         text = self.tokenizer.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True,
                                                   tokenize=False)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return encode_prompt(self.tokenizer, text)
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         from .logprobs import judge
