@@ -46,10 +46,13 @@ def test_served_matches_local_transformers(server):
     tpl = load_template("paper-desc")
     served = make_served_teacher("smollm2", tpl, [server.url])
     local = make_teacher("smollm2", tpl, threads=2)
+    # byte-identical prompts: the served teacher sends the token ids the local backend runs
+    assert all(served.render(p) == local.encode(p) for p in PAIRS)
     a = served.score(PAIRS)
     b = local.score(PAIRS)
     pa, pb = np.array([x.p_yes for x in a]), np.array([x.p_yes for x in b])
-    assert np.abs(pa - pb).max() < 0.02, (pa, pb)
+    print(f"served vs local max |dP(yes)|: {np.abs(pa - pb).max():.5f}")
+    assert np.abs(pa - pb).max() < 0.01, (pa, pb)
     assert np.allclose([x.mass for x in a], [x.mass for x in b], atol=0.02)
     assert served.stats["missing_no_mass"] == 0 and served.stats["missing_yes_mass"] == 0 and served.exact_ids
     # two replicas (the same server twice): same answers, documents sharded
