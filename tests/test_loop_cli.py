@@ -146,10 +146,16 @@ def test_config_roundtrip():
         TeacherConfig(decision="maybe")
 
 
-def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, tiny_encoder, tiny_teacher):
+def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, tiny_encoder, tiny_teacher,
+                                                           monkeypatch):
+    """The guard is made to refuse round 2 (whatever the scores): the run stops there, hands out round 1, and a
+    rerun stops at the same place; without --early-stop the same refusal lets the run go on to round 4."""
+    import lmtx.loop as L
     from lmtx.evaluate import resolve_model
     from lmtx.rundir import RunDir
 
+    monkeypatch.setattr(L, "_guard_decision", lambda score, best, diff, r, best_round, n:
+                        (r != 2, "refused by the test" if r == 2 else "promoted by the test"))
     out = tmp_path / "run"
     args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out), "--rounds", "4",
             "--teacher", f"hf:{tiny_teacher}", "--encoder", tiny_encoder, "-j", "3", "--batch-size", "8", "--lr", "0.01",
@@ -159,15 +165,15 @@ def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, t
     man = RunDir(out).manifest()
     rounds = sorted(int(k) for k in man["rounds"] if k != "0")
     promoted = [json.loads((out / f"round-{k:02d}" / "metrics.json").read_text())["promoted"] for k in rounds]
-    if "stopped_early" in man:
-        # stopped right at the first round the guard rejected; every earlier round was promoted
-        at = man["stopped_early"]["at_round"]
-        assert rounds[-1] == at and promoted == [True] * (len(rounds) - 1) + [False]
-        assert man["stopped_early"]["best_round"] == man["best_round"] == at - 1
-        assert "early stop" in r.output
-        want = tiny_encoder if at == 1 else str(out / f"round-{at - 1:02d}" / "encoder")
-        assert resolve_model(str(out)) == want
-        assert runner.invoke(app, args).exit_code == 0  # a rerun stops at the same place
-        assert RunDir(out).manifest()["stopped_early"] == man["stopped_early"]
-    else:
-        assert rounds == [1, 2, 3, 4] and all(promoted) and man["best_round"] == 4
+    assert rounds == [1, 2] and promoted == [True, False]
+    assert man["stopped_early"] == {"at_round": 2, "best_round": 1} and man["best_round"] == 1
+    assert "early stop" in r.output and "refused by the test" in r.output
+    assert resolve_model(str(out)) == str(out / "round-01" / "encoder")
+    assert runner.invoke(app, args).exit_code == 0  # a rerun stops at the same place
+    assert RunDir(out).manifest()["stopped_early"] == man["stopped_early"]
+    assert not (out / "round-03").exists()
+    out2 = tmp_path / "run2"
+    a2 = [x if x != str(out) else str(out2) for x in args if x != "--early-stop"]
+    assert runner.invoke(app, a2).exit_code == 0
+    man2 = RunDir(out2).manifest()
+    assert sorted(int(k) for k in man2["rounds"] if k != "0") == [1, 2, 3, 4] and "stopped_early" not in man2
