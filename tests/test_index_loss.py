@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 
@@ -167,3 +168,24 @@ def test_initial_label_embeddings_are_cached_across_runs(tmp_path, monkeypatch, 
     assert len(calls) == 2  # other label texts: another key
     E.label_embeddings(model, labels, "description")  # a trained encoder: never cached
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("kind", ["triplet", "topk"])
+def test_false_negative_mask_takes_out_the_masked_negative(kind):
+    """Masking (0, 1) -- the teacher said yes to document 1's positive for document 0 -- takes that negative out
+    of document 0's term; with every negative masked the loss is zero."""
+    torch.manual_seed(3)
+    d = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    l = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    l[1] = torch.nn.functional.normalize(d[0] + 0.01 * torch.randn(8), dim=0)  # a strong violator for document 0
+    ids = torch.arange(5)
+    loss_fn = InBatchTripletLoss(kind, margin=0.3)
+    mask = torch.zeros(5, 5, dtype=torch.bool)
+    mask[0, 1] = True
+    plain, masked = loss_fn(d, l, ids), loss_fn(d, l, ids, mask)
+    assert masked < plain - 0.05
+    # a batch of documents 0 and 1: masked, document 0 has no negative left, so only document 1's term remains
+    pair_masked = loss_fn(d[:2], l[:2], ids[:2], mask[:2, :2])
+    mask_both = mask[:2, :2].clone()
+    mask_both[1, 0] = True
+    assert pair_masked < loss_fn(d[:2], l[:2], ids[:2]) and loss_fn(d[:2], l[:2], ids[:2], mask_both) == 0
