@@ -335,3 +335,47 @@ def test_training_on_a_carried_state_leaves_the_callers_copy_unchanged(small_dat
     assert state["adamw"] is not old and _step(state["adamw"]) == _step(snap) + 2
     for k, v in snap["state"].items():
         assert torch.equal(old["state"][k]["exp_avg"], v["exp_avg"]) and int(old["state"][k]["step"]) == int(v["step"])
+
+
+def test_start_init_retrains_from_the_initial_encoder_each_round(tmp_path, small_data, tiny_encoder, monkeypatch):
+    import lmtx.loop as L
+    from lmtx.train import train_round as real_train
+
+    starts = []
+
+    def spy(model, *a, **kw):
+        starts.append(float(sum(p.detach().double().sum() for p in model.parameters())))
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(L, "train_round", spy)
+    list(iterate(_cfg(small_data, tiny_encoder, 2, train={"start": "init", "lr": 0.01}, loop={"guard_docs": 0}),
+                 tmp_path / "a", Runtime(progress=False, log=lambda s: None)))
+    assert len(starts) == 2 and starts[1] == starts[0]  # round 2 began from the initial weights again
+    starts.clear()
+    list(iterate(_cfg(small_data, tiny_encoder, 2, train={"lr": 0.01}, loop={"guard_docs": 0}),
+                 tmp_path / "b", Runtime(progress=False, log=lambda s: None)))
+    assert starts[1] != starts[0]  # warm (default): round 2 began from round 1's encoder
+
+
+def test_random_strategy_redraws_the_positive_among_yes_labels(tiny_encoder, monkeypatch):
+    import lmtx.train as T
+    from lmtx.config import TrainConfig
+    from lmtx.encoder import load_encoder
+    from lmtx.select import Example
+
+    drawn = []
+    real = T.InBatchTripletLoss
+
+    class Spy(real):
+        def forward(self, d, l, label_ids, yes_mask=None):
+            drawn.append(label_ids.tolist())
+            return super().forward(d, l, label_ids, yes_mask)
+
+    monkeypatch.setattr(T, "InBatchTripletLoss", Spy)
+    model = load_encoder(tiny_encoder, 64, "cpu", lambda s: None)
+    docs, labels = [f"doc {i} audio" for i in range(4)], [f"label {i}" for i in range(8)]
+    ex = [Example(i, [2 * i, 2 * i + 1], frozenset([2 * i, 2 * i + 1])) for i in range(4)]
+    T.train_round(model, docs, labels, ex, TrainConfig(batch_size=4, epochs=12, warmup_steps=0, lr=1e-5), 0, False)
+    firsts = {x for row in drawn for x in row}
+    assert len(drawn) == 12 and firsts == set(range(8))  # every yes-label of every document was drawn at some step
+    assert all(sorted(x // 2 for x in row) == [0, 1, 2, 3] for row in drawn)  # always one of the document's own
