@@ -236,6 +236,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
     if cfg.teacher.strong and rt.strong_teacher is None:
         check_teacher_spec(cfg.teacher.strong)
     run = RunDir(out)
+    model0 = None  # a new run loads the initial encoder before writing anything: a bad --encoder leaves no folder
     if not (run.out / "config.json").exists():
         model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
     run.prepare(cfg.to_dict())
@@ -250,7 +251,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
             yield RoundResult(r, json.loads((run.round_dir(r) / "metrics.json").read_text()), run.round_dir(r), True)
 
     if 0 not in done:
-        if "model0" not in locals():
+        if model0 is None:
             model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
         m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(docs), "guard_docs": len(guard_docs)}
         if has_gold:
