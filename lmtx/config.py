@@ -58,6 +58,9 @@ class IndexConfig:
             raise ConfigError("index.candidates must be >= 1")
 
 
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16", "fp8", "int8", "int4", "awq", "gptq")
+
+
 @dataclass
 class TeacherConfig:
     name: str = "qwen0.5b"  # registry name, hf:PATH, or simulated:RATE (research only)
@@ -75,9 +78,16 @@ class TeacherConfig:
     # disagree most, at most `strong_budget` pairs over the whole run (spread evenly over the rounds)
     strong: str | None = None
     strong_budget: int = 0
+    # the precision the teacher computes in: part of its fingerprint (answers of a float32 and a bfloat16 teacher
+    # are never mixed in the cache). auto: float32 for the local backend and for `--serve` on a CPU, the
+    # checkpoint's dtype (bfloat16 for float32 checkpoints) for `--serve` on a GPU and the in-process vLLM engine,
+    # "unknown" for a server lmtx did not start (declare it, e.g. bfloat16, awq, fp8, to share answers)
+    dtype: str = "auto"
 
     def __post_init__(self):
         check_decision(self.decision)
+        if self.dtype not in TEACHER_DTYPES:
+            raise ConfigError(f"teacher.dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.dtype!r}")
         if self.strong_budget < 0:
             raise ConfigError("teacher.strong_budget must be >= 0")
         if self.strong_budget and not self.strong:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -53,6 +54,7 @@ class Runtime:
     teacher_tokenizer: str | None = None
     teacher_timeout: float = 300.0  # served teacher: seconds per HTTP request
     strong_teacher: object | None = None  # an already-built strong teacher for the cascade (tests)
+    served_dtype: str | None = None  # the precision of the server `--serve` started (teacher.dtype auto resolves to it)
 
 
 def _template(cfg: RunConfig):
@@ -205,98 +207,140 @@ def _fuse(j, cfg: RunConfig, doc_texts, label_texts):
     return views
 
 
-def _guard(model, lemb, guard_docs, labels, teacher, template, cache, cfg, rt, r, enc_round: int,
-           rows: list) -> tuple[float, int]:
+@dataclass
+class _Job:
+    """A run's fixed inputs, shared by every round's steps."""
+
+    cfg: RunConfig
+    run: RunDir
+    rt: Runtime
+    labels: LabelSet
+    docs: list  # training documents (the guard's held-out documents excluded)
+    guard_docs: list
+    eval_docs: list
+    template: object
+    gold: dict
+    teacher: object = None
+    strong: object = None
+    cache: AnswerCache | None = None
+
+    @cached_property
+    def has_gold(self) -> bool:
+        return any(d.labels for d in self.eval_docs)
+
+    @cached_property
+    def doc_texts(self) -> list[str]:
+        return [d.text for d in self.docs]
+
+    @cached_property
+    def doc_ids(self) -> list[str]:
+        return [d.id for d in self.docs]
+
+    @cached_property
+    def label_texts(self) -> list[str]:
+        return [lab.text(self.cfg.encoder.label_text) for lab in self.labels.labels]
+
+
+def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[float, int]:
     """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document (rows: what was judged)."""
-    demb = embed(model, [d.text for d in guard_docs], cfg.encoder.batch_size)
-    idx, _ = _retrieve(lemb, demb, cfg)
+    demb = embed(model, [d.text for d in job.guard_docs], job.cfg.encoder.batch_size)
+    idx, _ = _retrieve(lemb, demb, job.cfg)
     top1 = [int(row[0]) for row in idx]
-    p, _, asked, _ = _ask(teacher, template, _pairs(guard_docs, labels, range(len(guard_docs)), top1), cache, rt,
-                          f"round {r}: guard")
-    rows.extend((enc_round, d.id, labels[l].id, float(x)) for d, l, x in zip(guard_docs, top1, p))
+    p, _, asked, _ = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, range(len(job.guard_docs)),
+                                                            top1), job.cache, job.rt, f"round {r}: guard")
+    rows.extend((enc_round, d.id, job.labels[l].id, float(x)) for d, l, x in zip(job.guard_docs, top1, p))
     return float(p.mean()), asked
 
 
 def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Iterator[RoundResult]:
     rt = rt or Runtime()
-    log = rt.log
     if not rt.progress:
         _quiet_libraries()
-    # everything a user can get wrong is checked before the run folder is touched
+    job, model0 = _open_job(cfg, out, rt)
+    run = job.run
+    done = run.finished_rounds()
+    for r in done:
+        if r <= cfg.loop.rounds:
+            yield RoundResult(r, json.loads((run.round_dir(r) / "metrics.json").read_text()), run.round_dir(r), True)
+    if 0 not in done:
+        yield _round_zero(job, model0)
+    start = max([r for r in done if r > 0], default=0) + 1
+    if start > cfg.loop.rounds or run.manifest().get("stopped_early"):
+        return
+    _start_teachers(job)
+    job.cache = AnswerCache(run.cache_path)
+    st = _resume_state(run, cfg, job.docs, job.labels, rt)
+    try:
+        for r in range(start, cfg.loop.rounds + 1):
+            res = _round(r, st, job)
+            yield res
+            if cfg.loop.early_stop and not res.metrics.get("promoted", True):
+                rt.log(f"[lmtx] early stop: round {r} was not better than round {st.best_round} (--early-stop)")
+                run.set_manifest(stopped_early={"at_round": r, "best_round": st.best_round})
+                return
+    finally:
+        job.cache.close()
+
+
+def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, object]:
+    """Check everything a user can get wrong before the run folder is touched, then prepare it. Returns the job
+    and, for a new run, the initial encoder (loaded first: a bad --encoder leaves no folder behind)."""
     from .teacher.registry import check_teacher_spec
 
     labels = load_labels(cfg.loop.labels)
     all_docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
     docs, guard_docs = guard_split(all_docs, cfg)
     eval_docs = load_docs(cfg.loop.eval_docs, labels) if cfg.loop.eval_docs else all_docs
-    gold = gold_of(all_docs)
     template = _template(cfg)
     if rt.teacher is None:
         check_teacher_spec(cfg.teacher.name)
     if cfg.teacher.strong and rt.strong_teacher is None:
         check_teacher_spec(cfg.teacher.strong)
     run = RunDir(out)
-    model0 = None  # a new run loads the initial encoder before writing anything: a bad --encoder leaves no folder
+    model0 = None
     if not (run.out / "config.json").exists():
-        model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
+        model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, rt.log)
     run.prepare(cfg.to_dict())
-    label_texts = [l.text(cfg.encoder.label_text) for l in labels.labels]
-    doc_texts = [d.text for d in docs]
-    doc_ids = [d.id for d in docs]
-    has_gold = any(d.labels for d in eval_docs)
+    return _Job(cfg, run, rt, labels, docs, guard_docs, eval_docs, template, gold_of(all_docs)), model0
 
-    done = run.finished_rounds()
-    for r in done:
-        if r <= cfg.loop.rounds:
-            yield RoundResult(r, json.loads((run.round_dir(r) / "metrics.json").read_text()), run.round_dir(r), True)
 
-    if 0 not in done:
-        if model0 is None:
-            model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
-        m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(docs), "guard_docs": len(guard_docs)}
-        if has_gold:
-            m.update(evaluate_encoder(model0, eval_docs, labels, cfg.encoder.label_text, show_progress=rt.progress))
-        write_json(run.round_dir(0) / "metrics.json", m)
-        run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
-        yield RoundResult(0, m, run.round_dir(0))
+def _round_zero(job: _Job, model0) -> RoundResult:
+    """Round 0: the initial encoder, evaluated (where gold exists) and recorded."""
+    cfg, run = job.cfg, job.run
+    model0 = model0 or load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, job.rt.device, job.rt.log)
+    m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(job.docs), "guard_docs": len(job.guard_docs)}
+    if job.has_gold:
+        m.update(evaluate_encoder(model0, job.eval_docs, job.labels, cfg.encoder.label_text,
+                                  show_progress=job.rt.progress))
+    write_json(run.round_dir(0) / "metrics.json", m)
+    run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
+    return RoundResult(0, m, run.round_dir(0))
 
-    start = max([r for r in done if r > 0], default=0) + 1
-    if start > cfg.loop.rounds or run.manifest().get("stopped_early"):
-        return
 
-    teacher = rt.teacher or _make_teacher(cfg.teacher.name, cfg, template, gold, rt)
-    log(f"[lmtx] teacher: {teacher.describe()}")
-    if teacher.simulated:
+def _start_teachers(job: _Job) -> None:
+    cfg, rt, log = job.cfg, job.rt, job.rt.log
+    job.teacher = rt.teacher or _make_teacher(cfg.teacher.name, cfg, job.template, job.gold, rt, served=True)
+    log(f"[lmtx] teacher: {job.teacher.describe()}")
+    if job.teacher.simulated:
         log("[lmtx] NOTE: SIMULATED teacher (answers from gold labels): a research tool, not a real result")
-    strong = None
     if cfg.teacher.strong and cfg.teacher.strong_budget > 0:
-        strong = rt.strong_teacher or _make_teacher(cfg.teacher.strong, cfg, template, gold, rt)
-        log(f"[lmtx] strong teacher (cascade, at most {cfg.teacher.strong_budget} pairs): {strong.describe()}")
-    if guard_docs:
-        log(f"[lmtx] guard: {len(guard_docs)} of {len(all_docs)} documents held out; a round's encoder is promoted "
-            f"unless the teacher rates its top-1 labels on them lower than the best round's by more than one standard error")
-    cache = AnswerCache(run.cache_path)
-    st = _resume_state(run, cfg, docs, labels, rt)
-
-    try:
-        for r in range(start, cfg.loop.rounds + 1):
-            res = _round(r, st, cfg, run, rt, teacher, strong, template, cache, docs, guard_docs, eval_docs,
-                         labels, doc_texts, label_texts, doc_ids, gold, has_gold)
-            yield res
-            if cfg.loop.early_stop and not res.metrics.get("promoted", True):
-                log(f"[lmtx] early stop: round {r} was not better than round {st.best_round} (--early-stop)")
-                run.set_manifest(stopped_early={"at_round": r, "best_round": st.best_round})
-                return
-    finally:
-        cache.close()
+        job.strong = rt.strong_teacher or _make_teacher(cfg.teacher.strong, cfg, job.template, job.gold, rt)
+        log(f"[lmtx] strong teacher (cascade, at most {cfg.teacher.strong_budget} pairs): {job.strong.describe()}")
+    if job.guard_docs:
+        log(f"[lmtx] guard: {len(job.guard_docs)} of {len(job.docs) + len(job.guard_docs)} documents held out; a "
+            f"round's encoder is promoted unless the teacher rates its top-1 labels on them lower than the best "
+            f"round's by more than one standard error")
 
 
-def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime):
+def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime, served: bool = False):
+    """The teacher (served=True: at rt.teacher_urls when given) or the cascade's strong teacher (always local)."""
     from .teacher.registry import make_teacher
 
+    urls = rt.teacher_urls if served else []
+    dtype = rt.served_dtype if served and urls and rt.served_dtype and cfg.teacher.dtype == "auto" else cfg.teacher.dtype
     return make_teacher(name, template, gold=gold, seed=cfg.loop.seed, prefix_reuse=cfg.teacher.prefix_reuse,
                         batch_size=cfg.teacher.batch_size, device=rt.device, threads=rt.threads, progress=rt.log,
-                        urls=rt.teacher_urls, tokenizer=rt.teacher_tokenizer, timeout=rt.teacher_timeout)
+                        urls=urls, tokenizer=rt.teacher_tokenizer, timeout=rt.teacher_timeout, dtype=dtype)
 
 
 def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runtime) -> _State:
@@ -322,139 +366,213 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     return st
 
 
-def _round(r, st: _State, cfg: RunConfig, run: RunDir, rt: Runtime, teacher, strong, template, cache, docs,
-           guard_docs, eval_docs, labels: LabelSet, doc_texts, label_texts, doc_ids, gold, has_gold) -> RoundResult:
+@dataclass
+class _Step:
+    """One round's intermediate results, filled step by step (the bookkeeping beside the steps)."""
+
+    r: int
+    rd: Path
+    times: dict = field(default_factory=dict)
+    stats0: dict = field(default_factory=dict)
+    j: pd.DataFrame | None = None  # every judged pair of the round: doc, label, p_yes, similarity, fused, ...
+    asked: int = 0
+    strong_asked: int = 0
+    views: dict = field(default_factory=dict)
+    weaker: bool = False
+    examples: list = field(default_factory=list)
+    tlog: dict = field(default_factory=dict)
+    lemb_new: np.ndarray | None = None
+    opt_state: dict | None = None
+    guard: dict = field(default_factory=dict)  # encoder round -> guard score (the manifest's, updated)
+    guard_rows: list = field(default_factory=list)
+    guard_asked: int = 0
+    promoted: bool = True
+    reason: str = "no guard (loop.guard_docs = 0)"
+
+
+def _round(r: int, st: _State, job: _Job) -> RoundResult:
     """One round: retrieve -> teach (+ cascade) -> fuse -> select -> train -> guard -> evaluate."""
-    log = rt.log
-    rd = run.round_dir(r)
-    rd.mkdir(parents=True, exist_ok=True)
-    times = {}
-    stats0 = dict(getattr(teacher, "stats", {}))
+    s = _Step(r, job.run.round_dir(r), stats0=dict(getattr(job.teacher, "stats", {})))
+    s.rd.mkdir(parents=True, exist_ok=True)
+    with _timed(s, "retrieve"):
+        demb, idx = _step_retrieve(s, st, job)
+    with _timed(s, "teacher"):
+        _step_teach(s, st, job, demb, idx)
+    _step_fuse(s, st, job)
+    _step_select(s, st, job)
+    with _timed(s, "guard"):  # the guard's reference: the best encoder's score before training changes it
+        _step_guard_reference(s, st, job)
+    with _timed(s, "train"):
+        _step_train(s, st, job)
+    with _timed(s, "guard"):
+        _step_guard(s, st, job)
+    prev_best, trained = st.best_round, st.model
+    _step_promote(s, st, job)
+    with _timed(s, "evaluate"):
+        m = _step_evaluate(s, st, job, trained, prev_best)
+    return _step_record(s, st, job, m)
 
-    # 1. retrieve this round's candidates with the best encoder so far
-    t0 = time.time()
-    demb = embed(st.model, doc_texts, cfg.encoder.batch_size, rt.progress, "embedding docs")
+
+class _timed:
+    """Adds the block's wall time to step.times[name]."""
+
+    def __init__(self, s: _Step, name: str):
+        self.s, self.name = s, name
+
+    def __enter__(self):
+        self.t0 = time.time()
+
+    def __exit__(self, *exc):
+        self.s.times[self.name] = self.s.times.get(self.name, 0.0) + time.time() - self.t0
+
+
+def _step_retrieve(s: _Step, st: _State, job: _Job):
+    """1. This round's candidates, retrieved with the best encoder so far (written to candidates.parquet)."""
+    cfg = job.cfg
+    demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
     idx, sim = _retrieve(st.lemb, demb, cfg)
-    times["retrieve"] = time.time() - t0
-    write_parquet(rd / "candidates.parquet", pd.DataFrame({
-        "doc_id": np.repeat(doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(docs)),
-        "label_id": [labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),
+    write_parquet(s.rd / "candidates.parquet", pd.DataFrame({
+        "doc_id": np.repeat(job.doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
+        "label_id": [job.labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),
     }))
+    return demb, idx
 
-    # 2. ask the teacher (only what the cache lacks) about the candidates, joined to earlier rounds' pairs
-    j, asked, times["teacher"] = _judge_union(st, idx, teacher, template, docs, labels, cache, rt, r)
+
+def _step_teach(s: _Step, st: _State, job: _Job, demb, idx) -> None:
+    """2. The teacher's answers (only what the cache lacks) on the candidates joined to earlier rounds' pairs."""
+    j, s.asked, _ = _judge_union(st, idx, job.teacher, job.template, job.docs, job.labels, job.cache, job.rt, s.r)
     j["similarity"] = np.einsum("ij,ij->i", demb[j["doc"].to_numpy()], st.lemb[j["label"].to_numpy()])
     j["rank"] = j.groupby("doc")["similarity"].rank(ascending=False, method="first").astype(int) - 1
+    s.j = j
 
-    # 3. fuse teacher and student; the strong teacher where they disagree most (cascade)
-    views = _fuse(j, cfg, doc_texts, label_texts)
-    strong_asked = 0
-    if strong is not None:
-        strong_asked, times["strong_teacher"] = _cascade(j, st, cfg, strong, template, docs, labels, cache, rt, r)
-        if strong_asked or "p_strong" in j:
-            views = _fuse(j, cfg, doc_texts, label_texts)
-    weaker = _teacher_weaker(views.get("teacher"))
-    if weaker:
-        v = views["teacher"]
-        log(f"[lmtx] warning: round {r}: the student ranks the candidates better than the teacher (label-free "
-            f"estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; the student's weight in the fused score: "
-            f"{v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher qwen1.5b "
-            f"--strong-budget N) or fewer rounds would help.")
 
-    # 4. decide and select pseudo-positives (on the strong teacher's answers where the cascade asked it)
+def _step_fuse(s: _Step, st: _State, job: _Job) -> None:
+    """3. Fuse teacher and student; ask the strong teacher where they disagree most (cascade); warn when the
+    teacher looks weaker than the student."""
+    cfg, j = job.cfg, s.j
+    s.views = _fuse(j, cfg, job.doc_texts, job.label_texts)
+    if job.strong is not None:
+        with _timed(s, "strong_teacher"):
+            s.strong_asked, _ = _cascade(j, st, cfg, job.strong, job.template, job.docs, job.labels, job.cache,
+                                         job.rt, s.r)
+        if s.strong_asked or "p_strong" in j:
+            s.views = _fuse(j, cfg, job.doc_texts, job.label_texts)
+    s.weaker = _teacher_weaker(s.views.get("teacher"))
+    if s.weaker:
+        v = s.views["teacher"]
+        job.rt.log(f"[lmtx] warning: round {s.r}: the student ranks the candidates better than the teacher "
+                   f"(label-free estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; the student's weight in the "
+                   f"fused score: {v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher "
+                   f"qwen1.5b --strong-budget N) or fewer rounds would help.")
+
+
+def _step_select(s: _Step, st: _State, job: _Job) -> None:
+    """4. Decide yes/no and select pseudo-positives (on the strong teacher's answers where the cascade asked it);
+    the round's judgments go to judgments.parquet."""
+    cfg, j, labels = job.cfg, s.j, job.labels
     j["yes"] = decide(j.assign(p_yes=j["p_teacher"]), cfg.teacher.decision)
-    dj = j.assign(p_yes=j["p_teacher"])
-    examples = select_positives(dj, cfg.select.strategy)
-    out = {"doc_id": [doc_ids[i] for i in j["doc"]], "label_id": [labels[int(i)].id for i in j["label"]]}
+    s.examples = select_positives(j.assign(p_yes=j["p_teacher"]), cfg.select.strategy)
+    out = {"doc_id": [job.doc_ids[i] for i in j["doc"]], "label_id": [labels[int(i)].id for i in j["label"]]}
     cols = ["rank", "similarity", "p_yes", "mass", "yes", "fused", "candidate"] + (["p_strong"] if "p_strong" in j else [])
-    write_parquet(rd / "judgments.parquet", pd.DataFrame({**out, **{c: j[c].to_numpy() for c in cols},
-                                                          "teacher": teacher.model_id, "simulated": teacher.simulated}))
+    write_parquet(s.rd / "judgments.parquet", pd.DataFrame({
+        **out, **{c: j[c].to_numpy() for c in cols}, "teacher": job.teacher.model_id,
+        "simulated": job.teacher.simulated}))
     if cfg.select.union:
         st.union = set(zip(j["doc"].astype(int), j["label"].astype(int)))
 
-    # the guard's reference: the best encoder's score on the held-out documents (before training changes it)
-    t0 = time.time()
-    guard = run.manifest().get("guard", {})
-    guard_asked, guard_rows = 0, []
-    if guard_docs and str(st.best_round) not in guard:
-        guard[str(st.best_round)], guard_asked = _guard(st.model, st.lemb, guard_docs, labels, teacher, template,
-                                                        cache, cfg, rt, r, st.best_round, guard_rows)
-    times["guard"] = time.time() - t0
 
-    # 5. train (in place) and save
-    t0 = time.time()
-    if cfg.train.start == "init" and r > 1:
-        st.model = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, log)
-    opt_state = dict(st.opt_state) if cfg.train.carry_optimizer and cfg.train.start == "warm" else None
-    tlog = train_round(st.model, doc_texts, label_texts, examples, cfg.train, cfg.loop.seed + r, rt.progress,
-                       opt_state=opt_state)
-    times["train"] = time.time() - t0
-    save_encoder(st.model, rd / "encoder")
-    if opt_state is not None and opt_state.get("adamw"):
-        run.save_optimizer(r, opt_state["adamw"])
-    lemb_new = _label_emb(st.model, labels, cfg, progress=rt.progress)
+def _step_guard_reference(s: _Step, st: _State, job: _Job) -> None:
+    s.guard = job.run.manifest().get("guard", {})
+    if job.guard_docs and str(st.best_round) not in s.guard:
+        s.guard[str(st.best_round)], s.guard_asked = _guard(st.model, st.lemb, job, s.r, st.best_round, s.guard_rows)
 
-    # 6. the guard: promote this round's encoder only if it is not worse than the best so far
-    t0 = time.time()
-    promoted, reason = True, "no guard (loop.guard_docs = 0)"
-    if guard_docs:
-        score, a1 = _guard(st.model, lemb_new, guard_docs, labels, teacher, template, cache, cfg, rt, r, r,
-                           guard_rows)
-        guard_asked += a1
-        write_parquet(rd / "guard.parquet", pd.DataFrame(guard_rows, columns=["encoder_round", "doc_id", "label_id",
+
+def _step_train(s: _Step, st: _State, job: _Job) -> None:
+    """5. Train (in place, from the best encoder or, with --start init, from the initial one) and save."""
+    from . import train
+
+    cfg, rt = job.cfg, job.rt
+    if cfg.train.start == "init" and s.r > 1:
+        st.model = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, rt.log)
+    s.opt_state = dict(st.opt_state) if cfg.train.carry_optimizer and cfg.train.start == "warm" else None
+    s.tlog = train.train_round(st.model, job.doc_texts, job.label_texts, s.examples, cfg.train, cfg.loop.seed + s.r,
+                               rt.progress, opt_state=s.opt_state)
+    save_encoder(st.model, s.rd / "encoder")
+    if s.opt_state is not None and s.opt_state.get("adamw"):
+        job.run.save_optimizer(s.r, s.opt_state["adamw"])
+    s.lemb_new = _label_emb(st.model, job.labels, cfg, progress=rt.progress)
+
+
+def _step_guard(s: _Step, st: _State, job: _Job) -> None:
+    """6. The guard: this round's encoder is promoted only if it is not worse than the best so far, nor than the
+    initial encoder (small declines, each within the noise, must not add up)."""
+    if not job.guard_docs:
+        return
+    r, n, run = s.r, len(job.guard_docs), job.run
+    score, asked = _guard(st.model, s.lemb_new, job, r, r, s.guard_rows)
+    s.guard_asked += asked
+    write_parquet(s.rd / "guard.parquet", pd.DataFrame(s.guard_rows, columns=["encoder_round", "doc_id", "label_id",
                                                                               "p_yes"]))
-        guard[str(r)] = score
-        gdiff = _guard_diff(run, r, st.best_round)
-        promoted, reason = _guard_decision(score, guard[str(st.best_round)], gdiff, r, st.best_round, len(guard_docs))
-        if promoted and st.best_round != 0 and "0" in guard:
-            # small declines, each within the noise, must not add up to less than the initial encoder
-            ok0, reason0 = _guard_decision(score, guard["0"], _guard_diff(run, r, 0), r, 0, len(guard_docs))
-            if not ok0:
-                promoted, reason = False, reason0
-    times["guard"] += time.time() - t0
-    prev_best, trained = st.best_round, st.model
-    if promoted:
-        st.best_round, st.lemb = r, lemb_new
-        if opt_state is not None and opt_state.get("adamw"):
-            st.opt_state = opt_state
-            run.drop_optimizers(keep=r)
-    else:
-        log(f"[lmtx] round {r} not promoted: {reason}; kept on disk, the best stays round {prev_best}")
-        st.model = _load_round(run, cfg, prev_best, rt)
+    s.guard[str(r)] = score
+    s.promoted, s.reason = _guard_decision(score, s.guard[str(st.best_round)], _guard_diff(run, r, st.best_round), r,
+                                           st.best_round, n)
+    if s.promoted and st.best_round != 0 and "0" in s.guard:
+        ok0, reason0 = _guard_decision(score, s.guard["0"], _guard_diff(run, r, 0), r, 0, n)
+        if not ok0:
+            s.promoted, s.reason = False, reason0
 
-    # 7. evaluate (gold only: reported, never used) and record
-    t0 = time.time()
-    m: dict = {"round": r, "teacher": teacher.model_id, "simulated": teacher.simulated,
-               "decision": cfg.teacher.decision, "prompt": template.name, "select": cfg.select.strategy,
+
+def _step_promote(s: _Step, st: _State, job: _Job) -> None:
+    if s.promoted:
+        st.best_round, st.lemb = s.r, s.lemb_new
+        if s.opt_state is not None and s.opt_state.get("adamw"):
+            st.opt_state = s.opt_state
+            job.run.drop_optimizers(keep=s.r)
+    else:
+        job.rt.log(f"[lmtx] round {s.r} not promoted: {s.reason}; kept on disk, the best stays round {st.best_round}")
+        st.model = _load_round(job.run, job.cfg, st.best_round, job.rt)
+
+
+def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int) -> dict:
+    """7. Evaluate the round's own encoder against gold (reported, never used) and the pseudo-labels' quality."""
+    cfg = job.cfg
+    m: dict = {"round": s.r, "teacher": job.teacher.model_id, "simulated": job.teacher.simulated,
+               "decision": cfg.teacher.decision, "prompt": job.template.name, "select": cfg.select.strategy,
                "fusion": cfg.select.fusion}
-    if has_gold:
-        m.update(evaluate_encoder(trained, eval_docs, labels, cfg.encoder.label_text))
-        best_m = m if promoted else json.loads((run.round_dir(prev_best) / "metrics.json").read_text())
+    if job.has_gold:
+        m.update(evaluate_encoder(trained, job.eval_docs, job.labels, cfg.encoder.label_text))
+        best_m = m if s.promoted else json.loads((job.run.round_dir(prev_best) / "metrics.json").read_text())
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
-    m.update(pseudo_label_quality(j, examples, doc_ids, labels.ids, gold))
-    if gold:
+    m.update(pseudo_label_quality(s.j, s.examples, job.doc_ids, job.labels.ids, job.gold))
+    if job.gold:
+        dj = s.j.assign(p_yes=s.j["p_teacher"])
         old = select_positives(dj, "similarity")
-        m["pseudo_positive_precision_teacher_only"] = pseudo_label_quality(j, old, doc_ids, labels.ids, gold).get(
-            "pseudo_positive_precision")
-    times["evaluate"] = time.time() - t0
+        m["pseudo_positive_precision_teacher_only"] = pseudo_label_quality(
+            s.j, old, job.doc_ids, job.labels.ids, job.gold).get("pseudo_positive_precision")
+    return m
+
+
+def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
+    """The round's metrics.json, then the manifest: only now does the round count as finished."""
+    j, teacher = s.j, job.teacher
     m.update({
-        "pairs_total": len(j), "pairs_candidates": int(j["candidate"].sum()), "pairs_asked": asked,
-        "strong_pairs_asked": strong_asked, "strong_docs": len(st.strong_docs), "guard_pairs_asked": guard_asked,
-        "teacher_pairs_per_s": asked / times["teacher"] if asked and times["teacher"] > 0 else None,
-        "views": views, "teacher_weaker": weaker,
-        "teacher_stats": {k: v - stats0.get(k, 0) for k, v in getattr(teacher, "stats", {}).items()},
-        "guard": {"promoted": promoted, "reason": reason, "score": guard.get(str(r)),
-                  "best_round": st.best_round, "docs": len(guard_docs)},
-        "promoted": promoted, "best_round": st.best_round,
-        "docs_with_yes": len({e.doc for e in examples}), "docs": len(docs),
-        "train": tlog, "seconds": {k: round(v, 2) for k, v in times.items()},
+        "pairs_total": len(j), "pairs_candidates": int(j["candidate"].sum()), "pairs_asked": s.asked,
+        "strong_pairs_asked": s.strong_asked, "strong_docs": len(st.strong_docs), "guard_pairs_asked": s.guard_asked,
+        "teacher_pairs_per_s": (s.asked / s.times["teacher"] if s.asked and s.times.get("teacher", 0) > 0
+                                else None),
+        "views": s.views, "teacher_weaker": s.weaker,
+        "teacher_stats": {k: v - s.stats0.get(k, 0) for k, v in getattr(teacher, "stats", {}).items()},
+        "guard": {"promoted": s.promoted, "reason": s.reason, "score": s.guard.get(str(s.r)),
+                  "best_round": st.best_round, "docs": len(job.guard_docs)},
+        "promoted": s.promoted, "best_round": st.best_round,
+        "docs_with_yes": len({e.doc for e in s.examples}), "docs": len(job.docs),
+        "train": s.tlog, "seconds": {k: round(v, 2) for k, v in s.times.items()},
     })
-    write_json(rd / "metrics.json", m)
-    run.finish_round(r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},
-                     {"teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
-                      "best_round": st.best_round, "guard": guard,
-                      "strong_pairs_asked": st.strong_spent})
-    return RoundResult(r, m, rd)
+    write_json(s.rd / "metrics.json", m)
+    job.run.finish_round(s.r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},
+                         {"teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
+                          "best_round": st.best_round, "guard": s.guard, "strong_pairs_asked": st.strong_spent})
+    return RoundResult(s.r, m, s.rd)
 
 
 def _guard_diff(run: RunDir, r: int, best_round: int) -> np.ndarray | None:
@@ -506,12 +624,6 @@ def _quiet_libraries():
     tlog.set_verbosity_error()
 
 
-def train_round(*a, **kw):
-    from .train import train_round as _t
-
-    return _t(*a, **kw)
-
-
 def summary_line(res: RoundResult) -> str:
     m = res.metrics
     parts = [f"round {res.round}"]
@@ -533,6 +645,8 @@ def summary_line(res: RoundResult) -> str:
         extra = [f"{ts[k]} {k.replace('_', ' ')}" for k in ("retries", "fallbacks", "unreadable", "missing_yes_mass",
                                                             "missing_no_mass") if ts.get(k)]
         parts.append(f"server: {ts['requests']} requests" + (f" ({', '.join(extra)})" if extra else ""))
+    if ts.get("prompts_cut"):
+        parts.append(f"{ts['prompts_cut']} prompts cut to the teacher's context")
     if "docs_with_yes" in m:
         parts.append(f"{m['docs_with_yes']}/{m['docs']} docs taught")
     if "seconds" in m:

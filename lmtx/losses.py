@@ -126,3 +126,24 @@ class InBatchTripletLoss(nn.Module):
         if self.kind == "ohnm":
             return ohnm_reference_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
         return topk_softmax_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
+
+
+class ListwiseDistillLoss(nn.Module):
+    """Listwise distillation over each document's judged candidates: KL(target || softmax(<d, c> / tau)).
+
+    References: Sun et al., "Is ChatGPT Good at Search? (RankGPT)" and Lee et al., "Gecko" (retrievers
+    trained on an LLM's scores over a candidate list).
+
+    Inputs: d (B, H) document embeddings; cand (B, C, H) candidate label embeddings; cand_mask (B, C) True
+    where a candidate exists (rows may have fewer than C); target (B, C) a distribution over each row's
+    candidates (the teacher's or fused scores, normalized; 0 where masked). Embeddings are L2-normalized here.
+    """
+
+    def __init__(self, tau: float = 0.05):
+        super().__init__()
+        self.tau = tau
+
+    def forward(self, d, cand, cand_mask, target):
+        d = nn.functional.normalize(d, dim=-1)
+        cand = nn.functional.normalize(cand, dim=-1)
+        return listwise_kl(d, cand, cand_mask, target, self.tau)

@@ -92,12 +92,10 @@ def pseudo_label_quality(judged, examples, doc_ids, label_ids, gold: dict) -> di
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """ROC AUC by the rank-sum formula (ties get the average rank)."""
+    """ROC AUC (scikit-learn's; ties count half), or None when one class is absent."""
     positive = np.asarray(positive, bool)
-    n1, n0 = positive.sum(), (~positive).sum()
-    if n1 == 0 or n0 == 0:
+    if positive.all() or not positive.any():
         return None
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
-    r = rankdata(scores)
-    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(roc_auc_score(positive, np.asarray(scores, float)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .rundir import RunDir
+from .rundir import RunDir, write_text
 
 KEYS = ["P@1", "P@3", "P@5", "R@5", "R@10", "nDCG@5", "PSP@5"]
 TEACH = ["pseudo_positive_precision", "pseudo_positive_precision_teacher_only", "teacher_yes_rate",
@@ -16,10 +16,11 @@ TEACH = ["pseudo_positive_precision", "pseudo_positive_precision_teacher_only", 
 
 
 def make_report(run: str | Path) -> Path:
+    """Write RUN/report.md (and its PNG plots) from the finished rounds' metrics.json and the last round's
+    judgments. Returns the report's path."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rd = RunDir(run)
     rounds = rd.finished_rounds()
@@ -28,74 +29,100 @@ def make_report(run: str | Path) -> Path:
     ms = [json.loads((rd.round_dir(r) / "metrics.json").read_text()) for r in rounds]
     cfg = json.loads((rd.out / "config.json").read_text())
     man = rd.manifest()
-    lines = [f"# lmtx run report: {rd.out}", "",
-             f"- teacher: {man.get('teacher', cfg['teacher']['name'])}"
-             + ("  **(SIMULATED: answers from gold labels, not a real teacher)**" if man.get("simulated") else ""),
-             f"- prompt: {cfg['teacher']['prompt_file'] or cfg['teacher']['prompt']}, decision {cfg['teacher']['decision']}, "
-             f"selection {cfg['select']['strategy']}, loss {cfg['train']['loss']} (margin {cfg['train']['margin']}), "
-             f"start {cfg['train']['start']}",
-             f"- encoder: {cfg['encoder']['model']}; candidates j = {cfg['index']['candidates']}; docs: {cfg['loop']['docs']}",
-             "", "## Student metrics per round (round 0 = the initial encoder)", ""]
     keys = [k for k in KEYS if any(k in m for m in ms)]
-    lines += [f"- best round (what `evaluate`/`tag --model {rd.out}` use): {man.get('best_round', '-')}", ""]
+    lines = _header(rd, cfg, man) + _metrics_table(ms, keys) + _teaching_table(ms) + _guard_table(ms)
     if keys:
-        lines += ["| round | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        for m in ms:
-            lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys) + " |")
-    else:
-        lines.append("(no gold labels: no metrics)")
-    lines += ["", "## Teaching per round", "", "| round | " + " | ".join(TEACH) + " | seconds |", "|---|" + "---|" * (len(TEACH) + 1)]
-    for m in ms[1:] if ms[0]["round"] == 0 else ms:
+        lines += _metrics_plot(rd, ms, keys)
+    trained = [r for r in rounds if r > 0]
+    if trained:
+        lines += _p_yes_section(rd, cfg, max(trained))
+    path = rd.out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _header(rd: RunDir, cfg: dict, man: dict) -> list[str]:
+    t, tr = cfg["teacher"], cfg["train"]
+    return [f"# lmtx run report: {rd.out}", "",
+            f"- teacher: {man.get('teacher', t['name'])}"
+            + ("  **(SIMULATED: answers from gold labels, not a real teacher)**" if man.get("simulated") else ""),
+            f"- prompt: {t['prompt_file'] or t['prompt']}, decision {t['decision']}, selection "
+            f"{cfg['select']['strategy']}, loss {tr['loss']} (margin {tr['margin']}), start {tr['start']}",
+            f"- encoder: {cfg['encoder']['model']}; candidates j = {cfg['index']['candidates']}; docs: "
+            f"{cfg['loop']['docs']}",
+            f"- best round (what `evaluate`/`tag --model {rd.out}` use): {man.get('best_round', '-')}"]
+
+
+def _metrics_table(ms: list[dict], keys: list[str]) -> list[str]:
+    lines = ["", "## Student metrics per round (round 0 = the initial encoder)", ""]
+    if not keys:
+        return lines + ["(no gold labels: no metrics)"]
+    lines += ["| round | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for m in ms:
+        lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys) + " |")
+    return lines
+
+
+def _teaching_table(ms: list[dict]) -> list[str]:
+    lines = ["", "## Teaching per round", "", "| round | " + " | ".join(TEACH) + " | seconds |",
+             "|---|" + "---|" * (len(TEACH) + 1)]
+    for m in (m for m in ms if m["round"] > 0):
         vals = [(f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, "-"))) for k in TEACH]
         lines.append(f"| {m['round']} | " + " | ".join(vals) + f" | {sum(m.get('seconds', {}).values()):.0f} |")
-    lines += ["", "## Guard and teacher vs student (label-free estimates)", "",
-              "| round | promoted | best round | guard | r teacher | r student | teacher weaker |", "|---|---|---|---|---|---|---|"]
-    for m in ms:
-        if m["round"] == 0:
-            continue
+    return lines
+
+
+def _guard_table(ms: list[dict]) -> list[str]:
+    f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = ["", "## Guard and teacher vs student (label-free estimates)", "",
+             "| round | promoted | best round | guard | r teacher | r student | teacher weaker |",
+             "|---|---|---|---|---|---|---|"]
+    for m in (m for m in ms if m["round"] > 0):
         v = (m.get("views") or {}).get("teacher") or {}
-        f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
         lines.append(f"| {m['round']} | {m.get('promoted', '-')} | {m.get('best_round', '-')} | "
-                     f"{(m.get('guard') or {}).get('reason', '-')} | {f(v.get('r_teacher'))} | {f(v.get('r_student'))} | "
-                     f"{m.get('teacher_weaker', '-')} |")
+                     f"{(m.get('guard') or {}).get('reason', '-')} | {f(v.get('r_teacher'))} | "
+                     f"{f(v.get('r_student'))} | {m.get('teacher_weaker', '-')} |")
+    return lines
 
-    if keys:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in keys:
-            xs = [m["round"] for m in ms if k in m]
-            ax.plot(xs, [m[k] for m in ms if k in m], marker="o", label=k)
-        ax.set_xlabel("round")
-        ax.set_xticks([m["round"] for m in ms])
-        ax.set_title("student metrics per round")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(rd.out / "report_metrics.png", dpi=100)
-        plt.close(fig)
-        lines += ["", "![metrics per round](report_metrics.png)"]
 
-    last = max(r for r in rounds if r > 0) if any(r > 0 for r in rounds) else None
-    if last is not None:
-        from .data import load_docs
+def _metrics_plot(rd: RunDir, ms: list[dict], keys: list[str]) -> list[str]:
+    import matplotlib.pyplot as plt
 
-        j = pd.read_parquet(rd.round_dir(last) / "judgments.parquet")
-        gold = {d.id: set(d.labels or ()) for d in load_docs(cfg["loop"]["docs"])}
-        if any(gold.values()):
-            g = [l in gold.get(d, set()) for d, l in zip(j["doc_id"], j["label_id"])]
-            j["gold"] = g
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            bins = [i / 20 for i in range(21)]
-            ax.hist(j.loc[~j["gold"], "p_yes"], bins=bins, alpha=0.6, density=True, label="non-gold candidates")
-            ax.hist(j.loc[j["gold"], "p_yes"], bins=bins, alpha=0.6, density=True, label="gold candidates")
-            ax.set_xlabel("teacher P(yes)")
-            ax.set_title(f"round {last}: teacher P(yes) on the judged candidates")
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(rd.out / "report_p_yes.png", dpi=100)
-            plt.close(fig)
-            lines += ["", f"## Teacher answers, round {last}", "",
-                      f"{int(j['gold'].sum())} gold and {int((~j['gold']).sum())} non-gold candidates judged; "
-                      f"mean P(yes) {j.loc[j['gold'], 'p_yes'].mean():.3f} (gold) vs {j.loc[~j['gold'], 'p_yes'].mean():.3f} (non-gold).",
-                      "", "![teacher P(yes)](report_p_yes.png)"]
-    path = rd.out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for k in keys:
+        ax.plot([m["round"] for m in ms if k in m], [m[k] for m in ms if k in m], marker="o", label=k)
+    ax.set_xlabel("round")
+    ax.set_xticks([m["round"] for m in ms])
+    ax.set_title("student metrics per round")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(rd.out / "report_metrics.png", dpi=100)
+    plt.close(fig)
+    return ["", "![metrics per round](report_metrics.png)"]
+
+
+def _p_yes_section(rd: RunDir, cfg: dict, last: int) -> list[str]:
+    """The teacher's P(yes) on gold vs non-gold candidates of the last round (where the documents have gold)."""
+    import matplotlib.pyplot as plt
+
+    from .data import load_docs
+
+    j = pd.read_parquet(rd.round_dir(last) / "judgments.parquet")
+    gold = {d.id: set(d.labels or ()) for d in load_docs(cfg["loop"]["docs"])}
+    if not any(gold.values()):
+        return []
+    j["gold"] = [l in gold.get(d, set()) for d, l in zip(j["doc_id"], j["label_id"])]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = [i / 20 for i in range(21)]
+    ax.hist(j.loc[~j["gold"], "p_yes"], bins=bins, alpha=0.6, density=True, label="non-gold candidates")
+    ax.hist(j.loc[j["gold"], "p_yes"], bins=bins, alpha=0.6, density=True, label="gold candidates")
+    ax.set_xlabel("teacher P(yes)")
+    ax.set_title(f"round {last}: teacher P(yes) on the judged candidates")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(rd.out / "report_p_yes.png", dpi=100)
+    plt.close(fig)
+    return ["", f"## Teacher answers, round {last}", "",
+            f"{int(j['gold'].sum())} gold and {int((~j['gold']).sum())} non-gold candidates judged; mean P(yes) "
+            f"{j.loc[j['gold'], 'p_yes'].mean():.3f} (gold) vs {j.loc[~j['gold'], 'p_yes'].mean():.3f} (non-gold).",
+            "", "![teacher P(yes)](report_p_yes.png)"]

@@ -17,21 +17,29 @@ import shutil
 import time
 from pathlib import Path
 
+from . import drill
 from .config import ConfigError, config_diff
 
 
-def write_json(path: Path, obj) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (a temporary sibling, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
+    tmp.write_text(text)
+    drill.point(f"write:{path.name}")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str))
 
 
 def write_parquet(path: Path, df) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     df.to_parquet(tmp, index=False)
+    drill.point(f"write:{path.name}")
     os.replace(tmp, path)
 
 
@@ -41,8 +49,10 @@ def save_encoder(model, path: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save(str(tmp))
+    drill.point("write:encoder")
     if path.exists():
         shutil.rmtree(path)
+        drill.point("swap:encoder")
     os.replace(tmp, path)
 
 
@@ -90,6 +100,7 @@ class RunDir:
         p = self.round_dir(r) / "optimizer.pt"
         tmp = p.with_name(p.name + ".tmp")
         torch.save(state, tmp)
+        drill.point("write:optimizer.pt")
         os.replace(tmp, p)
 
     def load_optimizer(self, r: int) -> dict | None:

@@ -20,9 +20,11 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from . import drill
 from .data import DataError, Doc, LabelSet, iter_records, parse_doc
 from .encoder import fingerprint_labels as _fingerprint_labels, fingerprint_model as _fingerprint_model
 from .index import LabelIndex
+from .rundir import write_text
 
 OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
 
@@ -68,6 +70,7 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     if tmp.exists():
         shutil.rmtree(tmp)
     idx.save(tmp)
+    drill.point("write:label-index")
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -99,7 +102,9 @@ def _write_part(df: pd.DataFrame, path: Path, fmt: str):
         df.to_json(tmp, orient="records", lines=True, force_ascii=False)
     else:
         df.to_csv(tmp, index=False)
+    drill.point("write:part")
     os.replace(tmp, path)
+    drill.point("tag:part")
 
 
 def _join_parts(parts: list[Path], out: Path, fmt: str):
@@ -124,7 +129,9 @@ def _join_parts(parts: list[Path], out: Path, fmt: str):
                     if fmt == "csv" and i > 0:
                         src.readline()  # header once
                     shutil.copyfileobj(src, dst, 1 << 20)
+    drill.point("write:tagged")
     os.replace(tmp, out)
+    drill.point("tag:joined")
 
 
 def _file_sha256(path: str | Path) -> str:
@@ -137,10 +144,13 @@ def _file_sha256(path: str | Path) -> str:
 
 def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Path, opts: TagOptions,
         verify=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks)."""
+    """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks).
+
+    Chunks are written as parts next to ``out`` and joined at the end; a rerun after an interruption keeps the
+    finished parts (only with the same input file, model, labels and options)."""
     from tqdm.auto import tqdm
 
-    from .encoder import embed, load_encoder
+    from .encoder import load_encoder
     from .evaluate import resolve_model
 
     out = Path(out)
@@ -150,11 +160,38 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     model_path = resolve_model(model_spec)
     model = load_encoder(model_path)
     index = label_index(model, model_path, labels, opts, log)
+    parts_dir = _open_parts(out, docs_path, model_path, labels, opts, verify is not None)
+    t0 = time.time()
+    n_docs = n_rows = resumed = 0
+    parts: list[Path] = []
+    bar = tqdm(desc="tagging", unit="doc", disable=not progress)
+    for ci, chunk in enumerate(iter_doc_chunks(docs_path, opts.chunk_docs)):
+        part = parts_dir / f"part-{ci:05d}.{fmt}"
+        parts.append(part)
+        n_docs += len(chunk)
+        if part.exists():
+            resumed += 1
+        else:
+            df = _tag_chunk(model, index, labels, chunk, opts, verify)
+            _write_part(df, part, fmt)
+            n_rows += len(df)
+        bar.update(len(chunk))
+        bar.set_postfix(docs_per_s=f"{n_docs / max(1e-9, time.time() - t0):.0f}")
+    bar.close()
+    _join_parts(parts, out, fmt)
+    shutil.rmtree(parts_dir)
+    secs = time.time() - t0
+    return {"docs": n_docs, "chunks": len(parts), "resumed_chunks": resumed, "seconds": secs,
+            "docs_per_s": n_docs / secs if secs else None, "out": str(out)}
+
+
+def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool) -> Path:
+    """The folder of finished chunks beside ``out``; refuses one left by a run with other input or options."""
     parts_dir = out.with_name(out.name + ".parts")
     state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_model(model_path),
              "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
-             "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify is not None}
-    state["docs_sha256"] = _file_sha256(docs_path)  # a resume must read the very same input
+             "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
+             "docs_sha256": _file_sha256(docs_path)}  # a resume must read the very same input
     state_file = parts_dir / "state.json"
     has_parts = parts_dir.exists() and any(parts_dir.glob("part-*"))
     if has_parts and state_file.exists():
@@ -164,45 +201,28 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
             raise TagError(f"{parts_dir} holds the finished chunks of an unfinished run that differs in "
                            f"{', '.join(diff)}" + (" (the input file changed)" if "docs_sha256" in diff else "")
                            + f"; remove {parts_dir} to start over, or rerun with the same input and options")
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(state))
+    write_text(state_file, json.dumps(state))
+    return parts_dir
 
-    t0 = time.time()
-    n_docs = n_rows = resumed = 0
-    parts: list[Path] = []
-    bar = tqdm(desc="tagging", unit="doc", disable=not progress)
-    for ci, chunk in enumerate(iter_doc_chunks(docs_path, opts.chunk_docs)):
-        part = parts_dir / f"part-{ci:05d}.{'parquet' if fmt == 'parquet' else fmt}"
-        parts.append(part)
-        n_docs += len(chunk)
-        if part.exists():
-            resumed += 1
-            bar.update(len(chunk))
-            continue
-        emb = embed(model, [d.text for d in chunk], opts.batch_size)
-        idx, sim = index.query(emb, opts.top_k)
-        k = idx.shape[1]
-        df = pd.DataFrame({
-            "doc_id": np.repeat([d.id for d in chunk], k),
-            "rank": np.tile(np.arange(1, k + 1), len(chunk)),
-            "label_id": [labels[int(i)].id for i in idx.ravel()],
-            "label_name": [labels[int(i)].name for i in idx.ravel()],
-            "score": sim.ravel().astype(np.float32),
-        })
-        if opts.min_score is not None:
-            df = df[df["score"] >= opts.min_score]
-        if verify is not None:
-            df["p_yes"] = verify(chunk, df)
-        _write_part(df, part, fmt)
-        n_rows += len(df)
-        bar.update(len(chunk))
-        bar.set_postfix(docs_per_s=f"{n_docs / max(1e-9, time.time() - t0):.0f}")
-    bar.close()
-    _join_parts(parts, out, fmt)
-    shutil.rmtree(parts_dir)
-    secs = time.time() - t0
-    return {"docs": n_docs, "chunks": len(parts), "resumed_chunks": resumed, "seconds": secs,
-            "docs_per_s": n_docs / secs if secs else None, "out": str(out)}
+
+def _tag_chunk(model, index, labels: LabelSet, chunk: list[Doc], opts: TagOptions, verify) -> pd.DataFrame:
+    """The top-k labels of each document of a chunk (rank from 1), above min_score, with P(yes) if verified."""
+    from .encoder import embed
+
+    idx, sim = index.query(embed(model, [d.text for d in chunk], opts.batch_size), opts.top_k)
+    k = idx.shape[1]
+    df = pd.DataFrame({
+        "doc_id": np.repeat([d.id for d in chunk], k),
+        "rank": np.tile(np.arange(1, k + 1), len(chunk)),
+        "label_id": [labels[int(i)].id for i in idx.ravel()],
+        "label_name": [labels[int(i)].name for i in idx.ravel()],
+        "score": sim.ravel().astype(np.float32),
+    })
+    if opts.min_score is not None:
+        df = df[df["score"] >= opts.min_score]
+    if verify is not None:
+        df["p_yes"] = verify(chunk, df)
+    return df
 
 
 def make_verifier(teacher, template, labels: LabelSet, cache):

@@ -14,8 +14,9 @@ from typing import Sequence
 
 import torch
 
+from . import drill
 from .config import TrainConfig
-from .losses import InBatchTripletLoss, listwise_kl
+from .losses import InBatchTripletLoss, ListwiseDistillLoss
 from .select import Example
 
 
@@ -43,7 +44,6 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     round is stored back under ``"adamw"``.
     """
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     if len(examples) < 2:
         return {"steps": 0, "loss_mean": None, "examples": len(examples), "skipped": "fewer than 2 examples"}
@@ -52,20 +52,10 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     rng = random.Random(seed)
     torch.manual_seed(seed)
     loss_fn = InBatchTripletLoss(cfg.loss, cfg.margin, cfg.topk, cfg.tau)
+    distill_fn = ListwiseDistillLoss(cfg.distill_tau)
     batch_size = effective_batch_size(len(examples), cfg)
-    steps_per_epoch = math.ceil(len(examples) / batch_size)
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    if opt_state is not None and opt_state.get("adamw"):
-        opt.load_state_dict(copy.deepcopy(opt_state["adamw"]))  # the caller's copy stays the best round's
-        for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] = cfg.lr
-    warm = min(cfg.warmup_steps, total // 10)
-    if cfg.min_steps > 1 and total > 1:
-        # a fresh AdamW's first update moves every weight by lr (a sign step); one warm-up step (lr 0) fills the
-        # moments first
-        warm = max(1, warm)
-    sched = get_linear_schedule_with_warmup(opt, warm, total)
+    total = math.ceil(len(examples) / batch_size) * cfg.epochs
+    opt, sched, warm = _optimizer(model, cfg, total, opt_state)
     model.train()
     losses = []
     bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
@@ -76,35 +66,13 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
             batch = [examples[i] for i in order[s:s + batch_size]]
             if len(batch) < 2:
                 continue
-            pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
-            distill = cfg.distill > 0 and all(e.cands for e in batch)
-            uniq = sorted(set(pos) | ({c for e in batch for c in e.cands} if distill else set()))
-            where = {l: i for i, l in enumerate(uniq)}
-            d = _embed(model, [doc_texts[e.doc] for e in batch], cfg.max_doc_length, device)  # (B, H)
-            lu = _embed(model, [label_texts[l] for l in uniq], cfg.max_label_length, device)  # (U, H)
-            l = lu[torch.tensor([where[p] for p in pos], device=device)]  # (B, H)
-            label_ids = torch.tensor(pos, device=device)
-            yes_mask = None
-            if cfg.fn_mask:
-                yes_mask = torch.tensor([[p in e.yes for p in pos] for e in batch], device=device)
-            loss = loss_fn(d, l, label_ids, yes_mask)
-            if distill:
-                C = max(len(e.cands) for e in batch)
-                ci = torch.zeros((len(batch), C), dtype=torch.long, device=device)
-                cm = torch.zeros((len(batch), C), dtype=torch.bool, device=device)
-                tg = torch.zeros((len(batch), C), device=device)
-                for i, e in enumerate(batch):
-                    ci[i, :len(e.cands)] = torch.tensor([where[c] for c in e.cands])
-                    cm[i, :len(e.cands)] = True
-                    tg[i, :len(e.cands)] = torch.tensor(e.target)
-                lun = torch.nn.functional.normalize(lu, dim=-1)
-                dn = torch.nn.functional.normalize(d, dim=-1)
-                loss = loss + cfg.distill * listwise_kl(dn, lun[ci], cm, tg, cfg.distill_tau)  # cand: (B, C, H)
+            loss = _batch_loss(model, batch, doc_texts, label_texts, cfg, rng, device, loss_fn, distill_fn)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            drill.point("train:step")
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -113,5 +81,50 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
         opt_state["adamw"] = opt.state_dict()
     model.eval()
     model.max_seq_length = old_len
-    return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm, "loss_mean": sum(losses) / max(1, len(losses)),
-            "loss_last": losses[-1] if losses else None}
+    return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm,
+            "loss_mean": sum(losses) / max(1, len(losses)), "loss_last": losses[-1] if losses else None}
+
+
+def _optimizer(model, cfg: TrainConfig, total: int, opt_state: dict | None):
+    """AdamW (continuing the carried moments when opt_state holds them) and a linear schedule with warm-up."""
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    if opt_state is not None and opt_state.get("adamw"):
+        opt.load_state_dict(copy.deepcopy(opt_state["adamw"]))  # the caller's copy stays the best round's
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] = cfg.lr
+    warm = min(cfg.warmup_steps, total // 10)
+    if cfg.min_steps > 1 and total > 1:
+        # a fresh AdamW's first update moves every weight by lr (a sign step); one warm-up step (lr 0) fills the
+        # moments first
+        warm = max(1, warm)
+    return opt, get_linear_schedule_with_warmup(opt, warm, total), warm
+
+
+def _batch_loss(model, batch: list[Example], doc_texts, label_texts, cfg: TrainConfig, rng: random.Random, device,
+                loss_fn: InBatchTripletLoss, distill_fn: ListwiseDistillLoss) -> torch.Tensor:
+    """One batch: each document's positive (re-drawn among its choices), the in-batch triplet loss with
+    false-negative masking, plus the listwise distillation term where every example carries candidates."""
+    pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
+    distill = cfg.distill > 0 and all(e.cands for e in batch)
+    uniq = sorted(set(pos) | ({c for e in batch for c in e.cands} if distill else set()))
+    where = {l: i for i, l in enumerate(uniq)}
+    d = _embed(model, [doc_texts[e.doc] for e in batch], cfg.max_doc_length, device)  # (B, H)
+    lu = _embed(model, [label_texts[l] for l in uniq], cfg.max_label_length, device)  # (U, H)
+    l = lu[torch.tensor([where[p] for p in pos], device=device)]  # (B, H)
+    yes_mask = None
+    if cfg.fn_mask:
+        yes_mask = torch.tensor([[p in e.yes for p in pos] for e in batch], device=device)
+    loss = loss_fn(d, l, torch.tensor(pos, device=device), yes_mask)
+    if not distill:
+        return loss
+    C = max(len(e.cands) for e in batch)
+    ci = torch.zeros((len(batch), C), dtype=torch.long, device=device)
+    cm = torch.zeros((len(batch), C), dtype=torch.bool, device=device)
+    tg = torch.zeros((len(batch), C), device=device)
+    for i, e in enumerate(batch):
+        ci[i, :len(e.cands)] = torch.tensor([where[c] for c in e.cands])
+        cm[i, :len(e.cands)] = True
+        tg[i, :len(e.cands)] = torch.tensor(e.target)
+    return loss + cfg.distill * distill_fn(d, lu[ci], cm, tg)  # cand: (B, C, H)

@@ -28,15 +28,13 @@ def _word_tokenizer(path: Path, extra_words=()):
                                    sep_token="[SEP]", mask_token="[MASK]", bos_token="<s>", eos_token="</s>")
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> str:
-    """A 2-layer, 32-d BERT sentence-transformer saved as an ST folder."""
+def build_tiny_encoder(d: Path) -> str:
+    """A 2-layer, 32-d BERT sentence-transformer (random weights) saved as an ST folder under d."""
     import torch
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("enc")
     hf = d / "hf"
     tok = _word_tokenizer(hf)
     cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -49,14 +47,12 @@ def tiny_encoder(tmp_path_factory) -> str:
     return str(d / "st")
 
 
-@pytest.fixture(scope="session")
-def tiny_teacher(tmp_path_factory) -> str:
-    """A 2-layer Llama causal LM with a chat template, saved as a HF folder."""
+def build_tiny_teacher(d: Path) -> str:
+    """A 2-layer Llama causal LM (random weights) with a chat template, saved as a HF folder d."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("teacher")
     tok = _word_tokenizer(d)
     tok.chat_template = ("{% for m in messages %}<|user|> {{ m['content'] }} </s>{% endfor %}"
                          "{% if add_generation_prompt %} <|assistant|>{% endif %}")
@@ -68,9 +64,8 @@ def tiny_teacher(tmp_path_factory) -> str:
     return str(d)
 
 
-@pytest.fixture()
-def small_data(tmp_path) -> dict:
-    """40 real sample docs, their labels plus distractors (60 labels), and 40 eval docs."""
+def write_small_data(d: Path) -> dict:
+    """40 real sample docs, their labels plus distractors (60 labels), and 40 eval docs, as jsonl files in d."""
     labels = [json.loads(l) for l in open(SAMPLE / "labels.jsonl")]
     docs = [json.loads(l) for l in open(SAMPLE / "docs.jsonl")][:40]
     ev = [json.loads(l) for l in open(SAMPLE / "eval.jsonl")][:40]
@@ -80,13 +75,28 @@ def small_data(tmp_path) -> dict:
     ids = {l["id"] for l in keep}
     out = {}
     for name, rows in (("docs", docs), ("eval", ev)):
-        p = tmp_path / f"{name}.jsonl"
-        p.write_text("".join(json.dumps({**d, "labels": [x for x in d["labels"] if x in ids]}) + "\n" for d in rows))
+        p = d / f"{name}.jsonl"
+        p.write_text("".join(json.dumps({**x, "labels": [y for y in x["labels"] if y in ids]}) + "\n" for x in rows))
         out[name] = str(p)
-    p = tmp_path / "labels.jsonl"
+    p = d / "labels.jsonl"
     p.write_text("".join(json.dumps(l) + "\n" for l in keep))
     out["labels"] = str(p)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    return build_tiny_encoder(tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> str:
+    return build_tiny_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture()
+def small_data(tmp_path) -> dict:
+    return write_small_data(tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -40,3 +40,41 @@ def test_sha256_mismatch_is_refused(tmp_path):
     _check("x", tmp_path, "w.bin", hashlib.sha256(b"weights").hexdigest())
     with pytest.raises(AssetError, match="sha256 mismatch for w.bin"):
         _check("x", tmp_path, "w.bin", "0" * 64)
+
+
+def test_a_fetched_asset_is_checked_again_on_every_load(tmp_path, monkeypatch):
+    """Flipped bytes in a fetched (or dequantized) asset are caught when it is next loaded, naming the file and
+    how to refetch; an intact folder loads; a marker of an older lmtx is upgraded, not trusted blindly forever."""
+    import lmtx.assets as A
+
+    monkeypatch.setenv("LMTX_HOME", str(tmp_path))
+    folder = A.asset_dir("all-MiniLM-L6-v2")
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 1000)
+    (folder / "1_Pooling" / "config.json").write_text("{}")
+    A._write_marker(folder, ".verified", "test")
+    assert A.fetch("all-MiniLM-L6-v2") == folder  # intact: no download, no error
+    A._VERIFIED.clear()
+    with open(folder / "model.safetensors", "r+b") as f:  # one flipped byte, same size
+        f.seek(500)
+        f.write(b"\x01")
+    with pytest.raises(AssetError, match=r"model.safetensors does not match the sha256.*lmtx fetch all-MiniLM-L6-v2"):
+        A.fetch("all-MiniLM-L6-v2")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(AssetError, match="is missing"):
+        A.fetch("all-MiniLM-L6-v2")
+    # an older marker (plain text): recorded now, checked from then on
+    (folder / "model.safetensors").write_bytes(b"\x00" * 1000)
+    (folder / ".verified").write_text("sha256 checked\n")
+    A.fetch("all-MiniLM-L6-v2")
+    assert "model.safetensors" in (folder / ".verified").read_text()
+    # the dequantized teacher folder has its own record
+    hf = A.asset_dir("smollm2-135m") / "hf"
+    hf.mkdir(parents=True)
+    (hf / "model.safetensors").write_bytes(b"abc")
+    A._write_marker(hf, ".complete", "test")
+    (hf / "model.safetensors").write_bytes(b"abd")
+    A._VERIFIED.clear()
+    monkeypatch.setattr(A, "fetch", lambda name, progress=print: A.asset_dir(name))
+    with pytest.raises(AssetError, match=r"dequantized.*rebuilt from the verified GGUF"):
+        A.hf_folder("smollm2-135m")

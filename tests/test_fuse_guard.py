@@ -112,7 +112,7 @@ def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tin
     """A training step that scrambles the encoder's weights: the teacher rates its top-1 labels on the held-out
     documents lower than the initial encoder's, so the round is kept on disk but not promoted, and
     evaluate/tag use the initial encoder."""
-    import lmtx.loop as L
+    import lmtx.train as T
     from lmtx.evaluate import resolve_model
 
     def wreck(model, *a, **kw):
@@ -122,7 +122,7 @@ def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tin
                 p.copy_(torch.randn(p.shape, generator=g) * p.std().clamp(min=1e-3))
         return {"steps": 1, "examples": 0, "loss_mean": 0.0, "wrecked": True}
 
-    monkeypatch.setattr(L, "train_round", wreck)
+    monkeypatch.setattr(T, "train_round", wreck)
     out = tmp_path / "run"
     cfg = _cfg(small_data, tiny_encoder, 1)
     logs = []
@@ -279,7 +279,7 @@ def _step(state: dict) -> int:
 
 def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_path, small_data, tiny_encoder,
                                                                          monkeypatch):
-    import lmtx.loop as L
+    import lmtx.train as T
     from lmtx.train import train_round as real_train
 
     seen = []
@@ -290,7 +290,7 @@ def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_pat
         seen.append((before, _step(opt_state["adamw"])))
         return log
 
-    monkeypatch.setattr(L, "train_round", spy)
+    monkeypatch.setattr(T, "train_round", spy)
     out = tmp_path / "run"
     list(iterate(_cfg(small_data, tiny_encoder, 2, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)))
     assert seen[0][0] is None and seen[0][1] >= 1  # round 1: a fresh AdamW
@@ -305,10 +305,10 @@ def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_pat
 
 
 def test_optimizer_state_off_starts_every_round_fresh(tmp_path, small_data, tiny_encoder, monkeypatch):
-    import lmtx.loop as L
+    import lmtx.train as T
 
     calls = []
-    monkeypatch.setattr(L, "train_round", lambda *a, opt_state=None, **kw: calls.append(opt_state) or {"steps": 0})
+    monkeypatch.setattr(T, "train_round", lambda *a, opt_state=None, **kw: calls.append(opt_state) or {"steps": 0})
     list(iterate(_cfg(small_data, tiny_encoder, 2, train={"carry_optimizer": False}), tmp_path / "run",
                  Runtime(progress=False, log=lambda s: None)))
     assert calls == [None, None] and not list((tmp_path / "run").glob("round-*/optimizer.pt"))
@@ -338,7 +338,7 @@ def test_training_on_a_carried_state_leaves_the_callers_copy_unchanged(small_dat
 
 
 def test_start_init_retrains_from_the_initial_encoder_each_round(tmp_path, small_data, tiny_encoder, monkeypatch):
-    import lmtx.loop as L
+    import lmtx.train as T
     from lmtx.train import train_round as real_train
 
     starts = []
@@ -347,7 +347,7 @@ def test_start_init_retrains_from_the_initial_encoder_each_round(tmp_path, small
         starts.append(float(sum(p.detach().double().sum() for p in model.parameters())))
         return real_train(model, *a, **kw)
 
-    monkeypatch.setattr(L, "train_round", spy)
+    monkeypatch.setattr(T, "train_round", spy)
     list(iterate(_cfg(small_data, tiny_encoder, 2, train={"start": "init", "lr": 0.01}, loop={"guard_docs": 0}),
                  tmp_path / "a", Runtime(progress=False, log=lambda s: None)))
     assert len(starts) == 2 and starts[1] == starts[0]  # round 2 began from the initial weights again

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -177,3 +178,28 @@ def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, t
     assert runner.invoke(app, a2).exit_code == 0
     man2 = RunDir(out2).manifest()
     assert sorted(int(k) for k in man2["rounds"] if k != "0") == [1, 2, 3, 4] and "stopped_early" not in man2
+
+
+@pytest.mark.parametrize("point", ["teach:committed:1", "write:encoder:1"])
+def test_kill_9_mid_round_then_resume_loses_no_answer(tmp_path, small_data, tiny_encoder, point):
+    """A real SIGKILL (lmtx/drill.py failpoint) mid-teaching or mid-encoder-write; the rerun finishes, asks none
+    of the answers the cache had committed, and leaves no temporary file."""
+    import subprocess
+    import sys
+
+    out, log = tmp_path / "run", tmp_path / "drill.log"
+    cmd = [sys.executable, "-c", "from lmtx.cli import main; main()", "iterate", "--docs", small_data["docs"],
+           "--labels", small_data["labels"], "--out", str(out), "--rounds", "1", "--teacher", "simulated:0.1",
+           "-j", "3", "--encoder", tiny_encoder, "--batch-size", "8", "--no-progress"]
+    env = {**os.environ, "LMTX_DRILL_LOG": str(log)}
+    first = subprocess.run(cmd, env={**env, "LMTX_DRILL_KILL": point}, capture_output=True, text=True)
+    assert first.returncode == -9, first.stderr[-1000:]
+    lines = log.read_text().splitlines()
+    committed = {tuple(x.split("\t")[1:]) for x in lines if x.startswith("committed")}
+    assert committed
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-1000:]
+    asked_again = {tuple(x.split("\t")[1:]) for x in log.read_text().splitlines()[len(lines):] if x.startswith("asked")}
+    assert not committed & asked_again
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert json.loads((out / "manifest.json").read_text())["rounds"]["1"]

@@ -170,3 +170,28 @@ def test_documents_without_spaces_are_cut_too():
     assert len(t.cut("x" * 2_000_000)) == 160
     assert len(t.cut("字" * 5000)) == 160
     assert t.cut(" ".join(["w"] * 50)) == " ".join(["w"] * 10)
+
+
+def test_prompts_over_the_context_are_cut_by_tokens_and_counted(tiny_teacher):
+    """A document longer than the teacher's context is cut by tokens (not words) so the prompt fits, the cut is
+    counted in teacher.stats; a template that cannot fit at all is a clear error."""
+    from lmtx.teacher.base import fit_context
+
+    t = HFTeacher(tiny_teacher, load_template("paper-desc"))
+    assert t.context == 1024  # the model config's max_position_embeddings
+    t.context = 60
+    long = Pair("d", " ".join(["audio music player"] * 200), "a", "Audio", "sound and music")
+    ids = t.encode(long)
+    assert len(ids) < 60 and t.stats["prompts_cut"] == 1
+    short = Pair("d", "audio player", "a", "Audio", "sound and music")
+    assert t.encode(short) == encode_short(t, short) and t.stats["prompts_cut"] == 1
+    (j,) = t.score([long])
+    assert 0 < j.p_yes < 1
+    with pytest.raises(TeacherError, match="cannot hold the prompt"):
+        fit_context(lambda p: [0] * (100 + len(p.doc.split())), long, 60, t.tokenizer)  # template alone: 100
+
+
+def encode_short(t, p):
+    from lmtx.teacher.base import encode_prompt
+
+    return encode_prompt(t.tokenizer, t.render(p))

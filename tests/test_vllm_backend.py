@@ -92,7 +92,47 @@ def test_in_process_backend_is_reachable_and_reads_logprobs(monkeypatch, tiny_te
     monkeypatch.setitem(sys.modules, "vllm", fake)
     t = make_teacher(f"vllm:{tiny_teacher}", load_template("paper"))
     assert t.describe().startswith("vllm-inprocess:") and seen["kw"]["enable_prefix_caching"] is True
+    # the engine runs the checkpoint's own precision (float32 checkpoints in bfloat16), named in the teacher's id
+    assert seen["kw"]["dtype"] in ("bfloat16", "float16") and t.model_id.endswith("@" + seen["kw"]["dtype"])
     pairs = [Pair("d1", "audio player", "a", "Audio"), Pair("d1", "audio player", "g", "Games")]
     got = t.score(pairs)
     assert [round(g.p_yes, 6) for g in got] == [0.25, 0.75]
     assert all("prompt_token_ids" in p for p in seen["prompts"])
+
+
+def test_teacher_precision_is_part_of_the_fingerprint():
+    """float32 (local CPU, --serve on a CPU) keeps the bare id; any other precision gets its own, so a bf16 GPU
+    teacher's answers are never served from a float32 cache, nor an unknown server's."""
+    from lmtx.config import ConfigError, TeacherConfig
+    from lmtx.teacher.registry import resolve_dtype
+
+    assert teacher_model_id("qwen0.5b", "float32") == teacher_model_id("qwen0.5b") == "qwen2.5-coder-0.5b"
+    ids = {teacher_model_id("qwen0.5b", d) for d in ("float32", "bfloat16", "float16", "awq", "unknown")}
+    assert len(ids) == 5
+    assert resolve_dtype("auto", "local") == "float32"
+    assert resolve_dtype("auto", "serve", gpu=False) == "float32"
+    assert resolve_dtype("auto", "serve", "/nonexistent", gpu=True) == "bfloat16"
+    assert resolve_dtype("auto", "external") == "unknown"
+    assert resolve_dtype("awq", "external") == "awq"
+    args = " ".join(server_args("/m", "h", 1, device="gpu", dtype="bfloat16")[0])
+    assert "--dtype bfloat16" in args
+    args = " ".join(server_args("/m", "h", 1, device="gpu", dtype="awq")[0])
+    assert "--quantization awq" in args and "--dtype auto" in args
+    assert "--dtype float32" in " ".join(server_args("/m", "h", 1, device="cpu", dtype="float32")[0])
+    with pytest.raises(ConfigError, match="teacher.dtype"):
+        TeacherConfig(dtype="fp64")
+    with pytest.raises(TeacherError, match="local teacher backend"):
+        make_teacher("qwen0.5b", load_template("paper"), dtype="awq")
+
+
+def test_a_server_lmtx_did_not_start_gets_an_unknown_precision_unless_declared(monkeypatch):
+    import lmtx.teacher.openai as O
+    from lmtx.teacher.registry import make_served_teacher
+
+    monkeypatch.setattr(O.ServedTeacher, "__init__", lambda self, urls, template, model_id, **kw:
+                        setattr(self, "model_id", model_id))
+    t = make_teacher("hf:/some/model", load_template("paper"), urls=["http://x:1/v1"])
+    assert t.model_id.endswith("@unknown")
+    t = make_teacher("hf:/some/model", load_template("paper"), urls=["http://x:1/v1"], dtype="float32")
+    assert t.model_id == "/some/model"
+    assert make_served_teacher("hf:/m", load_template("paper"), ["http://x:1/v1"], dtype="bfloat16").model_id == "/m@bfloat16"

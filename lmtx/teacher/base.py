@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence, runtime_checkable
 
 YES_STRINGS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
@@ -98,6 +98,39 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
         if tokenizer.encode(text, add_special_tokens=True)[:1] == [bos]:
             ids = [bos] + ids
     return ids
+
+
+def fit_context(encode, pair: Pair, limit: int | None, tokenizer, stats: dict | None = None) -> list[int]:
+    """The prompt's token ids (``encode(pair)``), fitted to the teacher's context: a prompt of ``limit`` tokens or
+    more (one is left for the answer) has its document cut by tokens, not words, until it fits; counted in
+    ``stats["prompts_cut"]``. A template that alone overflows the context is an error, not a silent answer."""
+    ids = encode(pair)
+    if not limit or len(ids) < limit or tokenizer is None:
+        return ids
+    doc_ids = tokenizer.encode(pair.doc, add_special_tokens=False)
+    keep = len(doc_ids)
+    for _ in range(6):
+        keep -= len(ids) - limit + 1 + 4  # a few spare tokens: re-tokenizing the cut text may merge differently
+        if keep <= 0:
+            raise TeacherError(f"the teacher's context ({limit} tokens) cannot hold the prompt even with the document "
+                               f"{pair.doc_id!r} cut to nothing: shorten the template or the label description")
+        ids = encode(replace(pair, doc=tokenizer.decode(doc_ids[:keep])))
+        if len(ids) < limit:
+            break
+    else:
+        raise TeacherError(f"could not fit document {pair.doc_id!r} into the teacher's context of {limit} tokens")
+    if stats is not None:
+        stats["prompts_cut"] = stats.get("prompts_cut", 0) + 1
+    return ids
+
+
+def context_limit(tokenizer=None, config=None, served: int | None = None) -> int | None:
+    """The teacher's context in tokens: the server's max_model_len, else the model config's
+    max_position_embeddings, else the tokenizer's model_max_length when it is a real bound."""
+    for v in (served, getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)):
+        if isinstance(v, int) and 0 < v < 10_000_000:
+            return v
+    return None
 
 
 def chat_format_id(chat_format: str | None) -> str:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import drill
 from .base import Judgment, Pair, PartialAnswers, Teacher
 
 SCHEMA = """
@@ -87,6 +88,7 @@ def score_cached(
     chunk_pairs = chunk_pairs or getattr(teacher, "chunk_pairs", 32)
     pos = 0
     for chunk in _doc_chunks(todo_pairs, chunk_pairs):
+        drill.log("asked", teacher.model_id, chunk)
         try:
             got = teacher.score(chunk)
         except PartialAnswers as e:
@@ -98,6 +100,8 @@ def score_cached(
             raise RuntimeError(f"teacher {teacher.model_id} returned {len(got)} answers for {len(chunk)} pairs")
         if cache is not None:
             cache.put_many(teacher.model_id, template_hash, chunk, got)
+            drill.log("committed", teacher.model_id, chunk)
+            drill.point("teach:committed")
         for a in got:
             answers[todo[pos]] = a
             pos += 1

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..prompts import PromptTemplate
-from .base import Judgment, Pair, TeacherError, answer_token_ids, encode_prompt
+from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:
@@ -57,9 +57,13 @@ class HFTeacher:
         self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, dtype)).to(device)
         self.model.eval()
         self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        if self.tokenizer.pad_token_id is None:  # batches of full prompts are padded by the tokenizer itself
+            self.tokenizer.pad_token_id = self.tokenizer.eos_token_id or 0
+        self.tokenizer.padding_side = "left"
+        self.pad_id = self.tokenizer.pad_token_id
         self.prompt_tokens = 0  # tokens actually run through the model (for speed accounting)
+        self.context = context_limit(self.tokenizer, self.model.config)
+        self.stats = {"prompts": 0, "prompts_cut": 0}
 
     def describe(self) -> str:
         return f"hf:{self.model_id} (prompt {self.template.name}, prefix reuse {'on' if self.prefix_reuse else 'off'})"
@@ -76,7 +80,10 @@ class HFTeacher:
         return msg + "\nAnswer:"
 
     def encode(self, pair: Pair) -> list[int]:
-        return encode_prompt(self.tokenizer, self.render(pair))
+        """The prompt's ids, the document cut by tokens where the prompt would overflow the context."""
+        self.stats["prompts"] += 1
+        return fit_context(lambda p: encode_prompt(self.tokenizer, self.render(p)), pair, self.context,
+                           self.tokenizer, self.stats)
 
     # -- scoring -------------------------------------------------------------------------------------------
     def _read(self, logits) -> list[Judgment]:
@@ -90,13 +97,8 @@ class HFTeacher:
 
     def _full(self, seqs: list[list[int]]) -> list[Judgment]:
         """No reuse: left-padded full prompts, logits of the last position only."""
-        torch = self.torch
-        L = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), L), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, L - len(s):] = torch.tensor(s)
-            mask[i, L - len(s):] = 1
+        batch = self.tokenizer.pad({"input_ids": seqs}, padding=True, return_tensors="pt")  # left (set in __init__)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         self.prompt_tokens += sum(len(s) for s in seqs)
         out = self.model(

