@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ./run.sh          set up (venv, dependencies, offline weights), then run the default job
-# ./run.sh test     set up, then run the whole test suite (fast, real-weights and real-vLLM tests)
+# ./run.sh test     set up, then run the whole test suite (fast, real-weights and real-vLLM tests), then the
+#                   fast tests on the oldest transformers / sentence-transformers pyproject.toml allows
+# ./run.sh floor    set up, then only that floor check
 # ./run.sh setup    set up only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,13 +39,34 @@ setup_vllm() {
     fi
 }
 
+# The oldest transformers / sentence-transformers that pyproject.toml allows, overlaid on the venv (with the
+# tokenizers / huggingface-hub they need) for a run of the fast tests: the floors are checked, not guessed.
+floor_test() {
+    local t=.venv-floor pins
+    pins=$(sed -n 's/^ *"\(transformers\|sentence-transformers\)>=\([0-9.]*\)".*/\1==\2/p' pyproject.toml)
+    if [ ! -f "$t/.pins" ] || [ "$(cat "$t/.pins")" != "$pins" ]; then
+        echo "[run.sh] installing the dependency floors into $t: $pins"
+        rm -rf "$t"
+        "$VENV/bin/pip" install -q --no-deps --target "$t" $pins "tokenizers>=0.22,<0.23" "huggingface-hub>=0.34,<1.0"
+        echo "$pins" > "$t/.pins"
+    fi
+    echo "[run.sh] fast tests against the floors: $pins"
+    PYTHONPATH="$PWD/$t:$PWD" "$VENV/bin/python" -m pytest -q -p no:cacheprovider
+}
+
 case "${1:-}" in
     test)
         shift
         setup
         setup_vllm
         # everything: fast tests, real offline weights (slow), and a real vLLM server (vllm)
-        exec "$VENV/bin/python" -m pytest -m "" -q "$@"
+        "$VENV/bin/python" -m pytest -m "" -q "$@"
+        # then the fast tests again on the oldest transformers / sentence-transformers pyproject allows
+        floor_test
+        ;;
+    floor)
+        setup
+        floor_test
         ;;
     setup)
         setup
@@ -54,7 +77,7 @@ case "${1:-}" in
         exec "$VENV/bin/lmtx" iterate --out runs/demo --rounds 3 --max-docs 150 --candidates 5
         ;;
     *)
-        echo "usage: ./run.sh [test [pytest args] | setup]" >&2
+        echo "usage: ./run.sh [test [pytest args] | floor | setup]" >&2
         exit 2
         ;;
 esac

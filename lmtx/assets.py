@@ -166,6 +166,11 @@ def _file_table(folder: Path) -> dict:
     return out
 
 
+def record_folder(folder: Path, marker: str, note: str) -> None:
+    """Record every file's size and sha256 in folder/marker, for verify_folder on each later load."""
+    _write_marker(folder, marker, note)
+
+
 def _write_marker(folder: Path, marker: str, note: str) -> None:
     (folder / marker).write_text(json.dumps({"note": note, "files": _file_table(folder)}, indent=1))
 

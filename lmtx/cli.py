@@ -252,12 +252,14 @@ def tag(
 
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
     try:
+        opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text,
+                          index_kind=index)  # options checked before anything is loaded
         ls = load_labels(labels)
         if calibrate_on is not None:
             c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, label_text, target_precision)
             typer.echo(f"calibrated --min-score {c['threshold']:.4f} ({c['rule']}): precision {c['precision']:.3f}, "
                        f"recall {c['recall']:.3f}, F1 {c['f1']:.3f} on {c['sample_docs']} labelled docs (top-{top_k})")
-            min_score = c["threshold"]
+            opts.min_score = c["threshold"]
         ver = None
         if verify:
             from .prompts import load_template
@@ -273,7 +275,6 @@ def tag(
                 cache_path = lmtx_home() / "teacher-cache.sqlite"
             ver = make_verifier(make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls,
                                 AnswerCache(cache_path))
-        opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text, index_kind=index)
         s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log)
     except (*_user_errors(), TagError) as e:
         _fail(str(e))

@@ -26,6 +26,9 @@ def check_decision(rule: str) -> None:
                              " (P(yes) is never above 1: no document would be taught)"))
 
 
+LABEL_TEXTS = ("name", "description", "name+description")  # what is embedded for a label
+
+
 @dataclass
 class EncoderConfig:
     model: str = "all-MiniLM-L6-v2"  # asset name, local ST folder, or hub id (e.g. msmarco-distilbert-base-v4)
@@ -34,7 +37,7 @@ class EncoderConfig:
     batch_size: int = 64  # for embedding
 
     def __post_init__(self):
-        if self.label_text not in ("name", "description", "name+description"):
+        if self.label_text not in LABEL_TEXTS:
             raise ConfigError(f"encoder.label_text must be name, description or name+description, got {self.label_text!r}")
         if self.max_seq_length < 8:
             raise ConfigError("encoder.max_seq_length must be >= 8")
@@ -56,6 +59,8 @@ class IndexConfig:
             raise ConfigError(f"index.kind must be auto, hnsw or exact, got {self.kind!r}")
         if self.candidates < 1:
             raise ConfigError("index.candidates must be >= 1")
+        if self.M < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.exact_below < 0:
+            raise ConfigError("index: M >= 2, ef_construction >= 1, ef_search >= 1 and exact_below >= 0 are required")
 
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16", "fp8", "int8", "int4", "awq", "gptq")
@@ -155,6 +160,8 @@ class TrainConfig:
             raise ConfigError(f"train.start must be warm or init, got {self.start!r}")
         if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1 or self.min_steps < 1:
             raise ConfigError("train: lr > 0, batch_size >= 2, epochs >= 1 and min_steps >= 1 are required")
+        if self.margin < 0 or self.tau <= 0 or self.topk < 1:
+            raise ConfigError("train: margin >= 0, tau > 0 and topk >= 1 are required")
 
 
 @dataclass

@@ -16,6 +16,11 @@ def load_encoder(spec: str, max_seq_length: int | None = None, device: str = "cp
     from .assets import ASSETS, AssetError, resolve_encoder
 
     path = resolve_encoder(spec, progress)
+    if (Path(path) / ".verified").exists():  # a round's encoder written by lmtx: check it was not damaged since
+        from .assets import verify_folder
+
+        verify_folder(Path(path), ".verified", f"encoder {spec}", "retrain that round (remove its folder and "
+                      "rerun) or use another round")
     try:
         model = SentenceTransformer(path, device=device)
     except Exception as e:  # OSError (not found, offline), ValueError (not a model folder), ...

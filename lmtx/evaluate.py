@@ -88,6 +88,10 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
 def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 10), baseline: str | None = None,
              label_text: str = "description", A: float = 0.55, B: float = 1.5, show_progress: bool = False) -> dict:
+    from .config import LABEL_TEXTS
+
+    if label_text not in LABEL_TEXTS:
+        raise ValueError(f"--label-text must be one of {', '.join(LABEL_TEXTS)}, got {label_text!r}")
     docs = [d for d in docs if d.labels]
     if not docs:
         raise ValueError("no documents with gold labels to evaluate on")

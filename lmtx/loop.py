@@ -27,7 +27,7 @@ from .fuse import fuse
 from .index import LabelIndex
 from .metrics import evaluate_encoder, pseudo_label_quality
 from .prompts import load_template
-from .rundir import RunDir, save_encoder, write_json, write_parquet
+from .rundir import RunDir, read_json, read_parquet, save_encoder, write_json, write_parquet
 from .select import decide, select_positives
 from .teacher.base import Pair
 from .teacher.cache import AnswerCache, score_cached
@@ -261,7 +261,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
     done = run.finished_rounds()
     for r in done:
         if r <= cfg.loop.rounds:
-            yield RoundResult(r, json.loads((run.round_dir(r) / "metrics.json").read_text()), run.round_dir(r), True)
+            yield RoundResult(r, read_json(run.round_dir(r) / "metrics.json"), run.round_dir(r), True)
     if 0 not in done:
         yield _round_zero(job, model0)
     start = max([r for r in done if r > 0], default=0) + 1
@@ -357,7 +357,7 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     if done:
         last = run.round_dir(done[-1])
         pos = {d.id: i for i, d in enumerate(docs)}
-        j = pd.read_parquet(last / "judgments.parquet")
+        j = read_parquet(last / "judgments.parquet")
         if cfg.select.union:
             st.union = {(pos[d], labels.index[l]) for d, l in zip(j["doc_id"], j["label_id"]) if d in pos}
         if "p_strong" in j:
@@ -541,7 +541,7 @@ def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int) -> 
                "fusion": cfg.select.fusion}
     if job.has_gold:
         m.update(evaluate_encoder(trained, job.eval_docs, job.labels, cfg.encoder.label_text))
-        best_m = m if s.promoted else json.loads((job.run.round_dir(prev_best) / "metrics.json").read_text())
+        best_m = m if s.promoted else read_json(job.run.round_dir(prev_best) / "metrics.json")
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
     m.update(pseudo_label_quality(s.j, s.examples, job.doc_ids, job.labels.ids, job.gold))
     if job.gold:
@@ -578,7 +578,7 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
 def _guard_diff(run: RunDir, r: int, best_round: int) -> np.ndarray | None:
     """Per held-out document: P(yes) of round r's top-1 minus P(yes) of the best round's top-1 (the rows of
     every round's guard.parquet so far)."""
-    parts = [pd.read_parquet(p) for k in range(1, r + 1) if (p := run.round_dir(k) / "guard.parquet").exists()]
+    parts = [read_parquet(p) for k in range(1, r + 1) if (p := run.round_dir(k) / "guard.parquet").exists()]
     if not parts:
         return None
     g = pd.concat(parts)

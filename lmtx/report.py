@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .rundir import RunDir, write_text
+from .rundir import RunDir, read_json, read_parquet, write_text
 
 KEYS = ["P@1", "P@3", "P@5", "R@5", "R@10", "nDCG@5", "PSP@5"]
 TEACH = ["pseudo_positive_precision", "pseudo_positive_precision_teacher_only", "teacher_yes_rate",
@@ -26,8 +26,8 @@ def make_report(run: str | Path) -> Path:
     rounds = rd.finished_rounds()
     if not rounds:
         raise ValueError(f"{run}: no finished round to report")
-    ms = [json.loads((rd.round_dir(r) / "metrics.json").read_text()) for r in rounds]
-    cfg = json.loads((rd.out / "config.json").read_text())
+    ms = [read_json(rd.round_dir(r) / "metrics.json") for r in rounds]
+    cfg = read_json(rd.out / "config.json")
     man = rd.manifest()
     keys = [k for k in KEYS if any(k in m for m in ms)]
     lines = _header(rd, cfg, man) + _metrics_table(ms, keys) + _teaching_table(ms) + _guard_table(ms)
@@ -107,7 +107,7 @@ def _p_yes_section(rd: RunDir, cfg: dict, last: int) -> list[str]:
 
     from .data import load_docs
 
-    j = pd.read_parquet(rd.round_dir(last) / "judgments.parquet")
+    j = read_parquet(rd.round_dir(last) / "judgments.parquet")
     gold = {d.id: set(d.labels or ()) for d in load_docs(cfg["loop"]["docs"])}
     if not any(gold.values()):
         return []

@@ -21,6 +21,26 @@ from . import drill
 from .config import ConfigError, config_diff
 
 
+def read_json(path: Path) -> dict:
+    """A run folder's JSON file; a damaged one is a ConfigError naming it (not a traceback)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); the run folder is damaged: restore the file or start "
+                          f"a new run with another --out") from None
+
+
+def read_parquet(path: Path):
+    """A run folder's Parquet file; a damaged one is a ConfigError naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 (pyarrow raises several types for a damaged file)
+        raise ConfigError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:120]}); the run "
+                          f"folder is damaged: remove round folders from this one on to redo them") from None
+
+
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (a temporary sibling, then a rename)."""
     path = Path(path)
@@ -49,6 +69,9 @@ def save_encoder(model, path: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save(str(tmp))
+    from .assets import record_folder
+
+    record_folder(tmp, ".verified", "written by lmtx after training")  # sizes and sha256, checked on load
     drill.point("write:encoder")
     if path.exists():
         shutil.rmtree(path)
@@ -69,7 +92,7 @@ class RunDir:
 
     def manifest(self) -> dict:
         p = self.out / "manifest.json"
-        return json.loads(p.read_text()) if p.exists() else {"rounds": {}}
+        return read_json(p) if p.exists() else {"rounds": {}}
 
     def finished_rounds(self) -> list[int]:
         m = self.manifest()
@@ -84,7 +107,7 @@ class RunDir:
         self.out.mkdir(parents=True, exist_ok=True)
         p = self.out / "config.json"
         if p.exists():
-            old = json.loads(p.read_text())
+            old = read_json(p)
             diff = config_diff(old, config)
             if diff:
                 raise ConfigError(
@@ -126,7 +149,7 @@ class RunDir:
         m = self.manifest()
         best = m.get("best_round", m.get("stopped_early", {}).get("best_round"))
         if best == 0:
-            return json.loads((self.out / "config.json").read_text())["encoder"]["model"]
+            return read_json(self.out / "config.json")["encoder"]["model"]
         if best:
             return str(self.round_dir(best) / "encoder")
         last = self.last_encoder()

@@ -43,6 +43,16 @@ class TagOptions:
     index_kind: str = "auto"  # auto | hnsw | exact
     ef_search: int = 100
 
+    def __post_init__(self):
+        from .config import LABEL_TEXTS
+
+        if self.top_k < 1 or self.chunk_docs < 1 or self.batch_size < 1 or self.ef_search < 1:
+            raise TagError("--top-k, --chunk-docs, the batch size and ef_search must be >= 1")
+        if self.label_text not in LABEL_TEXTS:
+            raise TagError(f"--label-text must be one of {', '.join(LABEL_TEXTS)}, got {self.label_text!r}")
+        if self.index_kind not in ("auto", "hnsw", "exact"):
+            raise TagError(f"--index must be auto, hnsw or exact, got {self.index_kind!r}")
+
 
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
@@ -157,6 +167,8 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     fmt = OUT_FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise TagError(f"{out}: output must end in .parquet, .jsonl or .csv")
+    if not Path(docs_path).is_file():
+        raise TagError(f"{docs_path}: no such file" if not Path(docs_path).exists() else f"{docs_path}: not a file")
     model_path = resolve_model(model_spec)
     model = load_encoder(model_path)
     index = label_index(model, model_path, labels, opts, log)

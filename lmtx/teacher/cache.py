@@ -26,10 +26,16 @@ class AnswerCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        try:
+            self.db = sqlite3.connect(str(self.path))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as e:
+            from .base import TeacherError
+
+            raise TeacherError(f"{self.path}: the teacher answer cache is damaged ({e}); move it away to ask the "
+                               f"teacher again (answers in it are lost)") from None
 
     def close(self):
         self.db.close()

@@ -49,9 +49,12 @@ def parse_simulated(spec: str) -> float | None:
         return None
     rate = spec.partition(":")[2] or "0"
     try:
-        return float(rate)
+        r = float(rate)
     except ValueError:
         raise TeacherError(f"bad simulated teacher {spec!r}: use simulated:RATE, e.g. simulated:0.1") from None
+    if not 0 <= r <= 1:
+        raise TeacherError(f"bad simulated teacher {spec!r}: the error rate must be in [0, 1]")
+    return r
 
 
 def check_teacher_spec(spec: str) -> None:
