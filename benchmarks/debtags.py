@@ -75,7 +75,9 @@ def share_back(run_dir: Path):
     cache.close()
 
 
-def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, **over):
+def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, on_round=None, **over):
+    """Run (or resume) one lmtx run; returns every round's metrics. on_round(metrics so far): called after each
+    round, so long runs write their table as they go."""
     cfg = RunConfig(
         encoder=EncoderConfig(model="all-MiniLM-L6-v2"),
         index=IndexConfig(candidates=j),
@@ -97,6 +99,8 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, *
                   f"{' (earlier)' if r.resumed else ''}", flush=True)
             res.append(r.metrics)
             share_back(out_dir / name)
+            if on_round is not None:
+                on_round(res)
     finally:
         share_back(out_dir / name)
     return res
@@ -214,6 +218,8 @@ def main():
             ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
             ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
              "qwen0.5b", {}),
+            ("q15-default", "lmtx defaults, teacher Qwen2.5-Coder-1.5B (the strongest offline teacher)", labels_path,
+             "description", "qwen1.5b", {}),
             ("sim0-default", "SIMULATED perfect teacher (the bound for q05-default), lmtx defaults", labels_path,
              "description", "simulated:0", {}),
             ("q05-freshopt", "lmtx defaults but a fresh AdamW each round (before train.carry_optimizer), teacher "
@@ -237,8 +243,13 @@ def main():
         for run_name, desc, lab, ltext, teacher, over in long_runs:
             if only and run_name not in only:
                 continue
-            ms = run_row(f"{run_name}-{a.real_docs}x{R}", runs, tr, lab, ev, R, teacher, a.j, **over)
-            record_rounds(put, runs / f"{run_name}-{a.real_docs}x{R}", run_name, desc, ltext, teacher, R, ms)
+            rd = runs / f"{run_name}-{a.real_docs}x{R}"
+
+            def progress(ms, rd=rd, run_name=run_name, desc=desc, ltext=ltext, teacher=teacher):
+                record_rounds(put, rd, run_name, desc, ltext, teacher, R, ms)
+                write(out, a, rows)  # the table grows round by round (a long run may outlive the session)
+
+            run_row(rd.name, runs, tr, lab, ev, R, teacher, a.j, on_round=progress, **over)
     write(out, a, rows)
 
 

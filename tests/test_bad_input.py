@@ -36,6 +36,10 @@ def user_error(r, *needles):
     (["--max-docs", "-5"], "loop.max_docs must be >= 1"),
     (["--encoder", "no-such-encoder-xyz"], "could not load encoder 'no-such-encoder-xyz'"),
     (["--prompt", "no-such-prompt"], "no-such-prompt"),
+    (["--teacher", "simulated:2"], "error rate must be in [0, 1]"),
+    (["--margin", "-1"], "margin >= 0"),
+    (["--hnsw-m", "0"], "M >= 2"),
+    (["--teacher-dtype", "fp64"], "teacher.dtype must be one of"),
 ])
 def test_bad_options_write_nothing_and_the_corrected_command_runs(tmp_path, small_data, tiny_encoder, extra, needle):
     out = tmp_path / "run"
@@ -157,3 +161,29 @@ def test_evaluate_refuses_an_unfinished_round(tmp_path, small_data, tiny_encoder
     a = ["evaluate", "--docs", small_data["eval"], "--labels", small_data["labels"]]
     user_error(runner.invoke(app, [*a, "--model", str(out / "round-02")]), "never finished")
     assert runner.invoke(app, [*a, "--model", str(out / "round-01")]).exit_code == 0
+
+
+def test_damaged_run_files_are_one_line_errors_naming_the_file(tmp_path, small_data, tiny_encoder):
+    """A finished run whose files were damaged afterwards: the rerun stops with exit 2 and names the file
+    (a flipped byte in a round's encoder weights included: round encoders carry a sha256 table)."""
+    import shutil
+
+    ok = tmp_path / "ok"
+    assert runner.invoke(app, base(small_data, ok, tiny_encoder, "--guard-docs", "0")).exit_code == 0
+    damages = {
+        "manifest.json": lambda o: (o / "manifest.json").write_text("{trunc"),
+        "teacher-cache.sqlite": lambda o: (o / "teacher-cache.sqlite").write_bytes(b"junk" * 100),
+        "judgments.parquet": lambda o: (o / "round-01" / "judgments.parquet").write_bytes(b"PAR1"),
+        "model.safetensors": lambda o: _flip(next((o / "round-01" / "encoder").rglob("model.safetensors"))),
+    }
+    for needle, damage in damages.items():
+        out = tmp_path / needle
+        shutil.copytree(ok, out)
+        damage(out)
+        user_error(runner.invoke(app, base(small_data, out, tiny_encoder, "--guard-docs", "0", "--rounds", "2")), needle)
+
+
+def _flip(p):
+    b = bytearray(p.read_bytes())
+    b[len(b) // 2] ^= 0xFF
+    p.write_bytes(bytes(b))
