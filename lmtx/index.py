@@ -26,6 +26,15 @@ def sized_hnsw(n: int, M: int = 32, ef_construction: int = 200, ef_search: int =
 
 
 class LabelIndex:
+    """Top-k labels by cosine similarity for L2-normalized query embeddings.
+
+    emb: (n_labels, dim) L2-normalized label embeddings (kept, float32). kind: ``exact`` (chunked matrix
+    products with argpartition; memory bounded by lmtx.metrics' budget) or ``hnsw`` (hnswlib, cosine space;
+    M and ef_construction at build time, ef_search at query time). ``query(q, k)`` returns (indices, scores),
+    each (n_queries, k), best first; ``measure_recall`` compares an HNSW index with exact search on sampled
+    labels as queries; ``save``/``load`` round-trip the index and its settings (JSON beside the graph).
+    """
+
     def __init__(self, emb: np.ndarray, kind: str = "exact", M: int = 32, ef_construction: int = 200,
                  ef_search: int = 100, seed: int = 0, _hnsw=None, threads: int = -1):
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)

@@ -203,3 +203,27 @@ def test_kill_9_mid_round_then_resume_loses_no_answer(tmp_path, small_data, tiny
     assert not committed & asked_again
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert json.loads((out / "manifest.json").read_text())["rounds"]["1"]
+
+
+def test_report_shows_each_rounds_metrics_guard_and_plots(tmp_path, small_data, tiny_encoder):
+    """`lmtx report RUN`: report.md carries every finished round's P@1 as metrics.json has it, the guard's
+    decision per round and the best round, and writes its two plots."""
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--eval-docs",
+                            small_data["eval"], "--out", str(out), "--rounds", "2", "--teacher", "simulated:0.1", "-j",
+                            "3", "--encoder", tiny_encoder, "--batch-size", "8", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    rep = (out / "report.md").read_text()
+    man = json.loads((out / "manifest.json").read_text())
+    assert f"use): {man['best_round']}" in rep
+    for k in (0, 1, 2):
+        m = json.loads((out / f"round-{k:02d}" / "metrics.json").read_text())
+        assert f"| {k} | {m['P@1']:.4f} |" in rep
+        if k:
+            assert f"| {k} | {m['promoted']} | {m['best_round']} | {m['guard']['reason']} |" in rep
+    assert "SIMULATED" in rep
+    assert (out / "report_metrics.png").stat().st_size > 1000 and (out / "report_p_yes.png").stat().st_size > 1000
+    r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no finished round" in r.output
