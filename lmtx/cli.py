@@ -242,6 +242,7 @@ def tag(
     teacher_url: list[str] = typer.Option([], help="--verify with a served teacher (OpenAI-compatible URL; repeat for replicas)."),
     cache: Optional[Path] = typer.Option(None, help="Answer cache for --verify (default: the run's own cache)."),
     chunk_docs: int = typer.Option(4096, help="Documents per streamed chunk (also the resume unit)."),
+    shard: Optional[str] = typer.Option(None, help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output each)."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
     label_text: str = typer.Option("description"),
     progress: bool = typer.Option(True),
@@ -253,7 +254,7 @@ def tag(
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
     try:
         opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text,
-                          index_kind=index)  # options checked before anything is loaded
+                          index_kind=index, shard=_parse_shard(shard))  # options checked before anything is loaded
         ls = load_labels(labels)
         if calibrate_on is not None:
             c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, label_text, target_precision)
@@ -280,6 +281,15 @@ def tag(
         _fail(str(e))
     typer.echo(f"tagged {s['docs']} documents in {s['seconds']:.1f}s ({s['docs_per_s']:.0f} docs/s)"
                + (f", {s['resumed_chunks']} chunk(s) from an earlier run" if s["resumed_chunks"] else "") + f" -> {s['out']}")
+
+
+def _parse_shard(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    i, sep, n = spec.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        _fail(f"--shard must look like I/N (e.g. 0/4), got {spec!r}")
+    return int(i), int(n)
 
 
 @app.command()

@@ -42,8 +42,13 @@ class TagOptions:
     label_text: str = "description"
     index_kind: str = "auto"  # auto | hnsw | exact
     ef_search: int = 100
+    # (i, n): tag only the documents whose id hashes to i modulo n, so n processes or machines share a corpus
+    # (each writes its own output; together they tag every document exactly once)
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self):
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise TagError(f"--shard must be I/N with 0 <= I < N, got {self.shard[0]}/{self.shard[1]}")
         from .config import LABEL_TEXTS
 
         if self.top_k < 1 or self.chunk_docs < 1 or self.batch_size < 1 or self.ef_search < 1:
@@ -87,8 +92,16 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     return idx
 
 
-def iter_doc_chunks(path: str | Path, size: int) -> Iterator[list[Doc]]:
-    """Documents in chunks of ``size``; a document id seen earlier in the file is refused (file:line)."""
+def in_shard(doc_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a document belongs to shard (i, n): md5 of its id modulo n (stable across machines and runs)."""
+    if shard is None:
+        return True
+    return int.from_bytes(hashlib.md5(doc_id.encode()).digest()[:8], "big") % shard[1] == shard[0]
+
+
+def iter_doc_chunks(path: str | Path, size: int, shard: tuple[int, int] | None = None) -> Iterator[list[Doc]]:
+    """Documents (of the shard, if given) in chunks of ``size``; a document id seen earlier in the file is refused
+    (file:line), whichever shard it falls in."""
     chunk: list[Doc] = []
     seen: dict[str, str] = {}
     for where, rec in iter_records(path, chunk_rows=size):
@@ -96,6 +109,8 @@ def iter_doc_chunks(path: str | Path, size: int) -> Iterator[list[Doc]]:
         if d.id in seen:
             raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
         seen[d.id] = where
+        if not in_shard(d.id, shard):
+            continue
         chunk.append(d)
         if len(chunk) >= size:
             yield chunk
@@ -177,7 +192,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     n_docs = n_rows = resumed = 0
     parts: list[Path] = []
     bar = tqdm(desc="tagging", unit="doc", disable=not progress)
-    for ci, chunk in enumerate(iter_doc_chunks(docs_path, opts.chunk_docs)):
+    for ci, chunk in enumerate(iter_doc_chunks(docs_path, opts.chunk_docs, opts.shard)):
         part = parts_dir / f"part-{ci:05d}.{fmt}"
         parts.append(part)
         n_docs += len(chunk)
@@ -203,6 +218,7 @@ def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: T
     state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_model(model_path),
              "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
              "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
+             "shard": list(opts.shard) if opts.shard else None,
              "docs_sha256": _file_sha256(docs_path)}  # a resume must read the very same input
     state_file = parts_dir / "state.json"
     has_parts = parts_dir.exists() and any(parts_dir.glob("part-*"))

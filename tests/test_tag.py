@@ -114,3 +114,26 @@ def test_verify_adds_teacher_p_yes_through_the_cache(tmp_path, small_data, tiny_
     df = pd.read_parquet(tmp_path / "v.parquet")
     assert len(df) == 24 and df["p_yes"].between(0, 1).all()
     assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 24
+
+
+def test_shards_tag_every_document_exactly_once(tmp_path, small_data, tiny_encoder):
+    """--shard I/N: N runs over one corpus, each writing its own output; together they hold exactly the rows of
+    one unsharded run. A bad spec is a one-line error."""
+    docs = _corpus(tmp_path / "new.jsonl", 120)
+    base = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs), "--top-k", "2",
+            "--chunk-docs", "16", "--no-progress"]
+    assert runner.invoke(app, base + ["--out", str(tmp_path / "all.jsonl")]).exit_code == 0
+    full = pd.read_json(tmp_path / "all.jsonl", lines=True)
+    parts = []
+    for i in range(3):
+        r = runner.invoke(app, base + ["--out", str(tmp_path / f"s{i}.jsonl"), "--shard", f"{i}/3"])
+        assert r.exit_code == 0, r.output
+        parts.append(pd.read_json(tmp_path / f"s{i}.jsonl", lines=True))
+    ids = [set(p["doc_id"]) for p in parts]
+    assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    joined = pd.concat(parts).sort_values(["doc_id", "rank"]).reset_index(drop=True)
+    ref = full.sort_values(["doc_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(joined[["doc_id", "rank", "label_id"]], ref[["doc_id", "rank", "label_id"]])
+    for bad in ("3/3", "1-3", "x/2"):
+        r = runner.invoke(app, base + ["--out", str(tmp_path / "bad.jsonl"), "--shard", bad])
+        assert r.exit_code == 2 and "--shard" in r.output and not (tmp_path / "bad.jsonl").exists()
