@@ -460,10 +460,12 @@ def _step_fuse(s: _Step, st: _State, job: _Job) -> None:
     s.weaker = _teacher_weaker(s.views.get("teacher"))
     if s.weaker:
         v = s.views["teacher"]
-        job.rt.log(f"[lmtx] warning: round {s.r}: the student ranks the candidates better than the teacher "
-                   f"(label-free estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; the student's weight in the "
-                   f"fused score: {v['w_student']:.2f}). A stronger teacher (--teacher qwen1.5b, or --strong-teacher "
-                   f"qwen1.5b --strong-budget N) or fewer rounds would help.")
+        strongest = job.cfg.teacher.name == "qwen1.5b" or job.cfg.teacher.strong == "qwen1.5b"
+        fix = ("fewer rounds would help" if strongest else "a stronger teacher (--teacher qwen1.5b, or "
+               "--strong-teacher qwen1.5b --strong-budget N) or fewer rounds would help")
+        job.rt.log(f"[lmtx] warning: round {s.r}: the student may rank the candidates better than the teacher "
+                   f"(label-free estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; it leans toward the student "
+                   f"and has misfired against strong teachers, see README); {fix}.")
 
 
 def _step_select(s: _Step, st: _State, job: _Job) -> None:
