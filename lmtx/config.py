@@ -63,7 +63,8 @@ class IndexConfig:
             raise ConfigError("index: M >= 2, ef_construction >= 1, ef_search >= 1 and exact_below >= 0 are required")
 
 
-TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16", "fp8", "int8", "int4", "awq", "gptq")
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")  # the rest of TEACHER_DTYPES are quantisations
+TEACHER_DTYPES = ("auto", *FLOAT_DTYPES, "fp8", "int8", "int4", "awq", "gptq")
 
 
 @dataclass

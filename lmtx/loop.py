@@ -9,7 +9,6 @@ teacher cache).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -110,14 +109,13 @@ def _pairs(docs, labels: LabelSet, doc_idx, label_idx) -> list[Pair]:
 
 
 def _ask(teacher, template, pairs: list[Pair], cache, rt: Runtime, desc: str):
-    """Answers for pairs (grouped by document), through the cache. Returns (p_yes, mass, asked, seconds)."""
+    """Answers for pairs (grouped by document), through the cache. Returns (p_yes, mass, asked)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=not rt.progress)
-    t0 = time.time()
     answers, asked = score_cached(teacher, template.hash, pairs, cache, progress=bar.update)
     bar.close()
-    return (np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked, time.time() - t0)
+    return np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked
 
 
 @dataclass
@@ -139,14 +137,14 @@ def _judge_union(st: _State, idx, teacher, template, docs, labels, cache, rt, r)
     pairs_set = (st.union | cand) if st.union is not None else cand
     keys = sorted(pairs_set)
     j = pd.DataFrame(keys, columns=["doc", "label"])
-    p, mass, asked, secs = _ask(teacher, template, _pairs(docs, labels, j["doc"], j["label"]), cache, rt,
-                                f"round {r}: teacher")
+    p, mass, asked = _ask(teacher, template, _pairs(docs, labels, j["doc"], j["label"]), cache, rt,
+                          f"round {r}: teacher")
     j["p_yes"], j["mass"] = p, mass
     j["candidate"] = [k in cand for k in keys]
-    return j, asked, secs
+    return j, asked
 
 
-def _cascade(j, st: _State, cfg: RunConfig, strong, template, docs, labels, cache, rt, r) -> tuple[int, float]:
+def _cascade(j, st: _State, cfg: RunConfig, strong, template, docs, labels, cache, rt, r) -> int:
     """Ask the strong teacher about every judged pair of the documents where the cheap teacher and the
     student disagree most (their top choices differ; the smallest fused margin first), within budget."""
     rounds_left = cfg.loop.rounds - r + 1
@@ -181,13 +179,13 @@ def _cascade(j, st: _State, cfg: RunConfig, strong, template, docs, labels, cach
             budget -= per_doc[d]
     sel = j["doc"].isin(st.strong_docs).to_numpy()
     if not sel.any():
-        return 0, 0.0
+        return 0
     sub = j[sel]
-    p, _, asked, secs = _ask(strong, template, _pairs(docs, labels, sub["doc"], sub["label"]), cache, rt,
-                             f"round {r}: strong teacher")
+    p, _, asked = _ask(strong, template, _pairs(docs, labels, sub["doc"], sub["label"]), cache, rt,
+                       f"round {r}: strong teacher")
     j.loc[sel, "p_strong"] = p
     st.strong_spent += asked
-    return asked, secs
+    return asked
 
 
 def _fuse(j, cfg: RunConfig, doc_texts, label_texts):
@@ -246,8 +244,8 @@ def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[
     demb = embed(model, [d.text for d in job.guard_docs], job.cfg.encoder.batch_size)
     idx, _ = _retrieve(lemb, demb, job.cfg)
     top1 = [int(row[0]) for row in idx]
-    p, _, asked, _ = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, range(len(job.guard_docs)),
-                                                            top1), job.cache, job.rt, f"round {r}: guard")
+    p, _, asked = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, range(len(job.guard_docs)),
+                                                         top1), job.cache, job.rt, f"round {r}: guard")
     rows.extend((enc_round, d.id, job.labels[l].id, float(x)) for d, l, x in zip(job.guard_docs, top1, p))
     return float(p.mean()), asked
 
@@ -440,7 +438,7 @@ def _step_retrieve(s: _Step, st: _State, job: _Job):
 
 def _step_teach(s: _Step, st: _State, job: _Job, demb, idx) -> None:
     """2. The teacher's answers (only what the cache lacks) on the candidates joined to earlier rounds' pairs."""
-    j, s.asked, _ = _judge_union(st, idx, job.teacher, job.template, job.docs, job.labels, job.cache, job.rt, s.r)
+    j, s.asked = _judge_union(st, idx, job.teacher, job.template, job.docs, job.labels, job.cache, job.rt, s.r)
     j["similarity"] = np.einsum("ij,ij->i", demb[j["doc"].to_numpy()], st.lemb[j["label"].to_numpy()])
     j["rank"] = j.groupby("doc")["similarity"].rank(ascending=False, method="first").astype(int) - 1
     s.j = j
@@ -453,7 +451,7 @@ def _step_fuse(s: _Step, st: _State, job: _Job) -> None:
     s.views = _fuse(j, cfg, job.doc_texts, job.label_texts)
     if job.strong is not None:
         with _timed(s, "strong_teacher"):
-            s.strong_asked, _ = _cascade(j, st, cfg, job.strong, job.template, job.docs, job.labels, job.cache,
+            s.strong_asked = _cascade(j, st, cfg, job.strong, job.template, job.docs, job.labels, job.cache,
                                          job.rt, s.r)
         if s.strong_asked or "p_strong" in j:
             s.views = _fuse(j, cfg, job.doc_texts, job.label_texts)

@@ -24,7 +24,8 @@ from . import drill
 from .data import DataError, Doc, LabelSet, iter_records, parse_doc
 from .encoder import fingerprint_labels as _fingerprint_labels, fingerprint_model as _fingerprint_model
 from .index import LabelIndex
-from .rundir import write_text
+from .assets import sha256_file
+from .rundir import read_json, write_text
 
 OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
 
@@ -159,14 +160,6 @@ def _join_parts(parts: list[Path], out: Path, fmt: str):
     drill.point("tag:joined")
 
 
-def _file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Path, opts: TagOptions,
         verify=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks).
@@ -219,11 +212,11 @@ def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: T
              "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
              "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
              "shard": list(opts.shard) if opts.shard else None,
-             "docs_sha256": _file_sha256(docs_path)}  # a resume must read the very same input
+             "docs_sha256": sha256_file(docs_path)}  # a resume must read the very same input
     state_file = parts_dir / "state.json"
     has_parts = parts_dir.exists() and any(parts_dir.glob("part-*"))
     if has_parts and state_file.exists():
-        old = json.loads(state_file.read_text())
+        old = read_json(state_file)
         diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
         if diff:
             raise TagError(f"{parts_dir} holds the finished chunks of an unfinished run that differs in "

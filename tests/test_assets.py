@@ -52,7 +52,7 @@ def test_a_fetched_asset_is_checked_again_on_every_load(tmp_path, monkeypatch):
     (folder / "1_Pooling").mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"\x00" * 1000)
     (folder / "1_Pooling" / "config.json").write_text("{}")
-    A._write_marker(folder, ".verified", "test")
+    A.record_folder(folder, ".verified", "test")
     assert A.fetch("all-MiniLM-L6-v2") == folder  # intact: no download, no error
     A._VERIFIED.clear()
     with open(folder / "model.safetensors", "r+b") as f:  # one flipped byte, same size
@@ -72,7 +72,7 @@ def test_a_fetched_asset_is_checked_again_on_every_load(tmp_path, monkeypatch):
     hf = A.asset_dir("smollm2-135m") / "hf"
     hf.mkdir(parents=True)
     (hf / "model.safetensors").write_bytes(b"abc")
-    A._write_marker(hf, ".complete", "test")
+    A.record_folder(hf, ".complete", "test")
     (hf / "model.safetensors").write_bytes(b"abd")
     A._VERIFIED.clear()
     monkeypatch.setattr(A, "fetch", lambda name, progress=print: A.asset_dir(name))

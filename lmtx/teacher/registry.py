@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..config import FLOAT_DTYPES
 from ..prompts import PromptTemplate
 from .base import Teacher, TeacherError, chat_format_id
 
@@ -155,7 +156,7 @@ def make_teacher(
         chat_format = REGISTRY[base].chat_format if base in REGISTRY else None
         path = local_model_path(base, progress) if base in REGISTRY else base
         d = resolve_dtype(dtype, "inprocess", path)
-        kw = {"dtype": d} if d in ("float32", "bfloat16", "float16") else {"quantization": d}
+        kw = {"dtype": d} if d in FLOAT_DTYPES else {"quantization": d}
         return InProcessVLLMTeacher(path, template, model_id=teacher_model_id(base, d), chat_format=chat_format, **kw)
     if urls:
         return make_served_teacher(spec, template, urls, tokenizer, progress, timeout=timeout,
@@ -164,7 +165,7 @@ def make_teacher(
         raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
     chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
     d = resolve_dtype(dtype, "local")
-    if d not in ("float32", "bfloat16", "float16"):
+    if d not in FLOAT_DTYPES:
         raise TeacherError(f"the local teacher backend computes in float32, bfloat16 or float16, not {d!r} "
                            "(quantised teachers: serve them with vLLM and pass --teacher-url)")
     path, model_id = local_model_path(spec, progress), teacher_model_id(spec, d)

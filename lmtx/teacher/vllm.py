@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..config import FLOAT_DTYPES
 from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context
 
 
@@ -74,7 +75,7 @@ def server_args(model: str, host: str, port: int, served_name: str | None = None
     if dtype in ("fp8", "int8", "int4", "awq", "gptq"):
         args += ["--quantization", {"int8": "bitsandbytes", "int4": "bitsandbytes"}.get(dtype, dtype)]
     if device == "gpu":
-        args += ["--dtype", dtype if dtype in ("float32", "bfloat16", "float16") else "auto", "--enable-prefix-caching", "--gpu-memory-utilization", str(gpu_memory_utilization)]
+        args += ["--dtype", dtype if dtype in FLOAT_DTYPES else "auto", "--enable-prefix-caching", "--gpu-memory-utilization", str(gpu_memory_utilization)]
         if tensor_parallel > 1:
             args += ["--tensor-parallel-size", str(tensor_parallel)]
         if data_parallel > 1:
@@ -82,7 +83,7 @@ def server_args(model: str, host: str, port: int, served_name: str | None = None
     else:
         if tensor_parallel > 1 or data_parallel > 1:
             raise TeacherError("tensor/data parallel sizes need GPUs (vLLM device gpu)")
-        args += ["--dtype", dtype if dtype in ("float32", "bfloat16", "float16") else "float32", "--enforce-eager"]
+        args += ["--dtype", dtype if dtype in FLOAT_DTYPES else "float32", "--enforce-eager"]
         env["VLLM_CPU_KVCACHE_SPACE"] = "2"
     return args + list(extra_args), env, device
 
