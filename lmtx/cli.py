@@ -42,7 +42,8 @@ ITERATE_KEYS = {
     "teacher_dtype": "teacher.dtype",
     "strong_budget": "teacher.strong_budget", "encoder": "encoder.model", "candidates": "index.candidates",
     "index": "index.kind", "hnsw_m": "index.M", "ef_construction": "index.ef_construction",
-    "ef_search": "index.ef_search", "select": "select.strategy", "fusion": "select.fusion", "union": "select.union",
+    "ef_search": "index.ef_search", "label_backend": "encoder.label_backend", "eval_sample": "loop.eval_sample",
+    "select": "select.strategy", "fusion": "select.fusion", "union": "select.union",
     "loss": "train.loss", "distill": "train.distill", "margin": "train.margin", "fn_mask": "train.fn_mask",
     "lr": "train.lr", "batch_size": "train.batch_size", "epochs": "train.epochs", "start": "train.start",
 }
@@ -108,6 +109,8 @@ def iterate(
     start: str = typer.Option("warm", help="warm: from the previous round's encoder; init: from the initial one each round."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
     hnsw_m: int = typer.Option(32), ef_construction: int = typer.Option(200), ef_search: int = typer.Option(100),
+    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8 (~2x faster on CPU), auto (onnx-int8 from 50,000 labels)."),
+    eval_sample: int = typer.Option(-1, help="Per-round evaluation on this many eval documents (a fixed sample); -1 = auto (all, or 1,000 when docs x labels > 1e9); 0 = all."),
     max_docs: Optional[int] = typer.Option(None, help="Use only the first N training documents."),
     seed: int = typer.Option(0),
     early_stop: bool = typer.Option(False, help="End the run at the first round the guard does not promote."),
@@ -245,6 +248,7 @@ def tag(
     shard: Optional[str] = typer.Option(None, help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output each)."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
     label_text: str = typer.Option("description"),
+    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8, auto (onnx-int8 from 50,000 labels)."),
     progress: bool = typer.Option(True),
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
@@ -254,7 +258,7 @@ def tag(
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
     try:
         opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text,
-                          index_kind=index, shard=_parse_shard(shard))  # options checked before anything is loaded
+                          index_kind=index, shard=_parse_shard(shard), label_backend=label_backend)  # options checked before anything is loaded
         ls = load_labels(labels)
         if calibrate_on is not None:
             c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, label_text, target_precision)

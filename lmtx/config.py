@@ -35,8 +35,15 @@ class EncoderConfig:
     label_text: str = "description"  # what is embedded for a label: name | description | name+description
     max_seq_length: int = 256  # tokens; longer documents are cut by the encoder
     batch_size: int = 64  # for embedding
+    # how labels are encoded: torch (SentenceTransformer.encode), onnx-int8 (int8 onnxruntime, one process per core;
+    # lmtx.fast_encode), auto (onnx-int8 from 50,000 labels)
+    label_backend: str = "auto"
 
     def __post_init__(self):
+        from .fast_encode import BACKENDS
+
+        if self.label_backend not in BACKENDS:
+            raise ConfigError(f"encoder.label_backend must be one of {', '.join(BACKENDS)}, got {self.label_backend!r}")
         if self.label_text not in LABEL_TEXTS:
             raise ConfigError(f"encoder.label_text must be name, description or name+description, got {self.label_text!r}")
         if self.max_seq_length < 8:
@@ -53,14 +60,18 @@ class IndexConfig:
     # search time
     ef_search: int = 100
     candidates: int = 10  # j: candidate labels per document sent to the teacher
+    # auto also searches exactly when a round has at most this many queries: exact search over 783k labels for
+    # a few thousand documents takes seconds, an HNSW build over them many minutes (pypi-sources benchmark)
+    exact_queries: int = 20_000
 
     def __post_init__(self):
         if self.kind not in ("auto", "hnsw", "exact"):
             raise ConfigError(f"index.kind must be auto, hnsw or exact, got {self.kind!r}")
         if self.candidates < 1:
             raise ConfigError("index.candidates must be >= 1")
-        if self.M < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.exact_below < 0:
-            raise ConfigError("index: M >= 2, ef_construction >= 1, ef_search >= 1 and exact_below >= 0 are required")
+        if self.M < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.exact_below < 0 or self.exact_queries < 0:
+            raise ConfigError("index: M >= 2, ef_construction >= 1, ef_search >= 1, exact_below >= 0 and "
+                              "exact_queries >= 0 are required")
 
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")  # the rest of TEACHER_DTYPES are quantisations
@@ -182,10 +193,15 @@ class LoopConfig:
     # next round starts from the best). A fraction (< 1) or a count; 0 turns the guard off.
     guard_docs: float = 0.15
     guard_min: int = 30  # at least this many held-out documents (if the corpus allows), at most 800
+    # per-round evaluation on a fixed sample of this many eval documents (by hash of their id); -1 = auto (all of
+    # them, or 1,000 when eval docs x labels > 1e9: extreme label sets); 0 = all. `lmtx evaluate` is always full.
+    eval_sample: int = -1
 
     def __post_init__(self):
         if self.rounds < 0:
             raise ConfigError("loop.rounds must be >= 0")
+        if self.eval_sample < -1:
+            raise ConfigError("loop.eval_sample must be -1 (auto), 0 (all) or a document count")
         if self.guard_docs < 0:
             raise ConfigError("loop.guard_docs must be >= 0 (a fraction < 1, or a count)")
         if self.max_docs is not None and self.max_docs < 1:

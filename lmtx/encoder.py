@@ -63,22 +63,27 @@ def fingerprint_labels(labels, label_text: str) -> str:
 
 
 def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache_for: str | None = None,
-                     progress: bool = True) -> np.ndarray:
+                     progress: bool = True, backend: str = "auto", log=None) -> np.ndarray:
     """Every label's embedding. ``cache_for``: the encoder's spec or folder when its weights are fixed (the
-    initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts) and reused by later
-    runs. Large label sets show a progress bar with an ETA."""
+    initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts, backend) and reused by
+    later runs. ``backend``: torch | onnx-int8 | auto (onnx-int8 from 50,000 labels; lmtx.fast_encode). Large
+    label sets show a progress bar with an ETA."""
+    from .fast_encode import encode_labels, pick_backend
+
     texts = [l.text(label_text) for l in labels.labels]
     path = None
     if cache_for is not None:
         from .assets import lmtx_home, resolve_encoder
 
+        used = pick_backend(backend, len(texts))
         key = f"{fingerprint_model(resolve_encoder(cache_for, lambda s: None))}-{fingerprint_labels(labels, label_text)}"
-        path = lmtx_home() / "label-emb" / f"{key}.npy"
+        path = lmtx_home() / "label-emb" / (f"{key}.npy" if used == "torch" else f"{key}-{used}.npy")
         if path.exists():
             emb = np.load(path)
             if emb.shape[0] == len(texts):
                 return emb
-    emb = embed(model, texts, batch_size, progress and len(texts) >= BIG_LABEL_SET, f"encoding {len(texts)} labels")
+    emb, _ = encode_labels(model, texts, backend, batch_size, progress and len(texts) >= BIG_LABEL_SET,
+                           f"encoding {len(texts)} labels", log)
     if path is not None:
         import os
 

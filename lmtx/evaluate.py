@@ -38,9 +38,12 @@ def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int
     from .encoder import load_encoder
     from .index import rank_labels
 
-    model = load_encoder(resolve_model(model_spec))
-    idx, _ = rank_labels(model, [d.text for d in docs], [l.text(label_text) for l in labels.labels], k,
-                         show_progress=show_progress)
+    from .encoder import label_embeddings
+
+    path = resolve_model(model_spec)
+    model = load_encoder(path)
+    lemb = label_embeddings(model, labels, label_text, cache_for=path, progress=show_progress)
+    idx, _ = rank_labels(model, [d.text for d in docs], lemb, k, show_progress=show_progress)
     return [[labels.ids[i] for i in row] for row in idx]
 
 

@@ -58,10 +58,14 @@ class LabelIndex:
             raise ValueError(f"unknown index kind {kind!r}")
 
     @classmethod
-    def from_config(cls, emb: np.ndarray, cfg, seed: int = 0, threads: int = -1) -> "LabelIndex":
+    def from_config(cls, emb: np.ndarray, cfg, seed: int = 0, threads: int = -1,
+                    n_queries: int | None = None) -> "LabelIndex":
+        """``auto``: exact below cfg.exact_below labels, or when the index will serve at most cfg.exact_queries
+        queries (``n_queries``; exact search is then cheaper than building a graph); HNSW otherwise."""
         kind = cfg.kind
         if kind == "auto":
-            kind = "exact" if len(emb) < cfg.exact_below else "hnsw"
+            few = n_queries is not None and n_queries <= getattr(cfg, "exact_queries", 0)
+            kind = "exact" if len(emb) < cfg.exact_below or few else "hnsw"
         M, efc, efs = sized_hnsw(len(emb), cfg.M, cfg.ef_construction, cfg.ef_search)
         return cls(emb, kind, M, efc, efs, seed, threads=threads)
 
@@ -160,7 +164,9 @@ def rank_labels(model, doc_texts: list[str], label_emb_or_texts, k: int, index: 
         return index.query(demb, k)
     lemb = label_emb_or_texts
     if not isinstance(lemb, np.ndarray):
-        lemb = embed(model, list(lemb), batch_size)
+        from .fast_encode import encode_labels
+
+        lemb, _ = encode_labels(model, list(lemb), "auto", batch_size, show_progress)
     return exact_topk(demb, lemb, k)
 
 

@@ -89,14 +89,30 @@ def guard_split(docs: list, cfg: RunConfig) -> tuple[list, list]:
     return [d for d in docs if d.id not in held], [d for d in docs if d.id in held]
 
 
-def _label_emb(model, labels: LabelSet, cfg: RunConfig, initial: bool = False, progress: bool = True) -> np.ndarray:
+def _label_emb(model, labels: LabelSet, cfg: RunConfig, initial: bool = False, progress: bool = True,
+               log=None) -> np.ndarray:
     """Every label's embedding; the initial encoder's are cached across runs (by model and label texts)."""
     return label_embeddings(model, labels, cfg.encoder.label_text, cfg.encoder.batch_size,
-                            cache_for=cfg.encoder.model if initial else None, progress=progress)
+                            cache_for=cfg.encoder.model if initial else None, progress=progress,
+                            backend=cfg.encoder.label_backend, log=log)
 
 
-def _retrieve(lemb: np.ndarray, demb: np.ndarray, cfg: RunConfig):
-    index = LabelIndex.from_config(lemb, cfg.index, cfg.loop.seed)
+_LAST_INDEX: list = []  # (label matrix, its LabelIndex): a graph is built once per encoder, not once per query set
+
+
+def _retrieve(lemb: np.ndarray, demb: np.ndarray, cfg: RunConfig, log=None):
+    if _LAST_INDEX and _LAST_INDEX[0][0] is lemb and _LAST_INDEX[0][1].kind == "hnsw":
+        index = _LAST_INDEX[0][1]
+    else:
+        t0 = time.time()
+        index = LabelIndex.from_config(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb))
+        if index.kind == "hnsw":
+            index.recall_at_10 = index.measure_recall(sample=300, seed=cfg.loop.seed)
+            if log:
+                log(f"[lmtx] HNSW over {len(lemb)} labels built in {time.time() - t0:.0f}s (M {index.build['M']}, "
+                    f"ef_construction {index.build['ef_construction']}, ef_search {index.ef_search}); recall@10 vs "
+                    f"exact search on 300 sampled queries: {index.recall_at_10:.3f}")
+        _LAST_INDEX[:] = [(lemb, index)]
     return index.query(demb, cfg.index.candidates)
 
 
@@ -242,7 +258,7 @@ class _Job:
 def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[float, int]:
     """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document (rows: what was judged)."""
     demb = embed(model, [d.text for d in job.guard_docs], job.cfg.encoder.batch_size)
-    idx, _ = _retrieve(lemb, demb, job.cfg)
+    idx, _ = _retrieve(lemb, demb, job.cfg, job.rt.log)
     top1 = [int(row[0]) for row in idx]
     p, _, asked = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, range(len(job.guard_docs)),
                                                          top1), job.cache, job.rt, f"round {r}: guard")
@@ -302,14 +318,38 @@ def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, objec
     return _Job(cfg, run, rt, labels, docs, guard_docs, eval_docs, template, gold_of(all_docs)), model0
 
 
+EVAL_SAMPLE_AUTO = 1_000  # eval documents per round when eval docs x labels exceeds EVAL_FULL_UP_TO
+EVAL_FULL_UP_TO = 1_000_000_000
+
+
+def _eval_sample(job: _Job) -> list:
+    """The fixed sample of eval documents each round is scored on (the same every round and run: by hash of id)."""
+    docs = [d for d in job.eval_docs if d.labels]
+    n = job.cfg.loop.eval_sample
+    if n == -1:
+        n = EVAL_SAMPLE_AUTO if len(docs) * len(job.labels) > EVAL_FULL_UP_TO else 0
+    if n == 0 or n >= len(docs):
+        return docs
+    return sorted(docs, key=lambda d: hashlib.md5(f"eval\x00{d.id}".encode()).hexdigest())[:n]
+
+
+def _evaluate(job: _Job, model, lemb: np.ndarray, show_progress: bool = False) -> dict:
+    """A round's encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled)."""
+    docs = _eval_sample(job)
+    m = evaluate_encoder(model, docs, job.labels, job.cfg.encoder.label_text, label_emb=lemb,
+                         show_progress=show_progress, prop_docs=[d for d in job.eval_docs if d.labels])
+    n_all = sum(1 for d in job.eval_docs if d.labels)
+    return m | {"eval_docs": len(docs), "eval_sampled": len(docs) < n_all}
+
+
 def _round_zero(job: _Job, model0) -> RoundResult:
     """Round 0: the initial encoder, evaluated (where gold exists) and recorded."""
     cfg, run = job.cfg, job.run
     model0 = model0 or load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, job.rt.device, job.rt.log)
     m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(job.docs), "guard_docs": len(job.guard_docs)}
     if job.has_gold:
-        m.update(evaluate_encoder(model0, job.eval_docs, job.labels, cfg.encoder.label_text,
-                                  show_progress=job.rt.progress))
+        lemb0 = _label_emb(model0, job.labels, cfg, initial=True, progress=job.rt.progress, log=job.rt.log)
+        m.update(_evaluate(job, model0, lemb0, show_progress=job.rt.progress))
     write_json(run.round_dir(0) / "metrics.json", m)
     run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
     return RoundResult(0, m, run.round_dir(0))
@@ -346,7 +386,7 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     done = [r for r in run.finished_rounds() if r > 0]
     best = man.get("best_round", done[-1] if done else 0)
     model = _load_round(run, cfg, best, rt)
-    st = _State(model, _label_emb(model, labels, cfg, initial=best == 0, progress=rt.progress), best,
+    st = _State(model, _label_emb(model, labels, cfg, initial=best == 0, progress=rt.progress, log=rt.log), best,
                 set() if cfg.select.union else None)
     if cfg.train.carry_optimizer and best > 0:
         saved = run.load_optimizer(best)
@@ -428,7 +468,7 @@ def _step_retrieve(s: _Step, st: _State, job: _Job):
     """1. This round's candidates, retrieved with the best encoder so far (written to candidates.parquet)."""
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
-    idx, sim = _retrieve(st.lemb, demb, cfg)
+    idx, sim = _retrieve(st.lemb, demb, cfg, job.rt.log)
     write_parquet(s.rd / "candidates.parquet", pd.DataFrame({
         "doc_id": np.repeat(job.doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
         "label_id": [job.labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),
@@ -500,7 +540,10 @@ def _step_train(s: _Step, st: _State, job: _Job) -> None:
     save_encoder(st.model, s.rd / "encoder")
     if s.opt_state is not None and s.opt_state.get("adamw"):
         job.run.save_optimizer(s.r, s.opt_state["adamw"])
-    s.lemb_new = _label_emb(st.model, job.labels, cfg, progress=rt.progress)
+    # cached by the saved folder's fingerprint: `lmtx evaluate/tag --model` on this round reuse them
+    s.lemb_new = label_embeddings(st.model, job.labels, cfg.encoder.label_text, cfg.encoder.batch_size,
+                                  cache_for=str(s.rd / "encoder"), progress=rt.progress,
+                                  backend=cfg.encoder.label_backend, log=rt.log)
 
 
 def _step_guard(s: _Step, st: _State, job: _Job) -> None:
@@ -540,7 +583,7 @@ def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int) -> 
                "decision": cfg.teacher.decision, "prompt": job.template.name, "select": cfg.select.strategy,
                "fusion": cfg.select.fusion}
     if job.has_gold:
-        m.update(evaluate_encoder(trained, job.eval_docs, job.labels, cfg.encoder.label_text))
+        m.update(_evaluate(job, trained, s.lemb_new))
         best_m = m if s.promoted else read_json(job.run.round_dir(prev_best) / "metrics.json")
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
     m.update(pseudo_label_quality(s.j, s.examples, job.doc_ids, job.labels.ids, job.gold))

@@ -47,14 +47,16 @@ def ranking_metrics(ranked: Sequence[Sequence], gold: Sequence[set], ks=(1, 3, 5
 
 
 def evaluate_encoder(model, docs, labels, label_text: str = "description", k: int = 10, batch_size: int = 64,
-                     show_progress: bool = False, prop_docs=None) -> dict:
-    """Rank every label for every gold-labelled document by cosine (exact search) and score it."""
+                     show_progress: bool = False, prop_docs=None, label_emb=None) -> dict:
+    """Rank every label for every gold-labelled document by cosine (exact search) and score it. ``label_emb``:
+    the labels' embeddings by this model when already computed (else they are encoded here)."""
     from .index import rank_labels
 
     docs = [d for d in docs if d.labels]
     if not docs:
         return {}
-    idx, _ = rank_labels(model, [d.text for d in docs], [l.text(label_text) for l in labels.labels], k,
+    lemb = label_emb if label_emb is not None else [l.text(label_text) for l in labels.labels]
+    idx, _ = rank_labels(model, [d.text for d in docs], lemb, k,
                          batch_size=batch_size, show_progress=show_progress)
     ids = labels.ids
     ranked = [[ids[i] for i in row] for row in idx]

@@ -43,6 +43,7 @@ class TagOptions:
     label_text: str = "description"
     index_kind: str = "auto"  # auto | hnsw | exact
     ef_search: int = 100
+    label_backend: str = "auto"  # how labels are encoded: auto | torch | onnx-int8 (lmtx.fast_encode)
     # (i, n): tag only the documents whose id hashes to i modulo n, so n processes or machines share a corpus
     # (each writes its own output; together they tag every document exactly once)
     shard: tuple[int, int] | None = None
@@ -58,22 +59,30 @@ class TagOptions:
             raise TagError(f"--label-text must be one of {', '.join(LABEL_TEXTS)}, got {self.label_text!r}")
         if self.index_kind not in ("auto", "hnsw", "exact"):
             raise TagError(f"--index must be auto, hnsw or exact, got {self.index_kind!r}")
+        from .fast_encode import BACKENDS
+
+        if self.label_backend not in BACKENDS:
+            raise TagError(f"--label-backend must be one of {', '.join(BACKENDS)}, got {self.label_backend!r}")
 
 
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
     from .assets import lmtx_home
     from .config import IndexConfig
-    from .encoder import embed
+    from .encoder import label_embeddings
+    from .fast_encode import pick_backend
 
     key = f"{_fingerprint_model(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
+    if (backend := pick_backend(opts.label_backend, len(labels))) != "torch":
+        key += f"-{backend}"
     folder = lmtx_home() / "index" / key
     if (folder / "index.json").exists():
         idx = LabelIndex.load(folder)
         idx.ef_search = max(idx.ef_search, opts.ef_search)
         return idx
     log(f"[lmtx] building the label index for {len(labels)} labels (once; cached in {folder})")
-    emb = embed(model, [l.text(opts.label_text) for l in labels.labels], opts.batch_size)
+    emb = label_embeddings(model, labels, opts.label_text, opts.batch_size, cache_for=model_path,
+                           backend=opts.label_backend, log=log)
     t0 = time.time()
     idx = LabelIndex.from_config(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search))
     if idx.kind == "hnsw":

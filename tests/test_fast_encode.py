@@ -1,0 +1,41 @@
+"""The onnx-int8 label encoder: the same vectors as SentenceTransformer.encode, up to int8 rounding."""
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_encoder
+
+from lmtx.config import ConfigError, EncoderConfig
+from lmtx.encoder import embed, load_encoder
+from lmtx.fast_encode import encode_int8, encode_labels, exportable, pick_backend
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_encoder(build_tiny_encoder(tmp_path_factory.mktemp("enc")))
+
+
+TEXTS = [f"label {i} about {w} and {v}" for i, (w, v) in
+         enumerate(zip(["parsing", "networks", "audio", "web", "games"] * 8, ["tools", "servers", "video"] * 14))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_int8_matches_torch(tiny, workers):
+    ref = embed(tiny, TEXTS)
+    got = encode_int8(tiny, TEXTS, workers=workers)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cos = (got * ref).sum(1)
+    assert cos.min() > 0.98, cos.min()  # int8 rounding only; the order of the input is kept
+    # a permutation of the input gives the same rows, permuted (the length sort is undone)
+    perm = np.random.default_rng(0).permutation(len(TEXTS))
+    np.testing.assert_allclose(encode_int8(tiny, [TEXTS[i] for i in perm], workers=workers), got[perm], atol=1e-5)
+
+
+def test_backend_choice(tiny):
+    assert pick_backend("auto", 10) == "torch" and pick_backend("auto", 50_000) == "onnx-int8"
+    assert exportable(tiny)
+    emb, used = encode_labels(tiny, TEXTS[:3], "torch")
+    assert used == "torch" and emb.shape[0] == 3
+    with pytest.raises(ConfigError, match="label_backend"):
+        EncoderConfig(label_backend="gpu")
