@@ -109,7 +109,7 @@ def iterate(
     start: str = typer.Option("warm", help="warm: from the previous round's encoder; init: from the initial one each round."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
     hnsw_m: int = typer.Option(32), ef_construction: int = typer.Option(200), ef_search: int = typer.Option(100),
-    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8 (~2x faster on CPU), auto (onnx-int8 from 50,000 labels)."),
+    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8 (~2x faster on CPU), torch-pool (sentence-transformers multi-process: LMTX_POOL_DEVICES, e.g. cuda:0,cuda:1), auto (onnx-int8 from 50,000 labels)."),
     eval_sample: int = typer.Option(-1, help="Per-round evaluation on this many eval documents (a fixed sample); -1 = auto (all, or 1,000 when docs x labels > 1e9); 0 = all."),
     max_docs: Optional[int] = typer.Option(None, help="Use only the first N training documents."),
     seed: int = typer.Option(0),
@@ -248,7 +248,7 @@ def tag(
     shard: Optional[str] = typer.Option(None, help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output each)."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
     label_text: str = typer.Option("description"),
-    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8, auto (onnx-int8 from 50,000 labels)."),
+    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8, torch-pool (LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels)."),
     progress: bool = typer.Option(True),
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""

@@ -35,7 +35,8 @@ class EncoderConfig:
     label_text: str = "description"  # what is embedded for a label: name | description | name+description
     max_seq_length: int = 256  # tokens; longer documents are cut by the encoder
     batch_size: int = 64  # for embedding
-    # how labels are encoded: torch (SentenceTransformer.encode), onnx-int8 (int8 onnxruntime, one process per core;
+    # how labels are encoded: torch (SentenceTransformer.encode), torch-pool (its multi-process pool over
+    # LMTX_POOL_DEVICES: GPUs or CPU processes), onnx-int8 (int8 onnxruntime, one process per core;
     # lmtx.fast_encode), auto (onnx-int8 from 50,000 labels)
     label_backend: str = "auto"
 
@@ -249,7 +250,8 @@ class RunConfig:
 
 # Keys that may change between a run and its resumption without invalidating finished rounds: the round count,
 # and settings that change only speed (the answers and the training are the same).
-RESUMABLE_KEYS = {("loop", "rounds"), ("teacher", "prefix_reuse"), ("teacher", "batch_size"), ("encoder", "batch_size")}
+RESUMABLE_KEYS = {("loop", "rounds"), ("teacher", "prefix_reuse"), ("teacher", "batch_size"), ("encoder", "batch_size"),
+                  ("loop", "eval_sample")}  # eval_sample: what is reported, not what is trained
 
 
 def _coerce(value: str, typ, key: str):

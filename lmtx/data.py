@@ -45,19 +45,17 @@ class Label:
 class LabelSet:
     labels: list[Label]
     index: dict[str, int] = field(init=False)
+    ids: list[str] = field(init=False, repr=False)  # label ids by position (built once: 783k labels are common)
 
     def __post_init__(self):
         self.index = {l.id: i for i, l in enumerate(self.labels)}
+        self.ids = [l.id for l in self.labels]
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> Label:
         return self.labels[i]
-
-    @property
-    def ids(self) -> list[str]:
-        return [l.id for l in self.labels]
 
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

@@ -80,8 +80,9 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
         step = query_chunk(len(ltexts))
         for s in range(0, len(docs), step):  # in chunks, as for TF-IDF: memory stays chunk x labels
             q = bm25s.tokenize([d.text for d in docs[s:s + step]], stopwords="en", show_progress=False)
-            # every label's score, then a stable order (ties by label position): the same ranking on every run
-            idx, sc = retriever.retrieve(q, k=len(ltexts), show_progress=False)
+            # the best k + 100 by bm25s's own top-k (sparse scoring: never every label's score at 783k labels),
+            # then a stable order (ties by label position): the same ranking on every run
+            idx, sc = retriever.retrieve(q, k=min(len(ltexts), k + 100), show_progress=False)
             for row_i, row_s in zip(np.asarray(idx), np.asarray(sc)):
                 order = np.lexsort((row_i, -row_s))[:k]
                 out.append([labels.ids[int(row_i[o])] for o in order])

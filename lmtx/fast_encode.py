@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("auto", "torch", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx-int8", "torch-pool")
 AUTO_ONNX_FROM = 50_000  # labels: at and above this, backend auto encodes them with onnx-int8
 CHUNK = 2048  # texts per task sent to a worker (length-sorted, so a chunk pads little)
 BATCH = 16  # texts per onnxruntime call inside a worker
@@ -160,6 +160,31 @@ def encode_int8(model, texts: list[str], workers: int | None = None, show_progre
     return out
 
 
+def pool_devices() -> list[str]:
+    """Devices of the torch-pool backend: LMTX_POOL_DEVICES (e.g. "cuda:0,cuda:1" or "cpu,cpu"), else every CUDA
+    GPU, else one "cpu" process per core."""
+    env = os.environ.get("LMTX_POOL_DEVICES", "").strip()
+    if env:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    import torch
+
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"] * (os.cpu_count() or 1)
+
+
+def encode_pool(model, texts: list[str], batch_size: int = 64, show_progress: bool = False,
+                devices: list[str] | None = None) -> np.ndarray:
+    """sentence-transformers' multi-process encoding: one process per device (several GPUs, or CPU processes)."""
+    pool = model.start_multi_process_pool(devices or pool_devices())
+    try:
+        emb = model.encode(texts, pool=pool, batch_size=batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=show_progress)
+    finally:
+        model.stop_multi_process_pool(pool)
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
 def encode_labels(model, texts: list[str], backend: str = "auto", batch_size: int = 64,
                   show_progress: bool = False, desc: str = "", log=None) -> tuple[np.ndarray, str]:
     """Label embeddings with the chosen backend; returns (embeddings, backend used)."""
@@ -173,6 +198,8 @@ def encode_labels(model, texts: list[str], backend: str = "auto", batch_size: in
     t0 = time.time()
     if used == "onnx-int8":
         emb = encode_int8(model, texts, show_progress=show_progress, desc=desc)
+    elif used == "torch-pool":
+        emb = encode_pool(model, texts, batch_size, show_progress)
     else:
         emb = embed(model, texts, batch_size, show_progress, desc)
     if log and len(texts) >= AUTO_ONNX_FROM:

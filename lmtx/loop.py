@@ -89,12 +89,12 @@ def guard_split(docs: list, cfg: RunConfig) -> tuple[list, list]:
     return [d for d in docs if d.id not in held], [d for d in docs if d.id in held]
 
 
-def _label_emb(model, labels: LabelSet, cfg: RunConfig, initial: bool = False, progress: bool = True,
+def _label_emb(model, labels: LabelSet, cfg: RunConfig, cache_for: str, progress: bool = True,
                log=None) -> np.ndarray:
-    """Every label's embedding; the initial encoder's are cached across runs (by model and label texts)."""
-    return label_embeddings(model, labels, cfg.encoder.label_text, cfg.encoder.batch_size,
-                            cache_for=cfg.encoder.model if initial else None, progress=progress,
-                            backend=cfg.encoder.label_backend, log=log)
+    """Every label's embedding, cached under LMTX_HOME by (encoder folder, label texts, backend): ``cache_for`` is
+    the initial encoder's spec or a round's saved encoder folder (`lmtx evaluate/tag --model` reuse the matrix)."""
+    return label_embeddings(model, labels, cfg.encoder.label_text, cfg.encoder.batch_size, cache_for=cache_for,
+                            progress=progress, backend=cfg.encoder.label_backend, log=log)
 
 
 _LAST_INDEX: list = []  # (label matrix, its LabelIndex): a graph is built once per encoder, not once per query set
@@ -348,7 +348,7 @@ def _round_zero(job: _Job, model0) -> RoundResult:
     model0 = model0 or load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, job.rt.device, job.rt.log)
     m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(job.docs), "guard_docs": len(job.guard_docs)}
     if job.has_gold:
-        lemb0 = _label_emb(model0, job.labels, cfg, initial=True, progress=job.rt.progress, log=job.rt.log)
+        lemb0 = _label_emb(model0, job.labels, cfg, cfg.encoder.model, job.rt.progress, job.rt.log)
         m.update(_evaluate(job, model0, lemb0, show_progress=job.rt.progress))
     write_json(run.round_dir(0) / "metrics.json", m)
     run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
@@ -386,7 +386,8 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     done = [r for r in run.finished_rounds() if r > 0]
     best = man.get("best_round", done[-1] if done else 0)
     model = _load_round(run, cfg, best, rt)
-    st = _State(model, _label_emb(model, labels, cfg, initial=best == 0, progress=rt.progress, log=rt.log), best,
+    src = cfg.encoder.model if best == 0 else str(run.round_dir(best) / "encoder")
+    st = _State(model, _label_emb(model, labels, cfg, src, rt.progress, rt.log), best,
                 set() if cfg.select.union else None)
     if cfg.train.carry_optimizer and best > 0:
         saved = run.load_optimizer(best)
@@ -540,10 +541,7 @@ def _step_train(s: _Step, st: _State, job: _Job) -> None:
     save_encoder(st.model, s.rd / "encoder")
     if s.opt_state is not None and s.opt_state.get("adamw"):
         job.run.save_optimizer(s.r, s.opt_state["adamw"])
-    # cached by the saved folder's fingerprint: `lmtx evaluate/tag --model` on this round reuse them
-    s.lemb_new = label_embeddings(st.model, job.labels, cfg.encoder.label_text, cfg.encoder.batch_size,
-                                  cache_for=str(s.rd / "encoder"), progress=rt.progress,
-                                  backend=cfg.encoder.label_backend, log=rt.log)
+    s.lemb_new = _label_emb(st.model, job.labels, cfg, str(s.rd / "encoder"), rt.progress, rt.log)
 
 
 def _step_guard(s: _Step, st: _State, job: _Job) -> None:

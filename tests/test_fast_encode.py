@@ -7,7 +7,7 @@ from conftest import build_tiny_encoder
 
 from lmtx.config import ConfigError, EncoderConfig
 from lmtx.encoder import embed, load_encoder
-from lmtx.fast_encode import encode_int8, encode_labels, exportable, pick_backend
+from lmtx.fast_encode import encode_int8, encode_labels, encode_pool, exportable, pick_backend
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,9 @@ def test_backend_choice(tiny):
     assert used == "torch" and emb.shape[0] == 3
     with pytest.raises(ConfigError, match="label_backend"):
         EncoderConfig(label_backend="gpu")
+
+
+def test_torch_pool_matches_torch(tiny):
+    """sentence-transformers' multi-process pool (the scale-out path for several GPUs): the same vectors."""
+    ref = embed(tiny, TEXTS)
+    np.testing.assert_allclose(encode_pool(tiny, TEXTS, devices=["cpu", "cpu"]), ref, atol=1e-5)

@@ -189,3 +189,19 @@ def test_false_negative_mask_takes_out_the_masked_negative(kind):
     mask_both = mask[:2, :2].clone()
     mask_both[1, 0] = True
     assert pair_masked < loss_fn(d[:2], l[:2], ids[:2]) and loss_fn(d[:2], l[:2], ids[:2], mask_both) == 0
+
+
+def test_auto_index_searches_exactly_when_queries_are_few():
+    """Over many labels, a round with few queries searches exactly (cheaper than building a graph)."""
+    import numpy as np
+
+    from lmtx.config import IndexConfig
+    from lmtx.index import LabelIndex
+
+    emb = np.random.default_rng(0).normal(size=(3000, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cfg = IndexConfig(exact_queries=100)
+    assert LabelIndex.from_config(emb, cfg, n_queries=50).kind == "exact"
+    assert LabelIndex.from_config(emb, cfg, n_queries=500).kind == "hnsw"
+    assert LabelIndex.from_config(emb, cfg).kind == "hnsw"  # unknown query count: by label count alone
+    assert LabelIndex.from_config(emb[:100], cfg, n_queries=500).kind == "exact"

@@ -227,3 +227,37 @@ def test_report_shows_each_rounds_metrics_guard_and_plots(tmp_path, small_data, 
     assert (out / "report_metrics.png").stat().st_size > 1000 and (out / "report_p_yes.png").stat().st_size > 1000
     r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no finished round" in r.output
+
+
+def test_eval_sample_and_round_label_embeddings_cached(tmp_path, small_data, tiny_encoder, monkeypatch):
+    """Per-round evaluation on a fixed sample of eval docs (said in metrics.json); each round's label matrix is
+    cached by its encoder folder, so `evaluate --model RUN` does not encode the labels again."""
+    import numpy as np
+
+    import lmtx.fast_encode as fe
+
+    monkeypatch.setenv("LMTX_HOME", str(tmp_path / "home"))
+    cfg = _cfg(small_data, tiny_encoder, 1)
+    cfg.loop.eval_docs, cfg.loop.eval_sample = small_data["eval"], 5
+    res = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None)))
+    for r in res:
+        assert r.metrics["eval_docs"] == 5 and r.metrics["eval_sampled"] is True
+    cached = list((tmp_path / "home" / "label-emb").glob("*.npy"))
+    assert len(cached) == 2  # the initial encoder's and round 1's
+    calls, real = [], fe.encode_labels
+    monkeypatch.setattr(fe, "encode_labels", lambda *a, **k: calls.append(1) or (np.zeros((0, 32)), "torch"))
+    from lmtx.data import load_docs, load_labels
+    from lmtx.evaluate import evaluate
+
+    labels = load_labels(small_data["labels"])
+    m = evaluate(str(tmp_path / "run"), load_docs(small_data["eval"], labels), labels)
+    assert 0 <= m["P@1"] <= 1 and calls == []
+    # resuming loads the best round's label matrix from the cache too
+    cfg.loop.eval_sample = 0
+    assert [r.resumed for r in iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None))] == [True] * 2
+    assert calls == []
+    monkeypatch.setattr(fe, "encode_labels", real)
+    # the full eval set when the sample is turned off (resuming with another eval_sample is allowed)
+    cfg.loop.eval_sample, cfg.loop.rounds = 0, 2
+    last = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None)))[-1]
+    assert last.metrics["eval_sampled"] is False and last.metrics["eval_docs"] > 5

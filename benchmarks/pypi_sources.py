@@ -1,0 +1,309 @@
+"""The pypi-sources benchmark: 3,363 Debian package texts against 783,728 PyPI projects (labels).
+
+    python benchmarks/pypi_sources.py --stages speed          # label encoding per backend (a 20k sample)
+    python benchmarks/pypi_sources.py --stages equal          # P@1 per backend on gold + 100k labels
+    python benchmarks/pypi_sources.py --stages baselines      # TF-IDF, BM25 on the full label set
+    python benchmarks/pypi_sources.py --stages index,tag      # HNSW build + recall, lmtx tag docs/s at 783k
+    python benchmarks/pypi_sources.py --stages runs           # rows of the lmtx run folders (see RUNS)
+
+Each stage runs in its own process when called alone (its peak RSS is that process's); each updates
+benchmarks/results/pypi-sources.json and rewrites pypi-sources.md, so stages can be run in any order and
+rerun. The lmtx rows come from ordinary run folders under benchmarks/runs/pypi/, made with the commands in
+RUNS (train on `dev` without labels, evaluate on all of `test` every round).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from lmtx.data import load_docs, load_labels  # noqa: E402
+
+BENCH = ROOT.parent / "shared" / "benchmarks" / "pypi-sources"
+WORK = ROOT / "benchmarks" / "runs" / "pypi"
+OUT = ROOT / "benchmarks" / "results" / "pypi-sources"
+ENCODER = "all-MiniLM-L6-v2"
+# the lmtx rows: run folder -> (kind, the command that made it)
+RUNS = {
+    "q05-sources": ("lmtx", "lmtx iterate --docs benchmarks/runs/pypi/dev.jsonl --labels "
+                            "../shared/benchmarks/pypi-sources/labels.jsonl.gz --eval-docs benchmarks/runs/pypi/test.jsonl "
+                            "--teacher qwen0.5b --prompt sources -j 5 --eval-sample 0 --rounds N "
+                            "--out benchmarks/runs/pypi/q05-sources"),
+    "sim0-sources": ("simulated", "(same) --teacher simulated:0 --out benchmarks/runs/pypi/sim0-sources"),
+}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def split_files():
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = {s: WORK / f"{s}.jsonl" for s in ("dev", "test")}
+    if not all(p.exists() for p in out.values()):
+        fs = {s: open(p, "w") for s, p in out.items()}
+        for line in open(BENCH / "docs.jsonl"):
+            fs[json.loads(line)["split"]].write(line)
+        for f in fs.values():
+            f.close()
+    return out
+
+
+def load():
+    paths = split_files()
+    labels = load_labels(BENCH / "labels.jsonl.gz")
+    return labels, load_docs(paths["dev"], labels), load_docs(paths["test"], labels)
+
+
+def result() -> dict:
+    p = OUT.with_suffix(".json")
+    return json.loads(p.read_text()) if p.exists() else {"budget": {}, "rows": [], "scale": {}}
+
+
+def save(res: dict):
+    from lmtx.rundir import write_text
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    write_text(OUT.with_suffix(".json"), json.dumps(res, indent=1))
+    write_text(OUT.with_suffix(".md"), markdown(res))
+
+
+def put_row(res: dict, row: dict):
+    res["rows"] = [r for r in res["rows"] if r["name"] != row["name"]] + [row]
+
+
+def metrics_of(ranked, docs) -> dict:
+    from lmtx.metrics import ranking_metrics
+
+    m = ranking_metrics(ranked, [set(d.labels) for d in docs], ks=(1, 5, 10), recall_ks=(10,))
+    return {"P@1": round(m["P@1"], 4), "P@5": round(m["P@5"], 4), "R@10": round(m["R@10"], 4)}
+
+
+def stage_speed(res, sample: int = 20_000):
+    """Labels per second on a fixed sample of the label texts, each backend in this process, one after another."""
+    from lmtx.encoder import embed, load_encoder
+    from lmtx.fast_encode import encode_int8
+
+    with gzip.open(BENCH / "labels.jsonl.gz", "rt") as f:
+        texts = [json.loads(line)["description"] for line in f]
+    step = max(1, len(texts) // sample)
+    texts = texts[::step][:sample]
+    model = load_encoder(ENCODER)
+    speed = {}
+
+    def timed(name, fn):
+        t0 = time.time()
+        emb = fn()
+        speed[name] = round(len(texts) / (time.time() - t0), 1)
+        print(f"{name}: {speed[name]} labels/s", flush=True)
+        return emb
+
+    ref = timed("torch (SentenceTransformer.encode, batch 32)", lambda: model.encode(
+        texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True))
+    timed("torch, batch 64 (lmtx's torch backend)", lambda: embed(model, texts, 64))
+    pool = model.start_multi_process_pool(["cpu", "cpu"])
+    try:
+        timed("torch-pool (sentence-transformers multi-process, 2 cpu)", lambda: model.encode(
+            texts, pool=pool, batch_size=32, normalize_embeddings=True, convert_to_numpy=True))
+    finally:
+        model.stop_multi_process_pool(pool)
+    one = timed("onnx-int8, 1 process x 2 threads", lambda: encode_int8(model, texts, workers=1))
+    two = timed("onnx-int8, 2 processes x 1 thread (lmtx's onnx-int8)", lambda: encode_int8(model, texts, workers=2))
+    cos = (np.asarray(ref) * two).sum(1)
+    res["scale"]["encode_labels_per_s"] = speed
+    res["scale"]["encode_baseline"] = "torch (SentenceTransformer.encode, batch 32)"
+    res["scale"]["encode_sample"] = len(texts)
+    res["scale"]["int8_cosine_to_float32"] = {"mean": round(float(cos.mean()), 4), "min": round(float(cos.min()), 4),
+                                              "one_vs_two_processes_max_abs": round(float(np.abs(one - two).max()), 6)}
+    res["scale"].setdefault("peak_rss_gb", {})["speed"] = round(peak_rss_gb(), 2)
+
+
+def stage_equal(res, extra: int = 100_000):
+    """P@1 of the initial encoder on the test docs with labels encoded by torch vs onnx-int8, on a sub-label-set
+    (every gold label + `extra` others, fixed seed): the full set in torch is ~45 min here."""
+    from lmtx.data import LabelSet
+    from lmtx.encoder import embed, load_encoder
+    from lmtx.fast_encode import encode_int8
+    from lmtx.index import exact_topk
+
+    labels, _, test = load()
+    gold = {l for d in test for l in d.labels}
+    rng = np.random.default_rng(0)
+    ids = labels.ids
+    others = [i for i in rng.permutation(len(labels))[: extra + len(gold)] if ids[i] not in gold][:extra]
+    keep = sorted({labels.index[g] for g in gold} | set(int(i) for i in others))
+    sub = LabelSet([labels.labels[i] for i in keep])
+    texts = [l.text("description") for l in sub.labels]
+    model = load_encoder(ENCODER)
+    demb = embed(model, [d.text for d in test], 64)
+    out = {}
+    for name, fn in (("torch", lambda: embed(model, texts, 64)), ("onnx-int8", lambda: encode_int8(model, texts))):
+        t0 = time.time()
+        lemb = fn()
+        secs = time.time() - t0
+        idx, _ = exact_topk(demb, lemb, 10)
+        out[name] = {**metrics_of([[sub.ids[i] for i in row] for row in idx], test), "labels": len(sub),
+                     "encode_s": round(secs, 1)}
+        print(name, out[name], flush=True)
+    res["scale"]["equal_p1"] = out
+    res["scale"].setdefault("peak_rss_gb", {})["equal"] = round(peak_rss_gb(), 2)
+
+
+def stage_baselines(res):
+    from lmtx.evaluate import rank_lexical
+
+    labels, _, test = load()
+    for kind in ("tfidf", "bm25"):
+        t0 = time.time()
+        ranked = rank_lexical(kind, test, labels, 10)
+        secs = time.time() - t0
+        row = {"name": kind, "kind": "baseline", "teacher": None, "round": None, "labels": len(labels),
+               **metrics_of(ranked, test), "pairs": 0, "seconds": round(secs, 1)}
+        print(row, flush=True)
+        put_row(res, row)
+        res["scale"].setdefault("peak_rss_gb", {})[f"baseline_{kind}"] = round(peak_rss_gb(), 2)
+        save(res)
+
+
+def stage_index(res):
+    """The initial encoder's label matrix (cached by the run's round 0), an HNSW over it sized for the label
+    count, recall@10 against exact search with the real test documents as queries, and the exact search time
+    for the dev documents (what a round's candidate retrieval costs without an index)."""
+    from lmtx.config import IndexConfig
+    from lmtx.encoder import embed, label_embeddings, load_encoder
+    from lmtx.index import LabelIndex, exact_topk, recall_at_k
+
+    labels, dev, test = load()
+    model = load_encoder(ENCODER)
+    t0 = time.time()
+    lemb = label_embeddings(model, labels, "description", cache_for=ENCODER)
+    load_s = time.time() - t0
+    q = embed(model, [d.text for d in test], 64)
+    t0 = time.time()
+    exact, _ = exact_topk(q, lemb, 10)
+    exact_s = time.time() - t0
+    t0 = time.time()
+    index = LabelIndex.from_config(lemb, IndexConfig(kind="hnsw"))
+    build_s = time.time() - t0
+    t0 = time.time()
+    approx, _ = index.query(q, 10)
+    query_s = time.time() - t0
+    sc = res["scale"]
+    sc.update({"labels": len(labels), "index_build_s": round(build_s, 1),
+               "hnsw": {**index.build, "ef_search": index.ef_search},
+               "hnsw_recall_at_10": round(recall_at_k(approx, exact), 4),
+               "hnsw_query_docs_per_s": round(len(q) / query_s, 1),
+               "exact_search_docs_per_s": round(len(q) / exact_s, 1),
+               "label_matrix_load_s": round(load_s, 1)})
+    sc.setdefault("peak_rss_gb", {})["index"] = round(peak_rss_gb(), 2)
+    print({k: sc[k] for k in ("index_build_s", "hnsw", "hnsw_recall_at_10", "hnsw_query_docs_per_s",
+                              "exact_search_docs_per_s")}, flush=True)
+
+
+def stage_tag(res):
+    """`lmtx tag` at 783k labels with the initial encoder: the label index (built once, cached), then docs/s."""
+    from lmtx.encoder import load_encoder
+    from lmtx.assets import resolve_encoder
+    from lmtx.tag import TagOptions, label_index, tag
+
+    labels, _, test = load()
+    opts = TagOptions(top_k=10)
+    path = resolve_encoder(ENCODER, lambda s: None)
+    t0 = time.time()
+    label_index(load_encoder(path), path, labels, opts, log=print)
+    first_s = time.time() - t0
+    out = WORK / "tagged-test.parquet"
+    for p in (out, out.with_name(out.name + ".state.json")):
+        p.unlink(missing_ok=True)
+    t0 = time.time()
+    tag(ENCODER, labels, split_files()["test"], out, opts, log=print)
+    secs = time.time() - t0
+    res["scale"]["tag_docs_per_s"] = round(len(test) / secs, 1)
+    res["scale"]["tag_index_first_s"] = round(first_s, 1)
+    res["scale"].setdefault("peak_rss_gb", {})["tag"] = round(peak_rss_gb(), 2)
+    print("tag docs/s", res["scale"]["tag_docs_per_s"], flush=True)
+
+
+def stage_runs(res):
+    """Rows from the run folders: every finished round (its metrics.json), pairs counted over the run so far."""
+    for name, (kind, cmd) in RUNS.items():
+        run = WORK / name
+        if not (run / "manifest.json").exists():
+            continue
+        pairs = 0
+        for rd in sorted(run.glob("round-*")):
+            mp = rd / "metrics.json"
+            if not mp.exists():
+                continue
+            m = json.loads(mp.read_text())
+            r = m["round"]
+            pairs += int(m.get("pairs_asked") or 0) + int(m.get("guard_pairs_asked") or 0)
+            secs = sum((m.get("seconds") or {}).values())
+            row = {"name": f"{name} r{r}" if r else "init", "kind": kind if r else "init",
+                   "teacher": m.get("teacher") if r else None, "round": r, "labels": 783728 if m.get("eval_docs") else None,
+                   "P@1": m.get("P@1"), "P@5": m.get("P@5"), "R@10": m.get("R@10"), "pairs": pairs,
+                   "seconds": round(secs, 1), "eval_docs": m.get("eval_docs"), "promoted": m.get("promoted"),
+                   "command": cmd}
+            if r:
+                s = m.get("seconds") or {}
+                non = sum(v for k, v in s.items() if k not in ("teacher", "strong_teacher"))
+                row["seconds_by_step"] = s
+                row["nonteacher_s"] = round(non, 1)
+                res["scale"]["round_nonteacher_s"] = row["nonteacher_s"]
+            put_row(res, row)
+
+
+def markdown(res: dict) -> str:
+    sc = res.get("scale", {})
+    lines = ["# pypi-sources: 783,728 labels on one 2-core machine", "",
+             "Train on the 678 `dev` documents without labels, evaluate on all 2,685 `test` documents; "
+             "all-MiniLM-L6-v2; the teacher's pairs count the guard's. SIMULATED rows answer from gold labels "
+             "(a bound, not a result).", "",
+             "| row | kind | teacher | round | labels | P@1 | P@5 | R@10 | teacher pairs | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    order = {"baseline": 0, "init": 1, "lmtx": 2, "simulated": 3}
+    for r in sorted(res.get("rows", []), key=lambda r: (order.get(r["kind"], 9), r["name"])):
+        f = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+        lines.append(f"| {r['name']} | {r['kind']} | {f(r.get('teacher'))} | {f(r.get('round'))} | {f(r.get('labels'))} | "
+                     f"{f(r.get('P@1'))} | {f(r.get('P@5'))} | {f(r.get('R@10'))} | {f(r.get('pairs'))} | "
+                     f"{f(r.get('seconds'))} |")
+    lines += ["", "## Scale figures", "", "| figure | value |", "|---|---|"]
+    for k, v in sc.get("encode_labels_per_s", {}).items():
+        lines.append(f"| labels encoded per second: {k} | {v} |")
+    for k in ("encode_baseline", "encode_sample", "int8_cosine_to_float32", "equal_p1", "encode_labels_s", "labels",
+              "index_build_s", "hnsw", "hnsw_recall_at_10", "hnsw_query_docs_per_s", "exact_search_docs_per_s",
+              "tag_docs_per_s", "tag_index_first_s", "round_nonteacher_s"):
+        if k in sc:
+            lines.append(f"| {k} | {json.dumps(sc[k]) if isinstance(sc[k], (dict, list)) else sc[k]} |")
+    for k, v in sc.get("peak_rss_gb", {}).items():
+        lines.append(f"| peak RSS (GB), {k} | {v} |")
+    return "\n".join(lines) + "\n"
+
+
+STAGES = {"speed": stage_speed, "equal": stage_equal, "baselines": stage_baselines, "index": stage_index,
+          "tag": stage_tag, "runs": stage_runs}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stages", default="runs")
+    a = ap.parse_args()
+    res = result()
+    res["budget"] = {"encoder": ENCODER, "train_docs": "dev (678)", "eval_docs": "test (2,685)", "machine": "2 cores"}
+    for name in a.stages.split(","):
+        t0 = time.time()
+        STAGES[name](res)
+        res["scale"].setdefault("stage_seconds", {})[name] = round(time.time() - t0, 1)
+        save(res)
+
+
+if __name__ == "__main__":
+    main()
