@@ -40,6 +40,8 @@ def user_error(r, *needles):
     (["--margin", "-1"], "margin >= 0"),
     (["--hnsw-m", "0"], "M >= 2"),
     (["--teacher-dtype", "fp64"], "teacher.dtype must be one of"),
+    (["--label-backend", "gpu"], "encoder.label_backend must be one of"),
+    (["--eval-sample", "-2"], "loop.eval_sample must be -1"),
 ])
 def test_bad_options_write_nothing_and_the_corrected_command_runs(tmp_path, small_data, tiny_encoder, extra, needle):
     out = tmp_path / "run"
@@ -119,6 +121,7 @@ def test_tag_refuses_duplicates_top_k_0_and_a_changed_input(tmp_path, small_data
     user_error(runner.invoke(app, args), f"{docs}:11: field 'id': duplicate document id")
     assert not out.exists()
     user_error(runner.invoke(app, [*args, "--top-k", "0"]), "--top-k")
+    user_error(runner.invoke(app, [*args, "--label-backend", "gpu"]), "--label-backend must be one of")
     # the failed run left finished chunks; the corrected input is another file content: refused, named
     docs.write_text("\n".join(lines[:12]) + "\n")
     r = runner.invoke(app, args)
