@@ -25,7 +25,7 @@ def evaluate_prompts(teachers: list[str], prompts: list[str], docs: list[Doc], l
 
     n_docs = max(1, math.ceil(n_pairs / j))
     docs = docs[:n_docs]
-    pairs, frame = candidate_pairs(load_encoder(encoder), docs, labels, j)
+    pairs, frame = candidate_pairs(load_encoder(encoder), docs, labels, j, cache_for=encoder)
     cache = AnswerCache(cache_path)
     rows = []
     for tname in teachers:

@@ -22,10 +22,16 @@ RULES = ["abs:0.5", "abs:0.7", "abs:0.9", "quantile:0.5", "quantile:0.7", "quant
          "rel:0.0", "rel:0.02", "rel:0.05", "rel:0.1", "rel:0.2"]
 
 
-def candidate_pairs(encoder, docs: list[Doc], labels: LabelSet, j: int, label_text: str = "description"):
+def candidate_pairs(encoder, docs: list[Doc], labels: LabelSet, j: int, label_text: str = "description",
+                    cache_for: str | None = None):
+    """The encoder's top-j labels per document as teacher pairs. ``cache_for``: the encoder's spec or folder, to
+    reuse (or keep) its label matrix under LMTX_HOME/label-emb (783k labels: ~20 minutes to encode here)."""
+    from .encoder import label_embeddings
     from .index import rank_labels
 
-    idx, sim = rank_labels(encoder, [d.text for d in docs], [l.text(label_text) for l in labels.labels], j)
+    lemb = label_embeddings(encoder, labels, label_text, cache_for=cache_for) if cache_for else \
+        [l.text(label_text) for l in labels.labels]
+    idx, sim = rank_labels(encoder, [d.text for d in docs], lemb, j)
     rows, pairs = [], []
     for di, (ls, ss) in enumerate(zip(idx, sim)):
         for rank, (li, s) in enumerate(zip(ls, ss)):
