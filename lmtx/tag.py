@@ -72,7 +72,11 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     from .encoder import label_embeddings
     from .fast_encode import pick_backend
 
-    key = f"{_fingerprint_model(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
+    from .assets import resolve_encoder
+
+    # by the model's folder (an asset name resolves to its fetched folder: the same index whichever way it is named)
+    key = (f"{_fingerprint_model(resolve_encoder(model_path, lambda s: None))}-"
+           f"{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}")
     if (backend := pick_backend(opts.label_backend, len(labels))) != "torch":
         key += f"-{backend}"
     folder = lmtx_home() / "index" / key
