@@ -35,10 +35,8 @@ def resolve_model(spec: str) -> str:
 
 def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description",
                       show_progress: bool = False) -> list[list[str]]:
-    from .encoder import load_encoder
+    from .encoder import label_embeddings, load_encoder
     from .index import rank_labels
-
-    from .encoder import label_embeddings
 
     path = resolve_model(model_spec)
     model = load_encoder(path)

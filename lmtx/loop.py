@@ -23,7 +23,7 @@ from .config import RunConfig
 from .data import LabelSet, gold_of, load_docs, load_labels
 from .encoder import embed, label_embeddings, load_encoder
 from .fuse import fuse
-from .index import LabelIndex
+from .index import build_index
 from .metrics import evaluate_encoder, pseudo_label_quality
 from .prompts import load_template
 from .rundir import RunDir, read_json, read_parquet, save_encoder, write_json, write_parquet
@@ -97,22 +97,15 @@ def _label_emb(model, labels: LabelSet, cfg: RunConfig, cache_for: str, progress
                             progress=progress, backend=cfg.encoder.label_backend, log=log)
 
 
-_LAST_INDEX: list = []  # (label matrix, its LabelIndex): a graph is built once per encoder, not once per query set
-
-
-def _retrieve(lemb: np.ndarray, demb: np.ndarray, cfg: RunConfig, log=None):
-    if _LAST_INDEX and _LAST_INDEX[0][0] is lemb and _LAST_INDEX[0][1].kind == "hnsw":
-        index = _LAST_INDEX[0][1]
+def _retrieve(job: "_Job", lemb: np.ndarray, demb: np.ndarray):
+    """Top candidates per query from the labels ``lemb``; an HNSW graph is built once per label matrix (kept on the
+    job), not once per query set."""
+    cfg = job.cfg
+    if job.index is not None and job.index[0] is lemb and job.index[1].kind == "hnsw":
+        index = job.index[1]
     else:
-        t0 = time.time()
-        index = LabelIndex.from_config(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb))
-        if index.kind == "hnsw":
-            index.recall_at_10 = index.measure_recall(sample=300, seed=cfg.loop.seed)
-            if log:
-                log(f"[lmtx] HNSW over {len(lemb)} labels built in {time.time() - t0:.0f}s (M {index.build['M']}, "
-                    f"ef_construction {index.build['ef_construction']}, ef_search {index.ef_search}); recall@10 vs "
-                    f"exact search on 300 sampled queries: {index.recall_at_10:.3f}")
-        _LAST_INDEX[:] = [(lemb, index)]
+        index = build_index(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb), recall_sample=300, log=job.rt.log)
+        job.index = (lemb, index)
     return index.query(demb, cfg.index.candidates)
 
 
@@ -237,10 +230,16 @@ class _Job:
     teacher: object = None
     strong: object = None
     cache: AnswerCache | None = None
+    index: tuple | None = None  # (label matrix, its LabelIndex): the last one built, reused while the matrix is
+
+    @cached_property
+    def gold_eval_docs(self) -> list:
+        """The eval documents that have gold labels (what evaluation scores)."""
+        return [d for d in self.eval_docs if d.labels]
 
     @cached_property
     def has_gold(self) -> bool:
-        return any(d.labels for d in self.eval_docs)
+        return bool(self.gold_eval_docs)
 
     @cached_property
     def doc_texts(self) -> list[str]:
@@ -258,7 +257,7 @@ class _Job:
 def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[float, int]:
     """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document (rows: what was judged)."""
     demb = embed(model, [d.text for d in job.guard_docs], job.cfg.encoder.batch_size)
-    idx, _ = _retrieve(lemb, demb, job.cfg, job.rt.log)
+    idx, _ = _retrieve(job, lemb, demb)
     top1 = [int(row[0]) for row in idx]
     p, _, asked = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, range(len(job.guard_docs)),
                                                          top1), job.cache, job.rt, f"round {r}: guard")
@@ -324,7 +323,7 @@ EVAL_FULL_UP_TO = 1_000_000_000
 
 def _eval_sample(job: _Job) -> list:
     """The fixed sample of eval documents each round is scored on (the same every round and run: by hash of id)."""
-    docs = [d for d in job.eval_docs if d.labels]
+    docs = job.gold_eval_docs
     n = job.cfg.loop.eval_sample
     if n == -1:
         n = EVAL_SAMPLE_AUTO if len(docs) * len(job.labels) > EVAL_FULL_UP_TO else 0
@@ -337,9 +336,8 @@ def _evaluate(job: _Job, model, lemb: np.ndarray, show_progress: bool = False) -
     """A round's encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled)."""
     docs = _eval_sample(job)
     m = evaluate_encoder(model, docs, job.labels, job.cfg.encoder.label_text, label_emb=lemb,
-                         show_progress=show_progress, prop_docs=[d for d in job.eval_docs if d.labels])
-    n_all = sum(1 for d in job.eval_docs if d.labels)
-    return m | {"eval_docs": len(docs), "eval_sampled": len(docs) < n_all}
+                         show_progress=show_progress, prop_docs=job.gold_eval_docs)
+    return m | {"eval_docs": len(docs), "eval_sampled": len(docs) < len(job.gold_eval_docs)}
 
 
 def _round_zero(job: _Job, model0) -> RoundResult:
@@ -469,7 +467,7 @@ def _step_retrieve(s: _Step, st: _State, job: _Job):
     """1. This round's candidates, retrieved with the best encoder so far (written to candidates.parquet)."""
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
-    idx, sim = _retrieve(st.lemb, demb, cfg, job.rt.log)
+    idx, sim = _retrieve(job, st.lemb, demb)
     write_parquet(s.rd / "candidates.parquet", pd.DataFrame({
         "doc_id": np.repeat(job.doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
         "label_id": [job.labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),

@@ -67,12 +67,11 @@ class TagOptions:
 
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
-    from .assets import lmtx_home
+    from .assets import lmtx_home, resolve_encoder
     from .config import IndexConfig
     from .encoder import label_embeddings
     from .fast_encode import pick_backend
-
-    from .assets import resolve_encoder
+    from .index import build_index
 
     # by the model's folder (an asset name resolves to its fetched folder: the same index whichever way it is named)
     key = (f"{_fingerprint_model(resolve_encoder(model_path, lambda s: None))}-"
@@ -87,14 +86,7 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     log(f"[lmtx] building the label index for {len(labels)} labels (once; cached in {folder})")
     emb = label_embeddings(model, labels, opts.label_text, opts.batch_size, cache_for=model_path,
                            backend=opts.label_backend, log=log)
-    t0 = time.time()
-    idx = LabelIndex.from_config(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search))
-    if idx.kind == "hnsw":
-        rec = idx.measure_recall()
-        log(f"[lmtx] HNSW over {len(labels)} labels built in {time.time() - t0:.0f}s (M {idx.build['M']}, "
-            f"ef_construction {idx.build['ef_construction']}, ef_search {idx.ef_search}); recall@10 vs exact "
-            f"search on 1,000 sampled queries: {rec:.3f}")
-        idx.recall_at_10 = rec
+    idx = build_index(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search), log=log)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
