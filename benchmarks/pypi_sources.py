@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from lmtx.data import load_docs, load_labels  # noqa: E402
+from lmtx.rundir import peak_rss_gb  # noqa: E402
 
 BENCH = ROOT.parent / "shared" / "benchmarks" / "pypi-sources"
 WORK = ROOT / "benchmarks" / "runs" / "pypi"
@@ -40,11 +40,6 @@ RUNS = {
                             "--out benchmarks/runs/pypi/q05-sources"),
     "sim0-sources": ("simulated", "(same) --teacher simulated:0 --out benchmarks/runs/pypi/sim0-sources"),
 }
-
-
-def peak_rss_gb() -> float:
-    """Peak RSS of this process or of its largest finished child (encoding workers), in GiB."""
-    return max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
 
 
 def split_files():
@@ -262,9 +257,13 @@ def stage_runs(res):
                 non = sum(v for k, v in s.items() if k not in ("teacher", "strong_teacher"))
                 row["seconds_by_step"] = s
                 row["nonteacher_s"] = round(non, 1)
-                by = res["scale"].setdefault("round_nonteacher_by_round", {})
-                by[str(r)] = row["nonteacher_s"]
-                res["scale"]["round_nonteacher_s"] = max(by.values())
+                if kind == "lmtx":  # the scale figures come from the real-teacher run
+                    by = res["scale"].setdefault("round_nonteacher_by_round", {})
+                    by[str(r)] = row["nonteacher_s"]
+                    res["scale"]["round_nonteacher_s"] = max(by.values())
+            if m.get("peak_rss_gb") is not None:  # recorded by lmtx since the sim0 run (after each round)
+                row["peak_rss_gb"] = m["peak_rss_gb"]
+                res["scale"].setdefault("peak_rss_gb", {})[f"iterate ({name}, after round {r})"] = m["peak_rss_gb"]
             put_row(res, row)
         if kind == "lmtx":  # label encoding times, from the run's log ("[lmtx] encoded N labels with B in Xs")
             import re

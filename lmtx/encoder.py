@@ -68,14 +68,14 @@ def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache
     initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts, backend) and reused by
     later runs. ``backend``: torch | onnx-int8 | auto (onnx-int8 from 50,000 labels; lmtx.fast_encode). Large
     label sets show a progress bar with an ETA."""
-    from .fast_encode import encode_labels, pick_backend
+    from .fast_encode import encode_labels, resolve_backend
 
     texts = [l.text(label_text) for l in labels.labels]
     path = None
     if cache_for is not None:
         from .assets import lmtx_home, resolve_encoder
 
-        used = pick_backend(backend, len(texts))
+        used = resolve_backend(model, backend, len(texts))  # the key names the backend that really encodes
         key = f"{fingerprint_model(resolve_encoder(cache_for, lambda s: None))}-{fingerprint_labels(labels, label_text)}"
         path = lmtx_home() / "label-emb" / (f"{key}.npy" if used == "torch" else f"{key}-{used}.npy")
         if path.exists():

@@ -39,6 +39,12 @@ def pick_backend(backend: str, n_texts: int) -> str:
     return backend
 
 
+def resolve_backend(model, backend: str, n_texts: int) -> str:
+    """The backend that will really encode: pick_backend's choice, torch where onnx-int8 cannot export the model."""
+    used = pick_backend(backend, n_texts)
+    return "torch" if used == "onnx-int8" and not exportable(model) else used
+
+
 def exportable(model) -> bool:
     """A transformer + mean pooling (+ Normalize) sentence-transformers model."""
     mods = list(model)
@@ -190,11 +196,9 @@ def encode_labels(model, texts: list[str], backend: str = "auto", batch_size: in
     """Label embeddings with the chosen backend; returns (embeddings, backend used)."""
     from .encoder import embed
 
-    used = pick_backend(backend, len(texts))
-    if used == "onnx-int8" and not exportable(model):
-        if log:
-            log("[lmtx] onnx-int8 label encoding needs a transformer + mean-pooling encoder; using torch")
-        used = "torch"
+    used = resolve_backend(model, backend, len(texts))
+    if log and used != pick_backend(backend, len(texts)):
+        log("[lmtx] onnx-int8 label encoding needs a transformer + mean-pooling encoder; using torch")
     t0 = time.time()
     if used == "onnx-int8":
         emb = encode_int8(model, texts, show_progress=show_progress, desc=desc)

@@ -26,7 +26,7 @@ from .fuse import fuse
 from .index import build_index
 from .metrics import evaluate_encoder, pseudo_label_quality
 from .prompts import load_template
-from .rundir import RunDir, read_json, read_parquet, save_encoder, write_json, write_parquet
+from .rundir import RunDir, peak_rss_gb, read_json, read_parquet, save_encoder, write_json, write_parquet
 from .select import decide, select_positives
 from .teacher.base import Pair
 from .teacher.cache import AnswerCache, score_cached
@@ -348,6 +348,7 @@ def _round_zero(job: _Job, model0) -> RoundResult:
     if job.has_gold:
         lemb0 = _label_emb(model0, job.labels, cfg, cfg.encoder.model, job.rt.progress, job.rt.log)
         m.update(_evaluate(job, model0, lemb0, show_progress=job.rt.progress))
+    m["peak_rss_gb"] = peak_rss_gb()
     write_json(run.round_dir(0) / "metrics.json", m)
     run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
     return RoundResult(0, m, run.round_dir(0))
@@ -605,7 +606,7 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
                   "best_round": st.best_round, "docs": len(job.guard_docs)},
         "promoted": s.promoted, "best_round": st.best_round,
         "docs_with_yes": len({e.doc for e in s.examples}), "docs": len(job.docs),
-        "train": s.tlog, "seconds": {k: round(v, 2) for k, v in s.times.items()},
+        "train": s.tlog, "seconds": {k: round(v, 2) for k, v in s.times.items()}, "peak_rss_gb": peak_rss_gb(),
     })
     write_json(s.rd / "metrics.json", m)
     job.run.finish_round(s.r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},

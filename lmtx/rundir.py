@@ -51,6 +51,15 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process or of its largest finished child (encoding workers), in GiB
+    (Linux ru_maxrss is in KiB). Every round's metrics.json records it as `peak_rss_gb`."""
+    import resource
+
+    return round(max(resource.getrusage(w).ru_maxrss
+                     for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20, 3)
+
+
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str))
 

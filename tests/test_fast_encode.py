@@ -45,3 +45,20 @@ def test_torch_pool_matches_torch(tiny):
     """sentence-transformers' multi-process pool (the scale-out path for several GPUs): the same vectors."""
     ref = embed(tiny, TEXTS)
     np.testing.assert_allclose(encode_pool(tiny, TEXTS, devices=["cpu", "cpu"]), ref, atol=1e-5)
+
+
+def test_cache_names_the_backend_that_really_encoded(tiny, tmp_path, monkeypatch):
+    """A model onnx-int8 cannot export is encoded with torch, and its cached matrix says torch (no -onnx-int8)."""
+    import lmtx.fast_encode as F
+    from lmtx.data import Label, LabelSet
+    from lmtx.encoder import label_embeddings
+
+    monkeypatch.setenv("LMTX_HOME", str(tmp_path))
+    labels = LabelSet([Label(f"l{i}", f"n{i}", t) for i, t in enumerate(TEXTS[:6])])
+    monkeypatch.setattr(F, "exportable", lambda model: False)
+    src = tmp_path / "enc"
+    tiny.save(str(src))
+    emb = label_embeddings(tiny, labels, "description", cache_for=str(src), backend="onnx-int8", progress=False)
+    names = [p.name for p in (tmp_path / "label-emb").glob("*.npy")]
+    assert len(names) == 1 and "onnx" not in names[0], names
+    np.testing.assert_allclose(emb, embed(tiny, TEXTS[:6]), atol=1e-6)
