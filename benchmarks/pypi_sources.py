@@ -247,7 +247,8 @@ def stage_runs(res):
             r = m["round"]
             pairs += int(m.get("pairs_asked") or 0) + int(m.get("guard_pairs_asked") or 0)
             secs = sum((m.get("seconds") or {}).values()) or None
-            row = {"name": f"{name} r{r}" if r else "init", "kind": kind if r else "init",
+            shown = f"SIMULATED perfect teacher ({name}) r{r}" if kind == "simulated" else f"{name} r{r}"
+            row = {"name": shown if r else "init", "kind": kind if r else "init",
                    "teacher": m.get("teacher") if r else None, "round": r, "labels": 783728 if m.get("eval_docs") else None,
                    "P@1": m.get("P@1"), "P@5": m.get("P@5"), "R@10": m.get("R@10"), "pairs": pairs,
                    "seconds": secs and round(secs, 1), "eval_docs": m.get("eval_docs"), "promoted": m.get("promoted"),
