@@ -65,18 +65,24 @@ class TagOptions:
             raise TagError(f"--label-backend must be one of {', '.join(BACKENDS)}, got {self.label_backend!r}")
 
 
+def _model_key(model_path: str) -> str:
+    """The encoder's identity by its folder: an asset name resolves to its fetched folder, so the same encoder
+    named either way gets the same label index and resumes the same tagging."""
+    from .assets import resolve_encoder
+
+    return _fingerprint_model(resolve_encoder(model_path, lambda s: None))
+
+
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
-    from .assets import lmtx_home, resolve_encoder
+    from .assets import lmtx_home
     from .config import IndexConfig
     from .encoder import label_embeddings
-    from .fast_encode import pick_backend
+    from .fast_encode import resolve_backend
     from .index import build_index
 
-    # by the model's folder (an asset name resolves to its fetched folder: the same index whichever way it is named)
-    key = (f"{_fingerprint_model(resolve_encoder(model_path, lambda s: None))}-"
-           f"{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}")
-    if (backend := pick_backend(opts.label_backend, len(labels))) != "torch":
+    key = f"{_model_key(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
+    if (backend := resolve_backend(model, opts.label_backend, len(labels))) != "torch":
         key += f"-{backend}"
     folder = lmtx_home() / "index" / key
     if (folder / "index.json").exists():
@@ -213,7 +219,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
 def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool) -> Path:
     """The folder of finished chunks beside ``out``; refuses one left by a run with other input or options."""
     parts_dir = out.with_name(out.name + ".parts")
-    state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_model(model_path),
+    state = {"docs": str(Path(docs_path).resolve()), "model": _model_key(model_path),
              "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
              "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
              "shard": list(opts.shard) if opts.shard else None,

@@ -54,7 +54,13 @@ def test_tag_resumes_after_interruption(tmp_path, small_data, tiny_encoder, monk
         tag(tiny_encoder, labels, docs, out, opts, progress=False, log=lambda s: None)
     assert len(list((tmp_path / "tags.parquet.parts").glob("part-*.parquet"))) == 3 and not out.exists()
     monkeypatch.setattr(T, "_write_part", real)
-    s = tag(tiny_encoder, labels, docs, out, opts, progress=False, log=lambda s: None)
+    # resumed with the same encoder named otherwise (as an asset name is): the folder is what counts
+    import lmtx.assets as A
+
+    real_resolve = A.resolve_encoder
+    monkeypatch.setattr(A, "resolve_encoder", lambda spec, progress=print: real_resolve(
+        tiny_encoder if spec == "tiny-by-name" else spec, progress))
+    s = tag("tiny-by-name", labels, docs, out, opts, progress=False, log=lambda s: None)
     assert s["resumed_chunks"] == 3 and s["chunks"] == 6
     df = pd.read_parquet(out)
     assert len(df) == 600 and df["doc_id"].nunique() == 300
