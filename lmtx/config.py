@@ -194,6 +194,11 @@ class LoopConfig:
     # next round starts from the best). A fraction (< 1) or a count; 0 turns the guard off.
     guard_docs: float = 0.15
     guard_min: int = 30  # at least this many held-out documents (if the corpus allows), at most 800
+    # a round is refused when its paired mean P(yes) is below the best round's by more than guard_z standard
+    # errors. 2, not 1: at 1 the guard refused six rounds of the measured 0.5B-teacher runs (debtags, sample), all
+    # between 1.1 and 1.5 standard errors, and five of them were better rounds on gold (the sample's round 1:
+    # 0.385 -> 0.502 refused); a clear drop (a wrecked encoder) is many standard errors
+    guard_z: float = 2.0
     # per-round evaluation on a fixed sample of this many eval documents (by hash of their id); -1 = auto (all of
     # them, or 1,000 when eval docs x labels > 1e9: extreme label sets); 0 = all. `lmtx evaluate` is always full.
     eval_sample: int = -1
@@ -205,6 +210,8 @@ class LoopConfig:
             raise ConfigError("loop.eval_sample must be -1 (auto), 0 (all) or a document count")
         if self.guard_docs < 0:
             raise ConfigError("loop.guard_docs must be >= 0 (a fraction < 1, or a count)")
+        if not self.guard_z > 0:
+            raise ConfigError(f"loop.guard_z must be > 0 (standard errors), got {self.guard_z}")
         if self.max_docs is not None and self.max_docs < 1:
             raise ConfigError(f"loop.max_docs must be >= 1 (or unset for all documents), got {self.max_docs}")
         # one file, one config: relative and absolute spellings of the same path are the same run

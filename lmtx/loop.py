@@ -366,7 +366,7 @@ def _start_teachers(job: _Job) -> None:
     if job.guard_docs:
         log(f"[lmtx] guard: {len(job.guard_docs)} of {len(job.docs) + len(job.guard_docs)} documents held out; a "
             f"round's encoder is promoted unless the teacher rates its top-1 labels on them lower than the best "
-            f"round's by more than one standard error")
+            f"round's by more than {cfg.loop.guard_z:g} standard errors")
 
 
 def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime, served: bool = False):
@@ -554,10 +554,11 @@ def _step_guard(s: _Step, st: _State, job: _Job) -> None:
     write_parquet(s.rd / "guard.parquet", pd.DataFrame(s.guard_rows, columns=["encoder_round", "doc_id", "label_id",
                                                                               "p_yes"]))
     s.guard[str(r)] = score
+    z = job.cfg.loop.guard_z
     s.promoted, s.reason = _guard_decision(score, s.guard[str(st.best_round)], _guard_diff(run, r, st.best_round), r,
-                                           st.best_round, n)
+                                           st.best_round, n, z)
     if s.promoted and st.best_round != 0 and "0" in s.guard:
-        ok0, reason0 = _guard_decision(score, s.guard["0"], _guard_diff(run, r, 0), r, 0, n)
+        ok0, reason0 = _guard_decision(score, s.guard["0"], _guard_diff(run, r, 0), r, 0, n, z)
         if not ok0:
             s.promoted, s.reason = False, reason0
 
@@ -628,18 +629,16 @@ def _guard_diff(run: RunDir, r: int, best_round: int) -> np.ndarray | None:
     return (a[common] - b[common]).to_numpy() if len(common) else None
 
 
-GUARD_Z = 1.0  # a round is refused when its paired mean is below the best's by more than this many standard errors
-
-
 def _guard_decision(score: float, best: float, diff: np.ndarray | None, r: int, best_round: int,
-                    n: int) -> tuple[bool, str]:
+                    n: int, z: float = 2.0) -> tuple[bool, str]:
     """Promote unless the round is worse by more than the noise of the held-out sample: the paired mean difference
-    of the teacher's P(yes) on the two encoders' top-1 labels, below -GUARD_Z standard errors (and below 0)."""
+    of the teacher's P(yes) on the two encoders' top-1 labels, below -z standard errors (loop.guard_z; and
+    below 0)."""
     if diff is None or len(diff) < 2:
         se, m = 0.0, score - best
     else:
         m, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-    ok = not (m < 0 and m < -GUARD_Z * se)
+    ok = not (m < 0 and m < -z * se)
     return ok, (f"teacher's mean P(yes) on the top-1 labels of {n} held-out documents: {score:.4f} (round {r}) vs "
                 f"{best:.4f} (round {best_round}); paired difference {m:+.4f} (standard error {se:.4f}): "
                 + ("not worse" if ok else "worse"))

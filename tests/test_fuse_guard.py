@@ -246,6 +246,19 @@ def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
     ok, why = _guard_decision(0.40, 0.5, noise - noise.mean() - 0.1, 2, 1, 45)  # -0.1, about 7 SE
     assert not ok and why.endswith("worse") and "(round 1)" in why
     assert _guard_decision(0.6, 0.5, None, 2, 1, 45)[0] and not _guard_decision(0.4, 0.5, None, 2, 1, 45)[0]
+    # 1.5 standard errors below: within the noise at the default z = 2 (the refusals measured at z = 1 were all
+    # 1.1-1.5 SE, and five of six were better rounds on gold), refused at z = 1
+    d = noise - noise.mean()
+    d = d - 1.5 * d.std(ddof=1) / np.sqrt(len(d))
+    assert _guard_decision(0.49, 0.5, d, 2, 1, 45)[0] and not _guard_decision(0.49, 0.5, d, 2, 1, 45, z=1.0)[0]
+
+
+def test_guard_z_is_a_setting():
+    from lmtx.config import ConfigError, LoopConfig, RunConfig
+
+    assert RunConfig().loop.guard_z == 2.0
+    with pytest.raises(ConfigError, match="guard_z"):
+        LoopConfig(guard_z=0)
 
 
 def test_small_rounds_shrink_the_batch_to_get_enough_steps():
