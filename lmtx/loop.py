@@ -26,7 +26,7 @@ from .fuse import fuse
 from .index import build_index
 from .metrics import evaluate_encoder, pseudo_label_quality
 from .prompts import load_template
-from .rundir import RunDir, peak_rss_gb, read_json, read_parquet, save_encoder, write_json, write_parquet
+from .rundir import RunDir, peak_rss_gb, process_memory_gb, read_json, read_parquet, save_encoder, write_json, write_parquet
 from .select import decide, select_positives
 from .teacher.base import Pair
 from .teacher.cache import AnswerCache, score_cached
@@ -426,6 +426,7 @@ class _Step:
     guard_asked: int = 0
     promoted: bool = True
     reason: str = "no guard (loop.guard_docs = 0)"
+    memory: dict = field(default_factory=dict)  # step -> this process's RSS and high-water mark after it (GiB)
 
 
 def _round(r: int, st: _State, job: _Job) -> RoundResult:
@@ -462,6 +463,8 @@ class _timed:
 
     def __exit__(self, *exc):
         self.s.times[self.name] = self.s.times.get(self.name, 0.0) + time.time() - self.t0
+        if (mem := process_memory_gb()) is not None:
+            self.s.memory[self.name] = mem
 
 
 def _step_retrieve(s: _Step, st: _State, job: _Job):
@@ -540,6 +543,8 @@ def _step_train(s: _Step, st: _State, job: _Job) -> None:
     save_encoder(st.model, s.rd / "encoder")
     if s.opt_state is not None and s.opt_state.get("adamw"):
         job.run.save_optimizer(s.r, s.opt_state["adamw"])
+    if (mem := process_memory_gb()) is not None:
+        s.memory["train (before the label encoding)"] = mem
     s.lemb_new = _label_emb(st.model, job.labels, cfg, str(s.rd / "encoder"), rt.progress, rt.log)
 
 
@@ -608,6 +613,7 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
         "promoted": s.promoted, "best_round": st.best_round,
         "docs_with_yes": len({e.doc for e in s.examples}), "docs": len(job.docs),
         "train": s.tlog, "seconds": {k: round(v, 2) for k, v in s.times.items()}, "peak_rss_gb": peak_rss_gb(),
+        "memory_gb_after_step": s.memory,
     })
     write_json(s.rd / "metrics.json", m)
     job.run.finish_round(s.r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},

@@ -60,6 +60,21 @@ def peak_rss_gb() -> float:
                      for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20, 3)
 
 
+def process_memory_gb() -> dict | None:
+    """This process's resident memory now and its high-water mark (/proc/self/status VmRSS, VmHWM), in GiB;
+    None where /proc is absent."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out["rss" if key == "VmRSS" else "hwm"] = round(int(val.split()[0]) / 2**20, 3)
+    return out or None
+
+
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str))
 

@@ -61,6 +61,10 @@ def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder
             assert 0.0 <= m[k] <= 1.0, k
         assert m["guard"]["docs"] == 13 and isinstance(m["promoted"], bool)
         assert set(m["views"]["teacher"]) >= {"r_teacher", "r_student", "w_teacher", "w_student"}
+        # memory: the peak (this process or a finished child) and the process's memory after each step
+        mem = m["memory_gb_after_step"]
+        assert {"retrieve", "teacher", "train", "guard", "evaluate"} <= set(mem) and m["peak_rss_gb"] > 0
+        assert all(0 < v["rss"] <= v["hwm"] <= m["peak_rss_gb"] + 1e-3 for v in mem.values())
     man = json.loads((out / "manifest.json").read_text())
     assert sorted(man["rounds"]) == ["0", "1", "2"]
     assert f"best round: {man['best_round']} (P@1 " in r.output
