@@ -159,7 +159,7 @@ def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, t
     from lmtx.evaluate import resolve_model
     from lmtx.rundir import RunDir
 
-    monkeypatch.setattr(L, "_guard_decision", lambda score, best, diff, r, best_round, n:
+    monkeypatch.setattr(L, "_guard_decision", lambda score, best, diff, r, best_round, n, z=2.0:
                         (r != 2, "refused by the test" if r == 2 else "promoted by the test"))
     out = tmp_path / "run"
     args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out), "--rounds", "4",
