@@ -392,3 +392,31 @@ def test_random_strategy_redraws_the_positive_among_yes_labels(tiny_encoder, mon
     firsts = {x for row in drawn for x in row}
     assert len(drawn) == 12 and firsts == set(range(8))  # every yes-label of every document was drawn at some step
     assert all(sorted(x // 2 for x in row) == [0, 1, 2, 3] for row in drawn)  # always one of the document's own
+
+
+def test_checkpointed_training_gives_the_same_weights(tiny_encoder):
+    """train.checkpointing replays the forward pass (dropout masks included): the same update, less memory; auto
+    leaves small label sets alone, and the model is left without checkpointing after training."""
+    from lmtx.config import ConfigError, TrainConfig
+    from lmtx.encoder import load_encoder
+    from lmtx.select import Example
+    from lmtx.train import train_round
+
+    docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
+    ex = [Example(i, [i % 4], frozenset([i % 4])) for i in range(8)]
+    out = {}
+    for mode in ("off", "on", "auto"):
+        model = load_encoder(tiny_encoder, 64, "cpu", lambda s: None)
+        log = train_round(model, docs, labels, ex, TrainConfig(batch_size=4, warmup_steps=0, checkpointing=mode), 0,
+                          False)
+        assert log["checkpointing"] is (mode == "on")
+        hf = model[0].auto_model
+        assert not (hf.is_activation_checkpointing if hasattr(hf, "is_activation_checkpointing")
+                    else hf.is_gradient_checkpointing)
+        out[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert not torch.equal(out["off"], torch.cat([p.detach().flatten() for p in
+                                                  load_encoder(tiny_encoder, 64, "cpu", lambda s: None).parameters()]))
+    torch.testing.assert_close(out["on"], out["off"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(out["auto"], out["off"])
+    with pytest.raises(ConfigError, match="checkpointing"):
+        TrainConfig(checkpointing="yes")
