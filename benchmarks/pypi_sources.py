@@ -5,6 +5,7 @@
     python benchmarks/pypi_sources.py --stages baselines      # TF-IDF, BM25 on the full label set
     python benchmarks/pypi_sources.py --stages tag,index      # HNSW build, lmtx tag docs/s, recall vs exact
     python benchmarks/pypi_sources.py --stages runs           # rows of the lmtx run folders (see RUNS)
+    python benchmarks/pypi_sources.py --stages memory         # iterate's memory by step, 100k labels (MEMORY_RUNS)
 
 Each stage runs in its own process when called alone (its peak RSS is that process's); each updates
 benchmarks/results/pypi-sources.json and rewrites pypi-sources.md, so stages can be run in any order and
@@ -280,6 +281,45 @@ def stage_runs(res):
                     k: round(v / times[int(k)], 2) for k, v in by.items() if int(k) < len(times)}
 
 
+# iterate's memory by step, with and without activation checkpointing (SIMULATED teacher: every step of a real
+# round but the teacher's), on 100,000 labels (every gold label of dev + test, then others in a seeded shuffle)
+MEMORY_RUNS = {
+    "mem100k-sim0": "lmtx iterate --docs benchmarks/runs/pypi/dev.jsonl --labels benchmarks/runs/pypi/labels-100k.jsonl "
+                    "--eval-docs benchmarks/runs/pypi/test.jsonl --teacher simulated:0 --prompt sources -j 5 "
+                    "--eval-sample 0 --rounds 2 --set train.checkpointing=off --out benchmarks/runs/pypi/mem100k-sim0",
+    "mem100k-sim0-ckpt": "(same, train.checkpointing auto = on at 100k labels) --out benchmarks/runs/pypi/mem100k-sim0-ckpt",
+}
+
+
+def labels_100k(n: int = 100_000) -> Path:
+    out = WORK / "labels-100k.jsonl"
+    if not out.exists():
+        import random
+
+        gold = {l for s in ("dev", "test") for d in map(json.loads, open(WORK / f"{s}.jsonl")) for l in d["labels"]}
+        rows, other = [], []
+        for line in gzip.open(BENCH / "labels.jsonl.gz", "rt"):
+            (rows if json.loads(line)["id"] in gold else other).append(line)
+        random.Random(0).shuffle(other)
+        out.write_text("".join(rows + other[: n - len(rows)]))
+    return out
+
+
+def stage_memory(res):
+    """Peak RSS and memory after each step of the 100k-label runs in MEMORY_RUNS (run them first)."""
+    labels_100k()
+    out = {}
+    for name, cmd in MEMORY_RUNS.items():
+        for mp in sorted((WORK / name).glob("round-*/metrics.json")):
+            m = json.loads(mp.read_text())
+            out.setdefault(name, {"command": cmd, "rounds": {}})["rounds"][str(m["round"])] = {
+                "P@1": m.get("P@1"), "peak_rss_gb": m.get("peak_rss_gb"),
+                "checkpointing": bool((m.get("train") or {}).get("checkpointing")),  # absent = before the setting: off
+                "train_and_label_encoding_s": (m.get("seconds") or {}).get("train"),
+                "memory_gb_after_step": m.get("memory_gb_after_step")}
+    res["scale"]["iterate_memory_100k_labels"] = out
+
+
 def markdown(res: dict) -> str:
     sc = res.get("scale", {})
     lines = ["# pypi-sources: 783,728 labels on one 2-core machine", "",
@@ -304,11 +344,19 @@ def markdown(res: dict) -> str:
             lines.append(f"| {k} | {json.dumps(sc[k]) if isinstance(sc[k], (dict, list)) else sc[k]} |")
     for k, v in sc.get("peak_rss_gb", {}).items():
         lines.append(f"| peak RSS (GB), {k} | {v} |")
+    mem = sc.get("iterate_memory_100k_labels")
+    if mem:
+        lines += ["", "## lmtx iterate's memory on 100,000 labels (SIMULATED teacher), by round", "",
+                  "| run | round | checkpointing | P@1 | peak RSS GB | training + label encoding s |", "|---|---|---|---|---|---|"]
+        for name, r in mem.items():
+            for k, v in r["rounds"].items():
+                lines.append(f"| {name} | {k} | {v['checkpointing']} | {v['P@1']:.4f} | {v['peak_rss_gb']} | "
+                             f"{v['train_and_label_encoding_s']} |")
     return "\n".join(lines) + "\n"
 
 
 STAGES = {"speed": stage_speed, "equal": stage_equal, "baselines": stage_baselines, "index": stage_index,
-          "tag": stage_tag, "runs": stage_runs}
+          "tag": stage_tag, "runs": stage_runs, "memory": stage_memory}
 
 
 def main():
