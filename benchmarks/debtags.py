@@ -218,6 +218,8 @@ def main():
             ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
             ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
              "qwen0.5b", {}),
+            ("q05-epochs2", "lmtx defaults + train.epochs 2 (four optimizer steps a round instead of two), teacher "
+             "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {"train": {"epochs": 2}}),
             ("q15-default", "lmtx defaults, teacher Qwen2.5-Coder-1.5B (the strongest offline teacher)", labels_path,
              "description", "qwen1.5b", {}),
             ("sim0-default", "SIMULATED perfect teacher (the bound for q05-default), lmtx defaults", labels_path,
