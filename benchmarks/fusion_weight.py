@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
+from lmtx.data import gold_of, load_docs  # noqa: E402
 from lmtx.fuse import _centered, teacher_logit  # noqa: E402
 
 W = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -32,12 +33,8 @@ RUNS = {
 }
 
 
-def gold(path: Path) -> dict:
-    return {r["id"]: set(r.get("labels") or []) for r in map(json.loads, open(path))}
-
-
 def replay(run: Path, docs: Path) -> list[dict]:
-    G = gold(docs)
+    G = gold_of(load_docs(docs))
     out = []
     for rd in sorted(run.glob("round-*")):
         jp, mp = rd / "judgments.parquet", rd / "metrics.json"

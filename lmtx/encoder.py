@@ -55,6 +55,14 @@ def fingerprint_model(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def fingerprint_encoder(spec: str) -> str:
+    """An encoder's identity by its folder: an asset name resolves to its fetched folder, so the same encoder named
+    either way has one identity (label-matrix cache, tag's index and resume state)."""
+    from .assets import resolve_encoder
+
+    return fingerprint_model(resolve_encoder(spec, lambda s: None))
+
+
 def fingerprint_labels(labels, label_text: str) -> str:
     h = hashlib.sha256(label_text.encode())
     for l in labels.labels:
@@ -73,10 +81,10 @@ def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache
     texts = [l.text(label_text) for l in labels.labels]
     path = None
     if cache_for is not None:
-        from .assets import lmtx_home, resolve_encoder
+        from .assets import lmtx_home
 
         used = resolve_backend(model, backend, len(texts))  # the key names the backend that really encodes
-        key = f"{fingerprint_model(resolve_encoder(cache_for, lambda s: None))}-{fingerprint_labels(labels, label_text)}"
+        key = f"{fingerprint_encoder(cache_for)}-{fingerprint_labels(labels, label_text)}"
         path = lmtx_home() / "label-emb" / (f"{key}.npy" if used == "torch" else f"{key}-{used}.npy")
         if path.exists():
             emb = np.load(path)

@@ -43,6 +43,7 @@ class LabelIndex:
         self.ef_search = ef_search
         self._hnsw = _hnsw
         self.recall_at_10: float | None = None  # measured against exact search when built (measure_recall)
+        self.build_s: float | None = None  # seconds the graph took to build (None when loaded from disk)
         if kind == "hnsw" and _hnsw is None:
             import hnswlib
 
@@ -134,7 +135,7 @@ def build_index(emb: np.ndarray, cfg, seed: int = 0, n_queries: int | None = Non
     t0 = time.time()
     index = LabelIndex.from_config(emb, cfg, seed, n_queries=n_queries)
     if index.kind == "hnsw":
-        built = time.time() - t0
+        built = index.build_s = time.time() - t0
         index.recall_at_10 = index.measure_recall(sample=recall_sample, seed=seed)
         if log:
             log(f"[lmtx] HNSW over {len(emb)} labels built in {built:.0f}s (M {index.build['M']}, ef_construction "

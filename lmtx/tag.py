@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import drill
 from .data import DataError, Doc, LabelSet, iter_records, parse_doc
-from .encoder import fingerprint_labels as _fingerprint_labels, fingerprint_model as _fingerprint_model
+from .encoder import fingerprint_encoder as _fingerprint_encoder, fingerprint_labels as _fingerprint_labels
 from .index import LabelIndex
 from .assets import sha256_file
 from .rundir import read_json, write_text
@@ -65,14 +65,6 @@ class TagOptions:
             raise TagError(f"--label-backend must be one of {', '.join(BACKENDS)}, got {self.label_backend!r}")
 
 
-def _model_key(model_path: str) -> str:
-    """The encoder's identity by its folder: an asset name resolves to its fetched folder, so the same encoder
-    named either way gets the same label index and resumes the same tagging."""
-    from .assets import resolve_encoder
-
-    return _fingerprint_model(resolve_encoder(model_path, lambda s: None))
-
-
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
     from .assets import lmtx_home
@@ -81,7 +73,7 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     from .fast_encode import resolve_backend
     from .index import build_index
 
-    key = f"{_model_key(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
+    key = f"{_fingerprint_encoder(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
     if (backend := resolve_backend(model, opts.label_backend, len(labels))) != "torch":
         key += f"-{backend}"
     folder = lmtx_home() / "index" / key
@@ -219,7 +211,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
 def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool) -> Path:
     """The folder of finished chunks beside ``out``; refuses one left by a run with other input or options."""
     parts_dir = out.with_name(out.name + ".parts")
-    state = {"docs": str(Path(docs_path).resolve()), "model": _model_key(model_path),
+    state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_encoder(model_path),
              "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
              "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
              "shard": list(opts.shard) if opts.shard else None,

@@ -56,7 +56,7 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     batch_size = effective_batch_size(len(examples), cfg)
     total = math.ceil(len(examples) / batch_size) * cfg.epochs
     opt, sched, warm = _optimizer(model, cfg, total, opt_state)
-    checkpointed = _checkpointing(model, cfg.checkpointing, len(label_texts), True)
+    checkpointed = _wants_checkpointing(cfg.checkpointing, len(label_texts)) and _set_checkpointing(model, True)
     model.train()
     losses = []
     bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
@@ -82,31 +82,34 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
         opt_state["adamw"] = opt.state_dict()
     model.eval()
     if checkpointed:
-        _checkpointing(model, "on", 0, False)
+        _set_checkpointing(model, False)
     model.max_seq_length = old_len
     return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm,
             "checkpointing": checkpointed,
             "loss_mean": sum(losses) / max(1, len(losses)), "loss_last": losses[-1] if losses else None}
 
 
-def _checkpointing(model, mode: str, n_labels: int, enable: bool) -> bool:
-    """Turn activation checkpointing of the encoder's transformer on (enable) or off; True if it was turned on.
-    ``auto``: on from AUTO_ONNX_FROM labels. Models without it train as they are."""
+def _wants_checkpointing(mode: str, n_labels: int) -> bool:
+    """train.checkpointing: on, off, or auto (on from AUTO_ONNX_FROM labels)."""
     from .fast_encode import AUTO_ONNX_FROM
 
-    if enable and (mode == "off" or (mode == "auto" and n_labels < AUTO_ONNX_FROM)):
-        return False
+    return mode == "on" or (mode == "auto" and n_labels >= AUTO_ONNX_FROM)
+
+
+def _set_checkpointing(model, on: bool) -> bool:
+    """Turn activation checkpointing of the encoder's transformer on or off; True if it is now on. Models without
+    it train as they are."""
     hf = getattr(model[0], "auto_model", None) if len(model) else None
     if hf is None or not getattr(hf, "supports_gradient_checkpointing", False):
         return False
     kw = {"use_reentrant": False}
     if hasattr(hf, "activation_checkpointing_enable"):  # transformers' newer name; older ones have only the other
-        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kw) if enable else \
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kw) if on else \
             hf.activation_checkpointing_disable()
     else:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw) if enable else \
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw) if on else \
             hf.gradient_checkpointing_disable()
-    return enable
+    return on
 
 
 def _optimizer(model, cfg: TrainConfig, total: int, opt_state: dict | None):
