@@ -212,12 +212,19 @@ def main():
             names_labels.write_text("".join(json.dumps({"id": l.id, "name": l.name}) + "\n" for l in labels.labels))
         R = a.long_rounds
         before = {"select": {"strategy": "similarity", "union": False}, "loop": {"guard_docs": 0}}
+        nomerge = {"train": {"merge_init": 0.0}}  # the defaults before weight merging with the initial encoder
         fresh = {"train": {"carry_optimizer": False}}  # the runs made before AdamW's state carried across rounds
         long_runs = [
             # (run, description, labels file, label text, teacher, overrides)
             ("q05-default", "lmtx defaults, teacher Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {}),
             ("q05-names-default", "lmtx defaults, bare label names, teacher Qwen2.5-Coder-0.5B", names_labels, "name",
              "qwen0.5b", {}),
+            ("q05-nomerge", "lmtx defaults before train.merge_init (merge_init 0), teacher Qwen2.5-Coder-0.5B",
+             labels_path, "description", "qwen0.5b", nomerge),
+            ("q05-names-nomerge", "lmtx defaults before train.merge_init, bare label names, teacher "
+             "Qwen2.5-Coder-0.5B", names_labels, "name", "qwen0.5b", nomerge),
+            ("q15-nomerge", "lmtx defaults before train.merge_init, teacher Qwen2.5-Coder-1.5B", labels_path,
+             "description", "qwen1.5b", nomerge),
             ("q05-epochs2", "lmtx defaults + train.epochs 2 (four optimizer steps a round instead of two), teacher "
              "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {"train": {"epochs": 2}}),
             ("q15-default", "lmtx defaults, teacher Qwen2.5-Coder-1.5B (the strongest offline teacher)", labels_path,

@@ -168,8 +168,17 @@ class TrainConfig:
     # batch 128 on pypi-sources texts (128 tokens) peaked at 6.7 GB, two at 8.2-8.8 GB; with checkpointing 3.4 GB
     # for two steps, at ~25% more training time (same gradients: dropout masks are replayed)
     checkpointing: str = "auto"
+    # weight-space merge with the initial encoder (WiSE-FT, Wortsman et al. 2022): the encoder a round hands out
+    # (retrieval, guard, evaluate, tag) is merge_init * initial + (1 - merge_init) * trained; training goes on from
+    # the unmerged weights (round-NN/trained). 0 = off. 0.5 because, replayed on three finished runs whose later
+    # rounds fell or stalled, the merged final round beat both the run's own final and its best round
+    # (benchmarks/results/merge_init.md): sample 0.543 vs 0.517 / 0.525, debtags qwen0.5b 2 epochs 0.547 vs
+    # 0.521 / 0.531, debtags qwen1.5b 0.5545 vs 0.549 / 0.553; it costs early rounds 0.01-0.02
+    merge_init: float = 0.5
 
     def __post_init__(self):
+        if not 0 <= self.merge_init < 1:
+            raise ConfigError(f"train.merge_init must be in [0, 1) (the initial encoder's share), got {self.merge_init}")
         if self.checkpointing not in ("auto", "on", "off"):
             raise ConfigError(f"train.checkpointing must be auto, on or off, got {self.checkpointing!r}")
         if self.loss not in ("triplet", "topk", "ohnm"):

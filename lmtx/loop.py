@@ -8,6 +8,7 @@ teacher cache).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -138,6 +139,9 @@ class _State:
     strong_docs: set = field(default_factory=set)  # documents the strong teacher judged
     strong_spent: int = 0
     opt_state: dict = field(default_factory=dict)  # AdamW state of the best round (train.carry_optimizer)
+    # train.merge_init > 0: the best round's unmerged weights, which training goes on from (``model`` is then the
+    # merged encoder that retrieves, is guarded and handed out); None: training goes on from ``model``
+    chain: object = None
 
 
 def _judge_union(st: _State, idx, teacher, template, docs, labels, cache, rt, r):
@@ -238,6 +242,12 @@ class _Job:
         return [d for d in self.eval_docs if d.labels]
 
     @cached_property
+    def init_weights(self) -> dict:
+        """The initial encoder's weights (train.merge_init), loaded once."""
+        m = load_encoder(self.cfg.encoder.model, self.cfg.encoder.max_seq_length, self.rt.device, self.rt.log)
+        return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    @cached_property
     def has_gold(self) -> bool:
         return bool(self.gold_eval_docs)
 
@@ -317,6 +327,7 @@ def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, objec
     return _Job(cfg, run, rt, labels, docs, guard_docs, eval_docs, template, gold_of(all_docs)), model0
 
 
+UNMERGED_EVAL_UP_TO = 50_000  # labels: above, the unmerged weights are not scored (a second label encoding a round)
 EVAL_SAMPLE_AUTO = 1_000  # eval documents per round when eval docs x labels exceeds EVAL_FULL_UP_TO
 EVAL_FULL_UP_TO = 1_000_000_000
 
@@ -388,6 +399,8 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
     src = cfg.encoder.model if best == 0 else str(run.round_dir(best) / "encoder")
     st = _State(model, _label_emb(model, labels, cfg, src, rt.progress, rt.log), best,
                 set() if cfg.select.union else None)
+    if cfg.train.merge_init > 0:
+        st.chain = _load_chain(run, cfg, best, rt, model)
     if cfg.train.carry_optimizer and best > 0:
         saved = run.load_optimizer(best)
         if saved is not None:
@@ -445,10 +458,10 @@ def _round(r: int, st: _State, job: _Job) -> RoundResult:
         _step_train(s, st, job)
     with _timed(s, "guard"):
         _step_guard(s, st, job)
-    prev_best, trained = st.best_round, st.model
+    prev_best, trained, chain = st.best_round, st.model, st.chain
     _step_promote(s, st, job)
     with _timed(s, "evaluate"):
-        m = _step_evaluate(s, st, job, trained, prev_best)
+        m = _step_evaluate(s, st, job, trained, prev_best, chain)
     return _step_record(s, st, job, m)
 
 
@@ -536,10 +549,18 @@ def _step_train(s: _Step, st: _State, job: _Job) -> None:
 
     cfg, rt = job.cfg, job.rt
     if cfg.train.start == "init" and s.r > 1:
-        st.model = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, rt.log)
+        m0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, rt.log)
+        if st.chain is None:
+            st.model = m0
+        else:
+            st.chain = m0
     s.opt_state = dict(st.opt_state) if cfg.train.carry_optimizer and cfg.train.start == "warm" else None
-    s.tlog = train.train_round(st.model, job.doc_texts, job.label_texts, s.examples, cfg.train, cfg.loop.seed + s.r,
+    trainee = st.model if st.chain is None else st.chain
+    s.tlog = train.train_round(trainee, job.doc_texts, job.label_texts, s.examples, cfg.train, cfg.loop.seed + s.r,
                                rt.progress, opt_state=s.opt_state)
+    if st.chain is not None:  # train.merge_init: keep the trained weights, hand out their merge with the initial
+        save_encoder(st.chain, s.rd / "trained")
+        merge_weights(st.model, job.init_weights, st.chain, cfg.train.merge_init)
     save_encoder(st.model, s.rd / "encoder")
     if s.opt_state is not None and s.opt_state.get("adamw"):
         job.run.save_optimizer(s.r, s.opt_state["adamw"])
@@ -573,20 +594,25 @@ def _step_promote(s: _Step, st: _State, job: _Job) -> None:
         st.best_round, st.lemb = s.r, s.lemb_new
         if s.opt_state is not None and s.opt_state.get("adamw"):
             st.opt_state = s.opt_state
-            job.run.drop_optimizers(keep=s.r)
     else:
         job.rt.log(f"[lmtx] round {s.r} not promoted: {s.reason}; kept on disk, the best stays round {st.best_round}")
         st.model = _load_round(job.run, job.cfg, st.best_round, job.rt)
+        if st.chain is not None:
+            st.chain = _load_chain(job.run, job.cfg, st.best_round, job.rt, st.model)
 
 
-def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int) -> dict:
-    """7. Evaluate the round's own encoder against gold (reported, never used) and the pseudo-labels' quality."""
+def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int, chain=None) -> dict:
+    """7. Evaluate the round's own encoder against gold (reported, never used) and the pseudo-labels' quality;
+    with train.merge_init, also the unmerged weights (``unmerged``: what the merge changed) where labels are few."""
     cfg = job.cfg
     m: dict = {"round": s.r, "teacher": job.teacher.model_id, "simulated": job.teacher.simulated,
                "decision": cfg.teacher.decision, "prompt": job.template.name, "select": cfg.select.strategy,
-               "fusion": cfg.select.fusion}
+               "fusion": cfg.select.fusion, "merge_init": cfg.train.merge_init}
     if job.has_gold:
         m.update(_evaluate(job, trained, s.lemb_new))
+        if chain is not None and len(job.labels) < UNMERGED_EVAL_UP_TO:
+            lemb = embed(chain, job.label_texts, cfg.encoder.batch_size)
+            m["unmerged"] = {k: v for k, v in _evaluate(job, chain, lemb).items() if k in ("P@1", "P@5", "nDCG@5")}
         best_m = m if s.promoted else read_json(job.run.round_dir(prev_best) / "metrics.json")
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
     m.update(pseudo_label_quality(s.j, s.examples, job.doc_ids, job.labels.ids, job.gold))
@@ -619,6 +645,9 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
     job.run.finish_round(s.r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},
                          {"teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
                           "best_round": st.best_round, "guard": s.guard, "strong_pairs_asked": st.strong_spent})
+    # only now: a run killed before this line resumes from the previous best round's optimizer state and weights
+    job.run.drop_optimizers(keep=st.best_round)
+    job.run.drop_chains(keep=st.best_round)
     return RoundResult(s.r, m, s.rd)
 
 
@@ -662,6 +691,26 @@ def _load_round(run: RunDir, cfg: RunConfig, r: int, rt: Runtime):
     return load_encoder(spec, cfg.encoder.max_seq_length, rt.device, rt.log)
 
 
+def _load_chain(run: RunDir, cfg: RunConfig, r: int, rt: Runtime, handed_out):
+    """The weights training goes on from after round r (train.merge_init): its unmerged ``trained`` folder; for
+    round 0, or a round written before merging existed, a copy of the encoder it handed out."""
+    p = run.round_dir(r) / "trained"
+    if r > 0 and p.exists():
+        return load_encoder(str(p), cfg.encoder.max_seq_length, rt.device, rt.log)
+    return copy.deepcopy(handed_out)
+
+
+def merge_weights(out, init: dict, trained, share_init: float) -> None:
+    """``out``'s weights := share_init * init + (1 - share_init) * trained's (floating-point tensors; the rest, e.g.
+    position ids, are trained's). ``init``: the initial encoder's state_dict."""
+    import torch
+
+    with torch.no_grad():
+        mixed = {k: (share_init * init[k].to(v.device) + (1 - share_init) * v) if v.is_floating_point() else v
+                 for k, v in trained.state_dict().items()}
+        out.load_state_dict(mixed)
+
+
 def _quiet_libraries():
     from transformers.utils import logging as tlog
 
@@ -675,6 +724,8 @@ def summary_line(res: RoundResult) -> str:
     for k in ("P@1", "P@5", "nDCG@5"):
         if k in m:
             parts.append(f"{k} {m[k]:.3f}")
+    if "unmerged" in m:
+        parts.append(f"unmerged P@1 {m['unmerged']['P@1']:.3f}")
     if "pseudo_positive_precision" in m:
         parts.append(f"pseudo-pos precision {m['pseudo_positive_precision']:.2f}")
     if "pairs_asked" in m:

@@ -162,6 +162,12 @@ class RunDir:
             if p.parent != self.round_dir(keep):
                 p.unlink()
 
+    def drop_chains(self, keep: int) -> None:
+        """Only the best round's unmerged weights (train.merge_init) are trained on again."""
+        for p in self.out.glob("round-*/trained"):
+            if p.parent != self.round_dir(keep):
+                shutil.rmtree(p)
+
     def set_manifest(self, **kv) -> None:
         m = self.manifest()
         m.update(kv)

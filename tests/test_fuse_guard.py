@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lmtx.config import EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
 from lmtx.fuse import estimate_quality, fuse
 from lmtx.loop import Runtime, guard_split, iterate
 from lmtx.losses import listwise_kl, ohnm_reference_inbatch
@@ -420,3 +420,65 @@ def test_checkpointed_training_gives_the_same_weights(tiny_encoder):
     assert torch.equal(out["auto"], out["off"])
     with pytest.raises(ConfigError, match="checkpointing"):
         TrainConfig(checkpointing="yes")
+
+
+def _weights(path_or_model):
+    from lmtx.encoder import load_encoder
+
+    m = load_encoder(str(path_or_model), 64, "cpu", lambda s: None) if not hasattr(path_or_model, "state_dict") \
+        else path_or_model
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def test_merge_hands_out_the_mix_and_trains_on_from_the_unmerged_weights(tmp_path, small_data, tiny_encoder,
+                                                                          monkeypatch):
+    """train.merge_init 0.5: round r's encoder (retrieval, guard, evaluate, tag) is the average of the initial
+    weights and the trained ones; the next round trains on from the trained ones (round-NN/trained), also after
+    a resume; only the best round keeps them."""
+    import lmtx.train as T
+    from lmtx.evaluate import resolve_model
+    from lmtx.train import train_round as real_train
+
+    starts = []
+
+    def spy(model, *a, **kw):
+        starts.append(_weights(model))
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(T, "train_round", spy)
+    out = tmp_path / "run"
+    cfg = lambda n: _cfg(small_data, tiny_encoder, n, train={"lr": 0.01, "warmup_steps": 0},
+                         loop={"guard_docs": 0})
+    assert cfg(1).train.merge_init == 0.5  # the default
+    res = list(iterate(cfg(2), out, Runtime(progress=False, log=lambda s: None)))
+    init = _weights(tiny_encoder)
+    r1 = _weights(out / "round-01" / "encoder")
+    assert sorted(p.parent.name for p in out.glob("round-*/trained")) == ["round-02"]  # only the best keeps them
+    t2 = _weights(out / "round-02" / "trained")
+    r2 = _weights(out / "round-02" / "encoder")
+    k = "0.auto_model.encoder.layer.0.attention.self.query.weight"
+    k = k if k in init else next(n for n, v in init.items() if v.is_floating_point() and v.dim() == 2)
+    for name, v in t2.items():
+        if v.is_floating_point():
+            assert torch.allclose(r2[name], 0.5 * init[name] + 0.5 * v, atol=1e-6), name
+    assert not torch.allclose(t2[k], init[k]) and not torch.allclose(r2[k], t2[k])
+    # round 2 trained on from round 1's unmerged weights, not from its handed-out merge
+    t1 = {n: 2 * r1[n] - init[n] for n in r1 if r1[n].is_floating_point()}
+    assert torch.allclose(starts[1][k], t1[k], atol=1e-5) and not torch.allclose(starts[1][k], r1[k])
+    assert resolve_model(str(out)) == str(out / "round-02" / "encoder")
+    m = res[-1].metrics
+    assert m["merge_init"] == 0.5 and 0 <= m["unmerged"]["P@1"] <= 1
+    # a resumed run trains round 3 from round 2's unmerged weights read back from disk
+    starts.clear()
+    list(iterate(cfg(3), out, Runtime(progress=False, log=lambda s: None)))
+    assert len(starts) == 1 and torch.allclose(starts[0][k], t2[k])
+    assert sorted(p.parent.name for p in out.glob("round-*/trained")) == ["round-03"]
+
+
+def test_merge_off_trains_the_handed_out_encoder(tmp_path, small_data, tiny_encoder):
+    out = tmp_path / "run"
+    res = list(iterate(_cfg(small_data, tiny_encoder, 1, train={"merge_init": 0.0}, loop={"guard_docs": 0}), out,
+                       Runtime(progress=False, log=lambda s: None)))
+    assert not list(out.glob("round-*/trained")) and "unmerged" not in res[-1].metrics
+    with pytest.raises(ConfigError, match="merge_init"):
+        TrainConfig(merge_init=1.0)
