@@ -47,6 +47,8 @@ def _header(rd: RunDir, cfg: dict, man: dict) -> list[str]:
             f"{cfg['select']['strategy']}, loss {tr['loss']} (margin {tr['margin']}), start {tr['start']}",
             f"- encoder: {cfg['encoder']['model']}; candidates j = {cfg['index']['candidates']}; docs: "
             f"{cfg['loop']['docs']}",
+            f"- merge with the initial encoder (train.merge_init): {tr.get('merge_init', 0.0)} of the initial weights "
+            f"in each round's encoder" + ("" if tr.get("merge_init") else " (off)"),
             f"- best round (what `evaluate`/`tag --model {rd.out}` use): {man.get('best_round', '-')}"]
 
 
@@ -54,9 +56,12 @@ def _metrics_table(ms: list[dict], keys: list[str]) -> list[str]:
     lines = ["", "## Student metrics per round (round 0 = the initial encoder)", ""]
     if not keys:
         return lines + ["(no gold labels: no metrics)"]
-    lines += ["| round | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    unmerged = any("unmerged" in m for m in ms)
+    extra = " unmerged P@1 |" if unmerged else ""
+    lines += ["| round | " + " | ".join(keys) + " |" + extra, "|---|" + "---|" * (len(keys) + unmerged)]
     for m in ms:
-        lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys) + " |")
+        u = (f" {m['unmerged']['P@1']:.4f} |" if "unmerged" in m else " - |") if unmerged else ""
+        lines.append(f"| {m['round']} | " + " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys) + " |" + u)
     return lines
 
 
