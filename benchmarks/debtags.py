@@ -231,6 +231,8 @@ def main():
              "description", "qwen1.5b", {}),
             ("sim0-default", "SIMULATED perfect teacher (the bound for q05-default), lmtx defaults", labels_path,
              "description", "simulated:0", {}),
+            ("sim0-nomerge", "SIMULATED perfect teacher (the bound for q05-nomerge), lmtx defaults before "
+             "train.merge_init", labels_path, "description", "simulated:0", nomerge),
             ("q05-freshopt", "lmtx defaults but a fresh AdamW each round (before train.carry_optimizer), teacher "
              "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", fresh),
             ("q05-names-freshopt", "lmtx defaults but a fresh AdamW each round, bare label names, teacher "
