@@ -60,30 +60,32 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
     model.train()
     losses = []
     bar = tqdm(total=total, desc="training", unit="step", disable=not progress)
-    for _ in range(cfg.epochs):
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        for s in range(0, len(order), batch_size):
-            batch = [examples[i] for i in order[s:s + batch_size]]
-            if len(batch) < 2:
-                continue
-            loss = _batch_loss(model, batch, doc_texts, label_texts, cfg, rng, device, loss_fn, distill_fn)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            drill.point("train:step")
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    bar.close()
+    try:
+        for _ in range(cfg.epochs):
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            for s in range(0, len(order), batch_size):
+                batch = [examples[i] for i in order[s:s + batch_size]]
+                if len(batch) < 2:
+                    continue
+                loss = _batch_loss(model, batch, doc_texts, label_texts, cfg, rng, device, loss_fn, distill_fn)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                drill.point("train:step")
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:  # an interrupted round leaves the model as it found it: eval mode, no checkpointing, its max length
+        bar.close()
+        model.eval()
+        if checkpointed:
+            _set_checkpointing(model, False)
+        model.max_seq_length = old_len
     if opt_state is not None:
         opt_state["adamw"] = opt.state_dict()
-    model.eval()
-    if checkpointed:
-        _set_checkpointing(model, False)
-    model.max_seq_length = old_len
     return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm,
             "checkpointing": checkpointed,
             "loss_mean": sum(losses) / max(1, len(losses)), "loss_last": losses[-1] if losses else None}

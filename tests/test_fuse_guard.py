@@ -482,3 +482,26 @@ def test_merge_off_trains_the_handed_out_encoder(tmp_path, small_data, tiny_enco
     assert not list(out.glob("round-*/trained")) and "unmerged" not in res[-1].metrics
     with pytest.raises(ConfigError, match="merge_init"):
         TrainConfig(merge_init=1.0)
+
+
+def test_interrupted_training_leaves_the_model_as_it_found_it(tiny_encoder, monkeypatch):
+    """Ctrl-C during a step: the model is back in eval mode, with its max length and without checkpointing."""
+    import lmtx.drill as D
+    from lmtx.config import TrainConfig
+    from lmtx.encoder import load_encoder
+    from lmtx.select import Example
+    from lmtx.train import train_round
+
+    model = load_encoder(tiny_encoder, 48, "cpu", lambda s: None)
+    hf = model[0].auto_model
+
+    def boom(name):
+        assert model.training and hf.is_gradient_checkpointing and model.max_seq_length != 48
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(D, "point", boom)
+    docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
+    ex = [Example(i, [i % 4], frozenset([i % 4])) for i in range(8)]
+    with pytest.raises(KeyboardInterrupt):
+        train_round(model, docs, labels, ex, TrainConfig(batch_size=4, checkpointing="on"), 0, False)
+    assert not model.training and not hf.is_gradient_checkpointing and model.max_seq_length == 48
