@@ -299,6 +299,7 @@ def record_rounds(put, run_dir: Path, run_name, desc, label_text, teacher, round
                 # recomputed from the round's label-free views with the current threshold (lmtx.loop._teacher_weaker)
                 "views": m.get("views"), "teacher_weaker": _teacher_weaker((m.get("views") or {}).get("teacher")),
                 "docs": m.get("docs"), "guard_docs": (m.get("guard") or {}).get("docs"),
+                "merge_init": m.get("merge_init", 0.0), "unmerged_P@1": (m.get("unmerged") or {}).get("P@1"),
             })
         row.update({"pairs": len(weak | guard) + len(strong),
                     "pairs_by_teacher": {teacher: len(weak | guard), **({"qwen1.5b": len(strong)} if strong else {})},
@@ -362,17 +363,20 @@ def write(out: Path, a, rows: dict):
                   "similarity and the fused score against gold on the round's judged pairs; pseudo-positive precision: "
                   "share of the round's positives that are gold, with the fused selection and with the teacher-only "
                   "rule on the same pairs. Pairs: every distinct pair any teacher judged so far (candidates, guard, "
-                  "cascade).", "",
-                  "| run | label text | round | P@1 (round) | P@1 (run) | best round | promoted | teacher AUC | student AUC "
-                  "| fused AUC | pseudo-pos. precision fused / teacher-only | teacher weaker | pairs | seconds |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "cascade). *unmerged*: with train.merge_init (the default since the *-nomerge runs), the P@1 of the "
+                  "trained weights before their merge with the initial encoder.", "",
+                  "| run | label text | round | P@1 (round) | unmerged | P@1 (run) | best round | promoted | teacher AUC "
+                  "| student AUC | fused AUC | pseudo-pos. precision fused / teacher-only | teacher weaker | pairs "
+                  "| seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             if r["round"] == 0:
-                lines.append(f"| {r['run']} | {r['label_text']} | 0 | {f(r['P@1'])} | {f(r['P@1'])} | 0 | - | - | - | - "
-                             f"| - | - | 0 | 0 |")
+                lines.append(f"| {r['run']} | {r['label_text']} | 0 | {f(r['P@1'])} | - | {f(r['P@1'])} | 0 | - | - "
+                             f"| - | - | - | - | 0 | 0 |")
                 continue
             pp = f"{f(r.get('pseudo_positive_precision'))} / {f(r.get('pseudo_positive_precision_teacher_only'))}"
-            lines.append(f"| {r['run']} | {r['label_text']} | {r['round']} | {f(r['P@1'])} | {f(r.get('best_P@1'))} | "
+            lines.append(f"| {r['run']} | {r['label_text']} | {r['round']} | {f(r['P@1'])} | "
+                         f"{f(r.get('unmerged_P@1'))} | {f(r.get('best_P@1'))} | "
                          f"{r.get('best_round')} | {'yes' if r.get('promoted') else 'no'} | {f(r.get('teacher_auc'))} | "
                          f"{f(r.get('student_auc'))} | {f(r.get('fused_auc'))} | {pp} | "
                          f"{'yes' if r.get('teacher_weaker') else 'no'} | {r['pairs']} | {r['seconds']:.0f} |")
