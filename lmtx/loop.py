@@ -559,7 +559,7 @@ def _step_train(s: _Step, st: _State, job: _Job) -> None:
     s.tlog = train.train_round(trainee, job.doc_texts, job.label_texts, s.examples, cfg.train, cfg.loop.seed + s.r,
                                rt.progress, opt_state=s.opt_state)
     if st.chain is not None:  # train.merge_init: keep the trained weights, hand out their merge with the initial
-        save_encoder(st.chain, s.rd / "trained")
+        save_encoder(st.chain, job.run.trained_dir(s.r))
         merge_weights(st.model, job.init_weights, st.chain, cfg.train.merge_init)
     save_encoder(st.model, s.rd / "encoder")
     if s.opt_state is not None and s.opt_state.get("adamw"):
@@ -646,8 +646,7 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
                          {"teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
                           "best_round": st.best_round, "guard": s.guard, "strong_pairs_asked": st.strong_spent})
     # only now: a run killed before this line resumes from the previous best round's optimizer state and weights
-    job.run.drop_optimizers(keep=st.best_round)
-    job.run.drop_chains(keep=st.best_round)
+    job.run.drop_training_state(keep=st.best_round)
     return RoundResult(s.r, m, s.rd)
 
 
@@ -694,7 +693,7 @@ def _load_round(run: RunDir, cfg: RunConfig, r: int, rt: Runtime):
 def _load_chain(run: RunDir, cfg: RunConfig, r: int, rt: Runtime, handed_out):
     """The weights training goes on from after round r (train.merge_init): its unmerged ``trained`` folder; for
     round 0, or a round written before merging existed, a copy of the encoder it handed out."""
-    p = run.round_dir(r) / "trained"
+    p = run.trained_dir(r)
     if r > 0 and p.exists():
         return load_encoder(str(p), cfg.encoder.max_seq_length, rt.device, rt.log)
     return copy.deepcopy(handed_out)

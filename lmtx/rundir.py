@@ -156,17 +156,15 @@ class RunDir:
         p = self.round_dir(r) / "optimizer.pt"
         return torch.load(p, weights_only=True) if p.exists() else None
 
-    def drop_optimizers(self, keep: int) -> None:
-        """Only the best round's optimizer state is ever used again."""
-        for p in self.out.glob("round-*/optimizer.pt"):
-            if p.parent != self.round_dir(keep):
-                p.unlink()
+    def trained_dir(self, r: int) -> Path:
+        """Round r's unmerged weights (train.merge_init), which the next round trains on from."""
+        return self.round_dir(r) / "trained"
 
-    def drop_chains(self, keep: int) -> None:
-        """Only the best round's unmerged weights (train.merge_init) are trained on again."""
-        for p in self.out.glob("round-*/trained"):
+    def drop_training_state(self, keep: int) -> None:
+        """Only the best round's training state (its optimizer.pt and unmerged weights) is ever used again."""
+        for p in [*self.out.glob("round-*/optimizer.pt"), *self.out.glob("round-*/trained")]:
             if p.parent != self.round_dir(keep):
-                shutil.rmtree(p)
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     def set_manifest(self, **kv) -> None:
         m = self.manifest()
