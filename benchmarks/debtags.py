@@ -229,6 +229,9 @@ def main():
              "Qwen2.5-Coder-0.5B", labels_path, "description", "qwen0.5b", {"train": {"epochs": 2}}),
             ("q15-default", "lmtx defaults, teacher Qwen2.5-Coder-1.5B (the strongest offline teacher)", labels_path,
              "description", "qwen1.5b", {}),
+            ("q15-w08", "lmtx defaults + select.fusion w:0.8 (the teacher's weight in the fused pick; the best fixed "
+             "weight for this teacher in the fusion_weight.md replay), teacher Qwen2.5-Coder-1.5B", labels_path,
+             "description", "qwen1.5b", {"select": {"fusion": "w:0.8"}}),
             ("sim0-default", "SIMULATED perfect teacher (the bound for q05-default), lmtx defaults", labels_path,
              "description", "simulated:0", {}),
             ("sim0-nomerge", "SIMULATED perfect teacher (the bound for q05-nomerge), lmtx defaults before "

@@ -94,7 +94,7 @@ def iterate(
     prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
     decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
     select: str = typer.Option("fused", help="Pseudo-positive: fused (highest fused teacher+student score), or among the teacher's yes-labels: similarity, p_yes, random, all."),
-    fusion: str = typer.Option("equal", help="Teacher/student weights of the fused score: equal, auto (estimated label-free each round), teacher, student."),
+    fusion: str = typer.Option("equal", help="Teacher/student weights of the fused score: equal, auto (estimated label-free each round), teacher, student, or w:X (the teacher's weight X in [0, 1])."),
     union: bool = typer.Option(True, help="Train on every pair judged in any round so far (free: cached), not only this round's."),
     strong_teacher: Optional[str] = typer.Option(None, help="Cascade: a stronger teacher asked where the teacher and the student disagree most."),
     strong_budget: int = typer.Option(0, help="Cascade: at most this many strong-teacher pairs over the run."),

@@ -121,7 +121,8 @@ class SelectConfig:
     # among the teacher's yes-labels: similarity (most similar) | p_yes | random (re-drawn each step) | all
     strategy: str = "fused"
     # how teacher and student are weighted in the fused score: equal (default), auto (label-free estimate each
-    # round; measured biased toward the student, see benchmarks/results/fusion_check.md), teacher, student
+    # round; measured biased toward the student, see benchmarks/results/fusion_check.md), teacher, student, or
+    # w:X (the teacher's weight X, the student's 1 - X; equal is w:0.5)
     fusion: str = "equal"
     # train on every judged pair of every round so far (answers come from the cache), not this round's only
     union: bool = True
@@ -129,8 +130,16 @@ class SelectConfig:
     def __post_init__(self):
         if self.strategy not in ("fused", "similarity", "p_yes", "random", "all"):
             raise ConfigError(f"select.strategy must be fused, similarity, p_yes, random or all, got {self.strategy!r}")
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"select.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.fusion.startswith("w:"):
+            from .fuse import fusion_weight
+
+            try:
+                fusion_weight(self.fusion)
+            except ValueError as e:
+                raise ConfigError(f"select.fusion: {e}") from None
+        elif self.fusion not in FUSIONS:
+            raise ConfigError(f"select.fusion must be one of {', '.join(FUSIONS)} or w:X (the teacher's weight, "
+                              f"0 <= X <= 1), got {self.fusion!r}")
 
 
 @dataclass

@@ -94,12 +94,24 @@ def estimate_quality(zt: np.ndarray, zs: np.ndarray, zl: np.ndarray, min_pairs: 
     return ViewQuality(r[0], r[1], r[2], w[0] / tot, w[1] / tot, n, "triad")
 
 
+def fusion_weight(mode: str) -> float:
+    """The teacher's weight of a ``w:X`` fusion mode; ValueError unless X is a number in [0, 1]."""
+    try:
+        w = float(mode[2:])
+    except ValueError:
+        w = float("nan")
+    if not 0.0 <= w <= 1.0:  # also false for nan
+        raise ValueError(f"fusion w:X needs the teacher's weight X in [0, 1], got {mode!r}")
+    return w
+
+
 def fuse(j: pd.DataFrame, doc_texts: list[str], label_texts: list[str], mode: str = "auto",
          teacher_col: str = "p_yes") -> tuple[np.ndarray, ViewQuality]:
     """Fused score per judged pair (higher = more likely relevant) and the view estimates.
 
     ``j``: columns doc, label, similarity, and ``teacher_col`` (P(yes)). ``mode``: auto (weights
-    estimated label-free each round), equal, teacher (the teacher alone, as the paper), student.
+    estimated label-free each round), equal, teacher (the teacher alone, as the paper), student, or ``w:X``
+    (the teacher's weight X in [0, 1], the student's 1 - X).
     """
     doc = j["doc"].to_numpy()
     zt = _centered(teacher_logit(j[teacher_col].to_numpy()), doc)
@@ -112,6 +124,9 @@ def fuse(j: pd.DataFrame, doc_texts: list[str], label_texts: list[str], mode: st
         q.w_teacher, q.w_student = 1.0, 0.0
     elif mode == "student":
         q.w_teacher, q.w_student = 0.0, 1.0
+    elif mode.startswith("w:"):
+        q.w_teacher = fusion_weight(mode)
+        q.w_student = 1.0 - q.w_teacher
     elif mode != "auto":
         raise ValueError(f"unknown fusion mode {mode!r}")
     return q.w_teacher * zt + q.w_student * zs, q

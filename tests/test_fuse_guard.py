@@ -57,6 +57,17 @@ def test_fuse_modes_and_fused_selection():
     assert f[0] > f[1]  # teacher only: label 1 ahead of label 2
     f, _ = fuse(j, texts, ltexts, "student")
     assert f[4] > f[3]  # student only: label 4 ahead of label 3
+    # w:X weighs the two views X : 1 - X; w:0.5 is equal, w:1 the teacher alone, w:0 the student alone
+    for mode, same in (("w:0.5", "equal"), ("w:1", "teacher"), ("w:0", "student")):
+        np.testing.assert_allclose(fuse(j, texts, ltexts, mode)[0], fuse(j, texts, ltexts, same)[0])
+    f, q = fuse(j, texts, ltexts, "w:0.8")
+    assert (q.w_teacher, q.w_student) == pytest.approx((0.8, 0.2))
+    np.testing.assert_allclose(f, 0.8 * fuse(j, texts, ltexts, "teacher")[0] + 0.2 * fuse(j, texts, ltexts, "student")[0])
+    for bad in ("w:1.5", "w:-0.1", "w:x", "w:nan"):
+        with pytest.raises(ValueError, match="teacher's weight"):
+            fuse(j, texts, ltexts, bad)
+        with pytest.raises(ConfigError, match="select.fusion"):
+            SelectConfig(fusion=bad)
 
 
 def test_guard_split_is_fixed_and_bounded():
