@@ -29,6 +29,12 @@ def check_decision(rule: str) -> None:
 LABEL_TEXTS = ("name", "description", "name+description")  # what is embedded for a label
 
 
+def one_of(value: str, choices, field: str, error=ConfigError) -> None:
+    """The one check of a setting that takes one of a few words (config field or command-line option)."""
+    if value not in choices:
+        raise error(f"{field} must be one of {', '.join(choices)}, got {value!r}")
+
+
 @dataclass
 class EncoderConfig:
     model: str = "all-MiniLM-L6-v2"  # asset name, local ST folder, or hub id (e.g. msmarco-distilbert-base-v4)
@@ -43,10 +49,8 @@ class EncoderConfig:
     def __post_init__(self):
         from .fast_encode import BACKENDS
 
-        if self.label_backend not in BACKENDS:
-            raise ConfigError(f"encoder.label_backend must be one of {', '.join(BACKENDS)}, got {self.label_backend!r}")
-        if self.label_text not in LABEL_TEXTS:
-            raise ConfigError(f"encoder.label_text must be name, description or name+description, got {self.label_text!r}")
+        one_of(self.label_backend, BACKENDS, "encoder.label_backend")
+        one_of(self.label_text, LABEL_TEXTS, "encoder.label_text")
         if self.max_seq_length < 8:
             raise ConfigError("encoder.max_seq_length must be >= 8")
 
@@ -66,8 +70,7 @@ class IndexConfig:
     exact_queries: int = 20_000
 
     def __post_init__(self):
-        if self.kind not in ("auto", "hnsw", "exact"):
-            raise ConfigError(f"index.kind must be auto, hnsw or exact, got {self.kind!r}")
+        one_of(self.kind, ("auto", "hnsw", "exact"), "index.kind")
         if self.candidates < 1:
             raise ConfigError("index.candidates must be >= 1")
         if self.M < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.exact_below < 0 or self.exact_queries < 0:
@@ -104,8 +107,7 @@ class TeacherConfig:
 
     def __post_init__(self):
         check_decision(self.decision)
-        if self.dtype not in TEACHER_DTYPES:
-            raise ConfigError(f"teacher.dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.dtype!r}")
+        one_of(self.dtype, TEACHER_DTYPES, "teacher.dtype")
         if self.strong_budget < 0:
             raise ConfigError("teacher.strong_budget must be >= 0")
         if self.strong_budget and not self.strong:
@@ -128,8 +130,7 @@ class SelectConfig:
     union: bool = True
 
     def __post_init__(self):
-        if self.strategy not in ("fused", "similarity", "p_yes", "random", "all"):
-            raise ConfigError(f"select.strategy must be fused, similarity, p_yes, random or all, got {self.strategy!r}")
+        one_of(self.strategy, ("fused", "similarity", "p_yes", "random", "all"), "select.strategy")
         if self.fusion.startswith("w:"):
             from .fuse import fusion_weight
 
@@ -188,14 +189,11 @@ class TrainConfig:
     def __post_init__(self):
         if not 0 <= self.merge_init < 1:
             raise ConfigError(f"train.merge_init must be in [0, 1) (the initial encoder's share), got {self.merge_init}")
-        if self.checkpointing not in ("auto", "on", "off"):
-            raise ConfigError(f"train.checkpointing must be auto, on or off, got {self.checkpointing!r}")
-        if self.loss not in ("triplet", "topk", "ohnm"):
-            raise ConfigError(f"train.loss must be topk, triplet or ohnm, got {self.loss!r}")
+        one_of(self.checkpointing, ("auto", "on", "off"), "train.checkpointing")
+        one_of(self.loss, ("topk", "triplet", "ohnm"), "train.loss")
         if self.distill < 0 or self.distill_tau <= 0:
             raise ConfigError("train.distill must be >= 0 and train.distill_tau > 0")
-        if self.start not in ("warm", "init"):
-            raise ConfigError(f"train.start must be warm or init, got {self.start!r}")
+        one_of(self.start, ("warm", "init"), "train.start")
         if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1 or self.min_steps < 1:
             raise ConfigError("train: lr > 0, batch_size >= 2, epochs >= 1 and min_steps >= 1 are required")
         if self.margin < 0 or self.tau <= 0 or self.topk < 1:

@@ -90,10 +90,9 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
 def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 10), baseline: str | None = None,
              label_text: str = "description", A: float = 0.55, B: float = 1.5, show_progress: bool = False) -> dict:
-    from .config import LABEL_TEXTS
+    from .config import LABEL_TEXTS, one_of
 
-    if label_text not in LABEL_TEXTS:
-        raise ValueError(f"--label-text must be one of {', '.join(LABEL_TEXTS)}, got {label_text!r}")
+    one_of(label_text, LABEL_TEXTS, "--label-text", ValueError)
     docs = [d for d in docs if d.labels]
     if not docs:
         raise ValueError("no documents with gold labels to evaluate on")

@@ -30,10 +30,9 @@ BATCH = 16  # texts per onnxruntime call inside a worker
 
 
 def pick_backend(backend: str, n_texts: int) -> str:
-    if backend not in BACKENDS:
-        from .config import ConfigError
+    from .config import one_of
 
-        raise ConfigError(f"encoder.label_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    one_of(backend, BACKENDS, "encoder.label_backend")
     if backend == "auto":
         return "onnx-int8" if n_texts >= AUTO_ONNX_FROM else "torch"
     return backend
