@@ -79,7 +79,7 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, o
     """Run (or resume) one lmtx run; returns every round's metrics. on_round(metrics so far): called after each
     round, so long runs write their table as they go."""
     cfg = RunConfig(
-        encoder=EncoderConfig(model="all-MiniLM-L6-v2"),
+        encoder=EncoderConfig(**{"model": "all-MiniLM-L6-v2", **over.pop("encoder", {})}),
         index=IndexConfig(candidates=j),
         teacher=TeacherConfig(name=teacher_name, **over.pop("teacher", {})),
         select=SelectConfig(**over.pop("select", {})),
@@ -232,6 +232,9 @@ def main():
             ("q15-w08", "lmtx defaults + select.fusion w:0.8 (the teacher's weight in the fused pick; the best fixed "
              "weight for this teacher in the fusion_weight.md replay), teacher Qwen2.5-Coder-1.5B", labels_path,
              "description", "qwen1.5b", {"select": {"fusion": "w:0.8"}}),
+            ("q15-w08-mpnet", "as q15-w08, student all-mpnet-base-v2 (110M parameters, 5x MiniLM) instead of "
+             "all-MiniLM-L6-v2", labels_path, "description", "qwen1.5b",
+             {"select": {"fusion": "w:0.8"}, "encoder": {"model": "all-mpnet-base-v2"}}),
             ("sim0-default", "SIMULATED perfect teacher (the bound for q05-default), lmtx defaults", labels_path,
              "description", "simulated:0", {}),
             ("sim0-nomerge", "SIMULATED perfect teacher (the bound for q05-nomerge), lmtx defaults before "
