@@ -25,9 +25,18 @@ from lmtx.fuse import _centered, teacher_logit  # noqa: E402
 
 W = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 RUNS = {
+    "debtags, Qwen2.5-Coder-1.5B, before the merge (q15-nomerge)": (ROOT / "benchmarks/runs/q15-nomerge-300x5",
+                                                                   ROOT / "benchmarks/runs/data/train-300.jsonl"),
     "debtags, Qwen2.5-Coder-1.5B (q15-default)": (ROOT / "benchmarks/runs/q15-default-300x5",
                                                   ROOT / "benchmarks/runs/data/train-300.jsonl"),
-    "sample, Qwen2.5-Coder-0.5B (./run.sh default job)": (ROOT / "runs/demo", ROOT / "data/sample/docs.jsonl"),
+    "debtags, Qwen2.5-Coder-1.5B, run with w:0.8 (q15-w08)": (ROOT / "benchmarks/runs/q15-w08-300x5",
+                                                             ROOT / "benchmarks/runs/data/train-300.jsonl"),
+    "debtags, Qwen2.5-Coder-0.5B (q05-default)": (ROOT / "benchmarks/runs/q05-default-300x5",
+                                                  ROOT / "benchmarks/runs/data/train-300.jsonl"),
+    "debtags bare label names, Qwen2.5-Coder-0.5B (q05-names-default)": (
+        ROOT / "benchmarks/runs/q05-names-default-300x5", ROOT / "benchmarks/runs/data/train-300.jsonl"),
+    "sample, Qwen2.5-Coder-0.5B (./run.sh default job before the merge)": (ROOT / "benchmarks/runs/demo-nomerge",
+                                                                          ROOT / "data/sample/docs.jsonl"),
     "pypi-sources, Qwen2.5-Coder-0.5B (q05-sources)": (ROOT / "benchmarks/runs/pypi/q05-sources",
                                                        ROOT / "benchmarks/runs/pypi/dev.jsonl"),
 }
