@@ -232,6 +232,8 @@ def main():
             ("q15-w08", "lmtx defaults + select.fusion w:0.8 (the teacher's weight in the fused pick; the best fixed "
              "weight for this teacher in the fusion_weight.md replay), teacher Qwen2.5-Coder-1.5B", labels_path,
              "description", "qwen1.5b", {"select": {"fusion": "w:0.8"}}),
+            ("q15-w08-epochs2", "as q15-w08, train.epochs 2 (more training per round, with the strong teacher)",
+             labels_path, "description", "qwen1.5b", {"select": {"fusion": "w:0.8"}, "train": {"epochs": 2}}),
             ("q15-w08-mpnet", "as q15-w08, student all-mpnet-base-v2 (110M parameters, 5x MiniLM) instead of "
              "all-MiniLM-L6-v2", labels_path, "description", "qwen1.5b",
              {"select": {"fusion": "w:0.8"}, "encoder": {"model": "all-mpnet-base-v2"}}),
