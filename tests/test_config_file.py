@@ -87,3 +87,12 @@ def test_set_coerces_by_field_type_and_names_bad_keys():
                        ("loop.rounds=two", "expected int"), ("select.union=maybe", "expected bool")]:
         with pytest.raises(ConfigError, match=match):
             apply_overrides(RunConfig().to_dict(), [bad])
+
+
+def test_shipped_strong_teacher_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parent.parent / "configs" / "strong-teacher.toml"
+    cfg = RunConfig.from_dict(load_config_file(p))
+    assert (cfg.teacher.name, cfg.select.fusion, cfg.train.epochs) == ("qwen1.5b", "w:0.8", 2)
+    assert cfg.train.merge_init == RunConfig().train.merge_init  # everything else stays at the defaults
