@@ -27,6 +27,7 @@ def check_decision(rule: str) -> None:
 
 
 LABEL_TEXTS = ("name", "description", "name+description")  # what is embedded for a label
+INDEX_KINDS = ("auto", "hnsw", "exact")  # label index: auto (exact for small label sets), hnsw, exact
 
 
 def one_of(value: str, choices, field: str, error=ConfigError) -> None:
@@ -70,7 +71,7 @@ class IndexConfig:
     exact_queries: int = 20_000
 
     def __post_init__(self):
-        one_of(self.kind, ("auto", "hnsw", "exact"), "index.kind")
+        one_of(self.kind, INDEX_KINDS, "index.kind")
         if self.candidates < 1:
             raise ConfigError("index.candidates must be >= 1")
         if self.M < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.exact_below < 0 or self.exact_queries < 0:

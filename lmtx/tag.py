@@ -51,13 +51,13 @@ class TagOptions:
     def __post_init__(self):
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise TagError(f"--shard must be I/N with 0 <= I < N, got {self.shard[0]}/{self.shard[1]}")
-        from .config import LABEL_TEXTS, one_of
+        from .config import INDEX_KINDS, LABEL_TEXTS, one_of
         from .fast_encode import BACKENDS
 
         if self.top_k < 1 or self.chunk_docs < 1 or self.batch_size < 1 or self.ef_search < 1:
             raise TagError("--top-k, --chunk-docs, the batch size and ef_search must be >= 1")
         one_of(self.label_text, LABEL_TEXTS, "--label-text", TagError)
-        one_of(self.index_kind, ("auto", "hnsw", "exact"), "--index", TagError)
+        one_of(self.index_kind, INDEX_KINDS, "--index", TagError)
         one_of(self.label_backend, BACKENDS, "--label-backend", TagError)
 
 
