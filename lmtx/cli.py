@@ -44,6 +44,7 @@ ITERATE_KEYS = {
     "index": "index.kind", "hnsw_m": "index.M", "ef_construction": "index.ef_construction",
     "ef_search": "index.ef_search", "label_backend": "encoder.label_backend", "eval_sample": "loop.eval_sample",
     "select": "select.strategy", "fusion": "select.fusion", "union": "select.union",
+    "retrieval": "retrieval.mode", "candidate_weight": "retrieval.candidate_weight", "label_text": "encoder.label_text",
     "loss": "train.loss", "distill": "train.distill", "margin": "train.margin", "fn_mask": "train.fn_mask",
     "lr": "train.lr", "batch_size": "train.batch_size", "epochs": "train.epochs", "start": "train.start",
 }
@@ -90,6 +91,9 @@ def iterate(
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
+    retrieval: str = typer.Option("auto", help="What the run ranks with (evaluation, tag, the student's view when picking pseudo-positives): auto (each round's dense weight chosen label-free from the teacher's ratings on the guard's held-out documents), dense, lexical (BM25 over the label texts) or hybrid (retrieval.dense_weight)."),
+    candidate_weight: float = typer.Option(0.65, help="The teacher's candidates: the top-j of the hybrid score at this dense weight (1 = the encoder's own top-j)."),
+    label_text: str = typer.Option("name+description", help="What the encoder embeds and BM25 indexes for a label: name, description or name+description (the name once)."),
     prompt: str = typer.Option("paper-desc", help="Prompt template: a name (./prompts/NAME.txt, then built-in; lmtx prompts list) or a .txt file."),
     prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
     decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
@@ -186,8 +190,12 @@ def _best_line(out: Path) -> str:
         return "best round: none finished"
     b = man["best_round"]
     p1 = man["rounds"].get(str(b), {}).get("P@1")
-    return (f"best round: {b}" + (f" (P@1 {p1:.3f})" if p1 is not None else "")
-            + f"; `lmtx evaluate/tag --model {out}` use it")
+    fin = man["rounds"].get(str(b), {}).get("final_P@1")
+    ret = man.get("retrieval") or {}
+    how = (f"hybrid, dense weight {ret['dense_weight']:g}" if ret.get("mode") == "hybrid" else ret.get("mode", "dense"))
+    return (f"best round: {b}" + (f" (P@1 {p1:.3f} dense" + (f", {fin:.3f} {how}" if fin is not None and how != "dense"
+                                                               else "") + ")" if p1 is not None else "")
+            + f"; `lmtx evaluate/tag --model {out}` rank with it ({how})")
 
 
 @app.command()
@@ -198,7 +206,9 @@ def evaluate(
     k: str = typer.Option("1,3,5,10", help="Cut-offs."),
     split: Optional[str] = typer.Option(None, help="Keep only documents whose 'split' field equals this."),
     baseline: Optional[str] = typer.Option(None, help="tfidf or bm25 instead of a model."),
-    label_text: str = typer.Option("description", help="name, description or name+description."),
+    retrieval: str = typer.Option("auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."),
+    dense_weight: Optional[float] = typer.Option(None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else 0.5)."),
+    label_text: Optional[str] = typer.Option(None, help="name, description or name+description (default: the run's, else name+description)."),
     psp_a: float = typer.Option(0.55, help="Propensity model A."),
     psp_b: float = typer.Option(1.5, help="Propensity model B."),
     out: Optional[Path] = typer.Option(None, help="Write the metrics as JSON here."),
@@ -218,11 +228,14 @@ def evaluate(
             _fail(f"--k must be positive integers separated by commas (e.g. 1,3,5), got {k!r}")
         ls = load_labels(labels)
         ds = load_docs(docs, ls, split=split)
-        m = run_eval(model, ds, ls, ks, baseline, label_text, psp_a, psp_b)
+        m = run_eval(model, ds, ls, ks, baseline, label_text, psp_a, psp_b, retrieval=retrieval,
+                     dense_weight=dense_weight)
     except (*_user_errors(), ValueError) as e:
         _fail(str(e))
     m.update({"docs_file": str(docs), "split": split})
-    typer.echo(f"{m['model']} on {m['n_docs']} documents")
+    how = (f", {m['retrieval']}" + (f" (dense weight {m['dense_weight']:g})" if m["retrieval"] == "hybrid" else "")
+           if "retrieval" in m else "")
+    typer.echo(f"{m['model']}{how} on {m['n_docs']} documents")
     typer.echo(format_metrics(m))
     if out:
         write_json(out, m)
@@ -236,7 +249,7 @@ def tag(
     docs: Path = typer.Option(..., help="Documents to tag (jsonl/csv/parquet: id, text), streamed in chunks."),
     out: Path = typer.Option(..., help="Output .parquet, .jsonl or .csv (doc_id, rank, label_id, label_name, score)."),
     top_k: int = typer.Option(5, min=1, help="Labels per document."),
-    min_score: Optional[float] = typer.Option(None, help="Drop predictions with a cosine score below this."),
+    min_score: Optional[float] = typer.Option(None, help="Drop predictions scoring below this (the cosine for dense retrieval, the fused score for hybrid, BM25 for lexical)."),
     calibrate_on: Optional[Path] = typer.Option(None, "--calibrate-on", help="A small labelled sample: choose --min-score on it (max F1, or --target-precision)."),
     target_precision: Optional[float] = typer.Option(None, help="With --calibrate-on: the lowest threshold reaching this precision."),
     verify: bool = typer.Option(False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."),
@@ -247,7 +260,9 @@ def tag(
     chunk_docs: int = typer.Option(4096, help="Documents per streamed chunk (also the resume unit)."),
     shard: Optional[str] = typer.Option(None, help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output each)."),
     index: str = typer.Option("auto", help="auto, hnsw or exact."),
-    label_text: str = typer.Option("description"),
+    retrieval: str = typer.Option("auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."),
+    dense_weight: Optional[float] = typer.Option(None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else 0.5)."),
+    label_text: Optional[str] = typer.Option(None, help="name, description or name+description (default: the run's, else name+description)."),
     label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8, torch-pool (LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels)."),
     progress: bool = typer.Option(True),
 ):
@@ -258,10 +273,11 @@ def tag(
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
     try:
         opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text,
-                          index_kind=index, shard=_parse_shard(shard), label_backend=label_backend)  # options checked before anything is loaded
+                          index_kind=index, shard=_parse_shard(shard), label_backend=label_backend,
+                          retrieval=retrieval, dense_weight=dense_weight)  # options checked before anything is loaded
         ls = load_labels(labels)
         if calibrate_on is not None:
-            c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, label_text, target_precision)
+            c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, opts, target_precision)
             typer.echo(f"calibrated --min-score {c['threshold']:.4f} ({c['rule']}): precision {c['precision']:.3f}, "
                        f"recall {c['recall']:.3f}, F1 {c['f1']:.3f} on {c['sample_docs']} labelled docs (top-{top_k})")
             opts.min_score = c["threshold"]
@@ -283,7 +299,8 @@ def tag(
         s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log)
     except (*_user_errors(), TagError) as e:
         _fail(str(e))
-    typer.echo(f"tagged {s['docs']} documents in {s['seconds']:.1f}s ({s['docs_per_s']:.0f} docs/s)"
+    typer.echo(f"tagged {s['docs']} documents by {s['retrieval']} in {s['seconds']:.1f}s ({s['docs_per_s']:.0f} docs/s)"
+
                + (f", {s['resumed_chunks']} chunk(s) from an earlier run" if s["resumed_chunks"] else "") + f" -> {s['out']}")
 
 

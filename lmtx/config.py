@@ -27,6 +27,9 @@ def check_decision(rule: str) -> None:
 
 
 LABEL_TEXTS = ("name", "description", "name+description")  # what is embedded for a label
+# the default: the label's name and description, the name once (a description that already says the name is kept as
+# it is). A description alone may omit the name, and a zero-shot encoder then misses what the label is called.
+DEFAULT_LABEL_TEXT = "name+description"
 INDEX_KINDS = ("auto", "hnsw", "exact")  # label index: auto (exact for small label sets), hnsw, exact
 
 
@@ -39,7 +42,7 @@ def one_of(value: str, choices, field: str, error=ConfigError) -> None:
 @dataclass
 class EncoderConfig:
     model: str = "all-MiniLM-L6-v2"  # asset name, local ST folder, or hub id (e.g. msmarco-distilbert-base-v4)
-    label_text: str = "description"  # what is embedded for a label: name | description | name+description
+    label_text: str = DEFAULT_LABEL_TEXT  # what is embedded (and what BM25 indexes): name | description | name+description
     max_seq_length: int = 256  # tokens; longer documents are cut by the encoder
     batch_size: int = 64  # for embedding
     # how labels are encoded: torch (SentenceTransformer.encode), torch-pool (its multi-process pool over
@@ -247,10 +250,39 @@ class LoopConfig:
                 setattr(self, k, str(Path(v).expanduser().resolve()))
 
 
+RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
+
+
+@dataclass
+class RetrievalConfig:
+    """Lexical (BM25 over the label texts) and dense (the encoder's cosine) evidence, fused per document (lmtx.hybrid).
+    """
+
+    # what the run ranks with (evaluation, `lmtx tag --model RUN`, and the student's view in the pseudo-positive
+    # pick): auto (each round's encoder gets the dense weight whose top-1 labels the teacher rates highest on the
+    # guard's held-out documents: dense only, hybrid, or lexical only), dense, lexical, or hybrid (at dense_weight)
+    mode: str = "auto"
+    dense_weight: float = 0.5  # mode hybrid: the dense side's weight (1 = dense only, 0 = BM25 only)
+    # the teacher's candidates: each document's top-j by the fused score at this dense weight (1 = the dense top-j,
+    # the recipe before hybrid retrieval). Fused candidates hold more gold per teacher pair than a union of each
+    # side's top labels or either side alone (benchmarks/results/hybrid.md)
+    candidate_weight: float = 0.65
+    pool: int = 200  # labels per side and document that the fusion scores (each side's top-pool)
+
+    def __post_init__(self):
+        one_of(self.mode, RETRIEVAL_MODES, "retrieval.mode")
+        for k in ("dense_weight", "candidate_weight"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ConfigError(f"retrieval.{k} must be in [0, 1] (the dense side's weight), got {getattr(self, k)}")
+        if self.pool < 1:
+            raise ConfigError(f"retrieval.pool must be >= 1, got {self.pool}")
+
+
 @dataclass
 class RunConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -36,8 +36,12 @@ class Label:
         """The text that the encoder embeds for this label."""
         if mode == "name":
             return self.name
-        if mode == "name+description":
-            return f"{self.name}: {self.description}" if self.description else self.name
+        if mode == "name+description":  # the name once: not repeated when the description already says it
+            if not self.description:
+                return self.name
+            if self.name.lower() in self.description.lower():
+                return self.description
+            return f"{self.name}: {self.description}"
         return self.description or self.name
 
 

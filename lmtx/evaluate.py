@@ -33,16 +33,94 @@ def resolve_model(spec: str) -> str:
     return spec
 
 
-def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description",
-                      show_progress: bool = False) -> list[list[str]]:
-    from .encoder import label_embeddings, load_encoder
-    from .index import rank_labels
+def run_record(spec: str) -> tuple[dict | None, dict | None]:
+    """(the retrieval record, the saved config) of a run folder or one of its round folders; (None, None) for a
+    plain encoder. A round folder gets its own label-free choice where one was made."""
+    p = Path(spec)
+    run = p if (p / "manifest.json").exists() else p.parent if (p.parent / "manifest.json").exists() else None
+    if run is None:
+        return None, None
+    from .rundir import read_json
 
-    path = resolve_model(model_spec)
-    model = load_encoder(path)
-    lemb = label_embeddings(model, labels, label_text, cache_for=path, progress=show_progress)
-    idx, _ = rank_labels(model, [d.text for d in docs], lemb, k, show_progress=show_progress)
-    return [[labels.ids[i] for i in row] for row in idx]
+    man = read_json(run / "manifest.json")
+    cfg = read_json(run / "config.json") if (run / "config.json").exists() else {}
+    rec = dict(man.get("retrieval") or {})
+    if run != p and p.name.startswith("round-") and rec:
+        choice = man.get("retrieval_choice", {}).get(str(int(p.name[6:])))
+        w = float(choice["dense_weight"]) if choice else (rec["dense_weight"] if rec.get("setting") != "auto" else 1.0)
+        from .hybrid import mode_of
+
+        rec.update(round=int(p.name[6:]), dense_weight=w, mode=mode_of(w))
+    return (rec or None), cfg
+
+
+def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_weight: float | None = None,
+                      label_text: str | None = None) -> dict:
+    """What to rank with: ``auto`` takes a run's own choice (its manifest's "retrieval"; dense for a plain
+    encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else 0.5). ``label_text``:
+    given, else the run's, else the default."""
+    from .config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
+    from .hybrid import POOL, RETRIEVALS
+
+    one_of(retrieval, ("auto", *RETRIEVALS), "--retrieval", ValueError)
+    if dense_weight is not None and not 0.0 <= dense_weight <= 1.0:
+        raise ValueError(f"--dense-weight must be in [0, 1] (1 = dense only), got {dense_weight}")
+    rec, cfg = run_record(model_spec) if model_spec else (None, None)
+    lt = label_text or (rec or {}).get("label_text") or ((cfg or {}).get("encoder") or {}).get("label_text") \
+        or DEFAULT_LABEL_TEXT
+    one_of(lt, LABEL_TEXTS, "--label-text", ValueError)
+    pool = int((rec or {}).get("pool") or POOL)
+    if retrieval == "auto":
+        mode, w = ((rec["mode"], float(rec["dense_weight"])) if rec else ("dense", 1.0))
+        if dense_weight is not None and mode == "hybrid":
+            w = dense_weight
+    elif retrieval == "hybrid":
+        mode = "hybrid"
+        w = dense_weight if dense_weight is not None else (float(rec["dense_weight"]) if rec and rec.get("mode") ==
+                                                           "hybrid" else 0.5)
+    else:
+        mode, w = retrieval, (1.0 if retrieval == "dense" else 0.0)
+    if mode == "hybrid" and w >= 1.0:
+        mode = "dense"
+    if mode == "hybrid" and w <= 0.0:
+        mode = "lexical"
+    return {"mode": mode, "dense_weight": w, "label_text": lt, "pool": pool,
+            "from_run": retrieval == "auto" and rec is not None}
+
+
+def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index=None, batch_size: int = 64,
+                show_progress: bool = False, label_backend: str = "auto", log=None):
+    """A hybrid.Ranker for ``how`` (resolve_retrieval): the encoder (not loaded for lexical), its exact label index
+    unless ``index`` is given, and the labels' BM25 index (not built for dense)."""
+    from .hybrid import Ranker
+    from .index import LabelIndex
+
+    model = None
+    if how["mode"] != "lexical":
+        from .encoder import label_embeddings, load_encoder
+
+        path = resolve_model(model_spec)
+        model = load_encoder(path)
+        if index is None:
+            lemb = label_embeddings(model, labels, how["label_text"], batch_size, cache_for=path,
+                                    progress=show_progress, backend=label_backend, log=log)
+            index = LabelIndex(lemb, "exact")
+    lexical = None
+    if how["mode"] != "dense":
+        from .lexical import lexical_index
+
+        lexical = lexical_index(labels, how["label_text"], log)
+    return Ranker(model, index, lexical, how["mode"], how["dense_weight"], how["pool"], batch_size)
+
+
+def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str | None = None,
+                      show_progress: bool = False, retrieval: str = "auto",
+                      dense_weight: float | None = None) -> tuple[list[list[str]], dict]:
+    """Each document's top-k label ids by the retrieval ``resolve_retrieval`` picks, and that choice."""
+    how = resolve_retrieval(model_spec, retrieval, dense_weight, label_text)
+    ranker = make_ranker(model_spec, labels, how, show_progress=show_progress)
+    idx, _ = ranker.rank([d.text for d in docs], k)
+    return [[labels.ids[i] for i in row] for row in idx], how
 
 
 def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description") -> list[list[str]]:
@@ -89,23 +167,30 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
 
 def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 10), baseline: str | None = None,
-             label_text: str = "description", A: float = 0.55, B: float = 1.5, show_progress: bool = False) -> dict:
-    from .config import LABEL_TEXTS, one_of
+             label_text: str | None = None, A: float = 0.55, B: float = 1.5, show_progress: bool = False,
+             retrieval: str = "auto", dense_weight: float | None = None) -> dict:
+    """Ranking metrics of a model (``retrieval``: auto = a run's own choice, dense, lexical or hybrid) or of a
+    lexical baseline (tfidf | bm25) on the gold-labelled documents."""
+    from .config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
 
-    one_of(label_text, LABEL_TEXTS, "--label-text", ValueError)
+    if label_text is not None:
+        one_of(label_text, LABEL_TEXTS, "--label-text", ValueError)
     docs = [d for d in docs if d.labels]
     if not docs:
         raise ValueError("no documents with gold labels to evaluate on")
     kmax = max(ks)
+    extra = {}
     if baseline:
-        ranked = rank_lexical(baseline, docs, labels, kmax, label_text)
+        ranked = rank_lexical(baseline, docs, labels, kmax, label_text or DEFAULT_LABEL_TEXT)
         name = baseline
     else:
-        ranked = rank_with_encoder(model, docs, labels, kmax, label_text, show_progress)
+        ranked, how = rank_with_encoder(model, docs, labels, kmax, label_text, show_progress, retrieval, dense_weight)
         name = model
+        extra = {"retrieval": how["mode"], "dense_weight": how["dense_weight"], "label_text": how["label_text"]}
     gold = [set(d.labels) for d in docs]
     m = ranking_metrics(ranked, gold, ks=ks, recall_ks=ks, prop=propensities(gold, A=A, B=B))
-    return {"model": name, **m}
+    return {"model": name, **extra, **m}
+
 
 
 def format_metrics(m: dict) -> str:

@@ -106,16 +106,18 @@ def fusion_weight(mode: str) -> float:
 
 
 def fuse(j: pd.DataFrame, doc_texts: list[str], label_texts: list[str], mode: str = "auto",
-         teacher_col: str = "p_yes") -> tuple[np.ndarray, ViewQuality]:
+         teacher_col: str = "p_yes", student_col: str = "similarity") -> tuple[np.ndarray, ViewQuality]:
     """Fused score per judged pair (higher = more likely relevant) and the view estimates.
 
-    ``j``: columns doc, label, similarity, and ``teacher_col`` (P(yes)). ``mode``: auto (weights
+    ``j``: columns doc, label, ``student_col`` (the student's score: its cosine, or its hybrid score with BM25),
+    and ``teacher_col`` (P(yes)). ``mode``: auto (weights
     estimated label-free each round), equal, teacher (the teacher alone, as the paper), student, or ``w:X``
     (the teacher's weight X in [0, 1], the student's 1 - X).
     """
     doc = j["doc"].to_numpy()
     zt = _centered(teacher_logit(j[teacher_col].to_numpy()), doc)
-    zs = _centered(j["similarity"].to_numpy(float), doc)
+    zs = _centered(j[student_col].to_numpy(float), doc)
+
     zl = _centered(lexical_similarity(doc_texts, label_texts, doc, j["label"].to_numpy()), doc)
     q = estimate_quality(zt, zs, zl)
     if mode == "equal":

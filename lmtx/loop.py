@@ -24,8 +24,9 @@ from .config import RunConfig
 from .data import LabelSet, gold_of, load_docs, load_labels
 from .encoder import embed, label_embeddings, load_encoder
 from .fuse import fuse
-from .index import build_index
-from .metrics import evaluate_encoder, pseudo_label_quality
+from .hybrid import WEIGHTS, Pools, build_pools, choose_weight, mode_of
+from .index import build_index, exact_topk
+from .metrics import propensities, pseudo_label_quality, ranking_metrics
 from .prompts import load_template
 from .rundir import RunDir, peak_rss_gb, process_memory_gb, read_json, read_parquet, save_encoder, write_json, write_parquet
 from .select import decide, select_positives
@@ -98,16 +99,30 @@ def _label_emb(model, labels: LabelSet, cfg: RunConfig, cache_for: str, progress
                             progress=progress, backend=cfg.encoder.label_backend, log=log)
 
 
-def _retrieve(job: "_Job", lemb: np.ndarray, demb: np.ndarray):
-    """Top candidates per query from the labels ``lemb``; an HNSW graph is built once per label matrix (kept on the
-    job), not once per query set."""
+def _retrieve(job: "_Job", lemb: np.ndarray, demb: np.ndarray, k: int | None = None):
+    """Top-k labels (default: the candidate count) per query from the labels ``lemb``; an HNSW graph is built once
+    per label matrix (kept on the job), not once per query set."""
     cfg = job.cfg
     if job.index is not None and job.index[0] is lemb and job.index[1].kind == "hnsw":
         index = job.index[1]
     else:
         index = build_index(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb), recall_sample=300, log=job.rt.log)
         job.index = (lemb, index)
-    return index.query(demb, cfg.index.candidates)
+    return index.query(demb, k or cfg.index.candidates)
+
+
+def _pools(job: "_Job", lemb: np.ndarray, demb: np.ndarray, key: str, texts: list[str], exact: bool = False) -> Pools:
+    """Each document's dense and lexical top-pool labels, scored on both sides (lmtx.hybrid). ``key`` names the
+    document set: its lexical top lists do not change between rounds and are kept on the job."""
+    pool = job.cfg.retrieval.pool
+    if exact:
+        d_idx, d_sim = exact_topk(demb, lemb, pool)
+    else:
+        d_idx, d_sim = _retrieve(job, lemb, demb, pool)
+    if key not in job.lex_top:
+        job.lex_top[key] = job.lexical.topk(texts, pool)
+    l_idx, l_sc = job.lex_top[key]
+    return build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, job.lexical, texts)
 
 
 def _pairs(docs, labels: LabelSet, doc_idx, label_idx) -> list[Pair]:
@@ -142,6 +157,8 @@ class _State:
     # train.merge_init > 0: the best round's unmerged weights, which training goes on from (``model`` is then the
     # merged encoder that retrieves, is guarded and handed out); None: training goes on from ``model``
     chain: object = None
+    weight: float | None = None  # the best round's dense weight (retrieval.mode); None: not chosen yet
+    pools: Pools | None = None  # this round's training documents' pools (the best encoder's)
 
 
 def _judge_union(st: _State, idx, teacher, template, docs, labels, cache, rt, r):
@@ -212,7 +229,7 @@ def _fuse(j, cfg: RunConfig, doc_texts, label_texts):
     for name, sel in groups:
         if not sel.any():
             continue
-        f, q = fuse(j[sel], doc_texts, label_texts, cfg.select.fusion, teacher_col="p_teacher")
+        f, q = fuse(j[sel], doc_texts, label_texts, cfg.select.fusion, teacher_col="p_teacher", student_col="student")
         j.loc[sel, "fused"] = f
         views[name] = q.to_dict()
     return views
@@ -235,6 +252,7 @@ class _Job:
     strong: object = None
     cache: AnswerCache | None = None
     index: tuple | None = None  # (label matrix, its LabelIndex): the last one built, reused while the matrix is
+    lex_top: dict = field(default_factory=dict)  # document set -> its lexical top-pool (indices, BM25 scores)
 
     @cached_property
     def gold_eval_docs(self) -> list:
@@ -263,16 +281,62 @@ class _Job:
     def label_texts(self) -> list[str]:
         return [lab.text(self.cfg.encoder.label_text) for lab in self.labels.labels]
 
+    @cached_property
+    def lexical(self):
+        """BM25 over the label texts (built once per label set, cached under LMTX_HOME)."""
+        from .lexical import lexical_index
 
-def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[float, int]:
-    """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document (rows: what was judged)."""
-    demb = embed(model, [d.text for d in job.guard_docs], job.cfg.encoder.batch_size)
-    idx, _ = _retrieve(job, lemb, demb)
-    top1 = [int(row[0]) for row in idx]
-    p, _, asked = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, range(len(job.guard_docs)),
-                                                         top1), job.cache, job.rt, f"round {r}: guard")
-    rows.extend((enc_round, d.id, job.labels[l].id, float(x)) for d, l, x in zip(job.guard_docs, top1, p))
-    return float(p.mean()), asked
+        return lexical_index(self.labels, self.cfg.encoder.label_text, self.rt.log)
+
+
+
+def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[float, int, dict | None]:
+    """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document (rows: what was judged);
+    with retrieval.mode auto also the label-free choice of the dense weight: the teacher rates each weight's top-1
+    label of the same documents (most coincide; only new pairs are asked) and the best-rated weight wins."""
+    texts = [d.text for d in job.guard_docs]
+    demb = embed(model, texts, job.cfg.encoder.batch_size)
+    auto = job.cfg.retrieval.mode == "auto"
+    if auto:
+        pools = _pools(job, lemb, demb, "guard", texts)
+        tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in WEIGHTS}
+        top1 = tops[1.0]
+    else:
+        idx, _ = _retrieve(job, lemb, demb)
+        tops, top1 = {}, [int(row[0]) for row in idx]
+    keys = sorted({(i, l) for t in [top1, *tops.values()] for i, l in enumerate(t)})
+    p, _, asked = _ask(job.teacher, job.template, _pairs(job.guard_docs, job.labels, [k[0] for k in keys],
+                                                         [k[1] for k in keys]), job.cache, job.rt, f"round {r}: guard")
+    got = dict(zip(keys, p))
+    p1 = np.array([got[(i, l)] for i, l in enumerate(top1)])
+    rows.extend((enc_round, d.id, job.labels[l].id, float(x)) for d, l, x in zip(job.guard_docs, top1, p1))
+    choice = None
+    if auto:
+        w, means = choose_weight({w: np.array([got[(i, l)] for i, l in enumerate(t)]) for w, t in tops.items()})
+        choice = {"dense_weight": w, "mode": mode_of(w), "label_free": {f"{k:g}": round(v, 4) for k, v in means.items()},
+                  "docs": len(texts)}
+    return float(p1.mean()), asked, choice
+
+
+def _weight_of(cfg: RunConfig, choice: dict | None) -> float:
+    """The dense weight an encoder ranks with: fixed by retrieval.mode, or its label-free choice (auto; dense
+    only while none was made, e.g. with the guard off)."""
+    mode = cfg.retrieval.mode
+    if mode == "dense":
+        return 1.0
+    if mode == "lexical":
+        return 0.0
+    if mode == "hybrid":
+        return cfg.retrieval.dense_weight
+    return float(choice["dense_weight"]) if choice else 1.0
+
+
+def _cosines(demb: np.ndarray, lemb: np.ndarray, idx: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """cos(document i, label idx[i, c]) for every cell of ``idx``."""
+    out = np.empty(idx.shape, np.float32)
+    for s in range(0, len(idx), chunk):
+        out[s:s + chunk] = np.einsum("id,icd->ic", demb[s:s + chunk], lemb[idx[s:s + chunk]])
+    return out
 
 
 def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Iterator[RoundResult]:
@@ -343,12 +407,38 @@ def _eval_sample(job: _Job) -> list:
     return sorted(docs, key=lambda d: hashlib.md5(f"eval\x00{d.id}".encode()).hexdigest())[:n]
 
 
-def _evaluate(job: _Job, model, lemb: np.ndarray, show_progress: bool = False) -> dict:
-    """A round's encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled)."""
+GOLD_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)  # dense weights scored on gold (reported, not used)
+RETRIEVAL_KEYS = ("P@1", "P@3", "P@5", "R@10", "nDCG@5")
+
+
+def _evaluate(job: _Job, model, lemb: np.ndarray, show_progress: bool = False, weight: float | None = None) -> dict:
+    """A round's encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled). The
+    top-level keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside
+    it, P@1 at every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run
+    hands out."""
     docs = _eval_sample(job)
-    m = evaluate_encoder(model, docs, job.labels, job.cfg.encoder.label_text, label_emb=lemb,
-                         show_progress=show_progress, prop_docs=job.gold_eval_docs)
+    texts = [d.text for d in docs]
+    demb = embed(model, texts, 64, show_progress, "embedding eval docs")
+    pools = _pools(job, lemb, demb, "eval", texts, exact=True)
+    ids, gold = job.labels.ids, [set(d.labels) for d in docs]
+    prop = propensities([set(d.labels) for d in job.gold_eval_docs])
+
+    def score(w: float) -> dict:
+        idx, _ = pools.rank(w, 10)
+        return ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
+
+    m = score(1.0)
+    by_w = {f"{w:g}": round(score(w)["P@1"], 4) for w in GOLD_GRID}
+    best_w = max(by_w, key=lambda w: (by_w[w], float(w)))
+    lex = score(0.0)
+    ret = {"dense": {k: m[k] for k in RETRIEVAL_KEYS}, "lexical": {k: lex[k] for k in RETRIEVAL_KEYS},
+           "P@1_by_weight": by_w, "best_weight_on_gold": float(best_w)}
+    if weight is not None:
+        fin = score(weight)
+        ret["final"] = {"mode": mode_of(weight), "dense_weight": weight} | {k: fin[k] for k in RETRIEVAL_KEYS}
+    m["retrieval"] = ret
     return m | {"eval_docs": len(docs), "eval_sampled": len(docs) < len(job.gold_eval_docs)}
+
 
 
 def _round_zero(job: _Job, model0) -> RoundResult:
@@ -358,10 +448,12 @@ def _round_zero(job: _Job, model0) -> RoundResult:
     m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(job.docs), "guard_docs": len(job.guard_docs)}
     if job.has_gold:
         lemb0 = _label_emb(model0, job.labels, cfg, cfg.encoder.model, job.rt.progress, job.rt.log)
-        m.update(_evaluate(job, model0, lemb0, show_progress=job.rt.progress))
+        fixed = None if cfg.retrieval.mode == "auto" else _weight_of(cfg, None)  # auto: chosen in round 1
+        m.update(_evaluate(job, model0, lemb0, show_progress=job.rt.progress, weight=fixed))
     m["peak_rss_gb"] = peak_rss_gb()
     write_json(run.round_dir(0) / "metrics.json", m)
-    run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0})
+    run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0,
+                            "retrieval": run_retrieval(cfg, 0, None if cfg.retrieval.mode == "auto" else fixed)})
     return RoundResult(0, m, run.round_dir(0))
 
 
@@ -405,6 +497,8 @@ def _resume_state(run: RunDir, cfg: RunConfig, docs, labels: LabelSet, rt: Runti
         saved = run.load_optimizer(best)
         if saved is not None:
             st.opt_state = {"adamw": saved}
+    choice = man.get("retrieval_choice", {}).get(str(best))
+    st.weight = _weight_of(cfg, choice) if (choice or cfg.retrieval.mode != "auto") else None
     if done:
         last = run.round_dir(done[-1])
         pos = {d.id: i for i, d in enumerate(docs)}
@@ -437,6 +531,7 @@ class _Step:
     guard: dict = field(default_factory=dict)  # encoder round -> guard score (the manifest's, updated)
     guard_rows: list = field(default_factory=list)
     guard_asked: int = 0
+    choices: dict = field(default_factory=dict)  # encoder round -> its label-free retrieval choice (the manifest's)
     promoted: bool = True
     reason: str = "no guard (loop.guard_docs = 0)"
     memory: dict = field(default_factory=dict)  # step -> this process's RSS and high-water mark after it (GiB)
@@ -447,13 +542,13 @@ def _round(r: int, st: _State, job: _Job) -> RoundResult:
     s = _Step(r, job.run.round_dir(r), stats0=dict(getattr(job.teacher, "stats", {})))
     s.rd.mkdir(parents=True, exist_ok=True)
     with _timed(s, "retrieve"):
-        demb, idx = _step_retrieve(s, st, job)
+        demb, idx, pools = _step_retrieve(s, st, job)
+    with _timed(s, "guard"):  # the guard's reference: the best encoder's score (and retrieval weight) before training
+        _step_guard_reference(s, st, job)
     with _timed(s, "teacher"):
-        _step_teach(s, st, job, demb, idx)
+        _step_teach(s, st, job, demb, idx, pools)
     _step_fuse(s, st, job)
     _step_select(s, st, job)
-    with _timed(s, "guard"):  # the guard's reference: the best encoder's score before training changes it
-        _step_guard_reference(s, st, job)
     with _timed(s, "train"):
         _step_train(s, st, job)
     with _timed(s, "guard"):
@@ -484,18 +579,26 @@ def _step_retrieve(s: _Step, st: _State, job: _Job):
     """1. This round's candidates, retrieved with the best encoder so far (written to candidates.parquet)."""
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
-    idx, sim = _retrieve(job, st.lemb, demb)
+    pools = _pools(job, st.lemb, demb, "train", job.doc_texts)
+    idx, score = pools.rank(cfg.retrieval.candidate_weight, cfg.index.candidates)
+    sim = _cosines(demb, st.lemb, idx)
     write_parquet(s.rd / "candidates.parquet", pd.DataFrame({
         "doc_id": np.repeat(job.doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
         "label_id": [job.labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),
+        "retrieval_score": score.ravel(),  # the fused score at retrieval.candidate_weight (the cosine at 1)
     }))
-    return demb, idx
+    return demb, idx, pools
 
 
-def _step_teach(s: _Step, st: _State, job: _Job, demb, idx) -> None:
-    """2. The teacher's answers (only what the cache lacks) on the candidates joined to earlier rounds' pairs."""
+def _step_teach(s: _Step, st: _State, job: _Job, demb, idx, pools: Pools) -> None:
+    """2. The teacher's answers (only what the cache lacks) on the candidates joined to earlier rounds' pairs; each
+    pair's cosine, BM25 score and the student's view (the two fused at the best encoder's dense weight)."""
     j, s.asked = _judge_union(st, idx, job.teacher, job.template, job.docs, job.labels, job.cache, job.rt, s.r)
-    j["similarity"] = np.einsum("ij,ij->i", demb[j["doc"].to_numpy()], st.lemb[j["label"].to_numpy()])
+    d, lab = j["doc"].to_numpy(), j["label"].to_numpy()
+    j["similarity"] = np.einsum("ij,ij->i", demb[d], st.lemb[lab])
+    j["lexical"] = job.lexical.pair_scores(job.doc_texts, d, lab)
+    w = 1.0 if st.weight is None else st.weight
+    j["student"] = j["similarity"] if w >= 1.0 else pools.pair(d, j["similarity"].to_numpy(), j["lexical"].to_numpy(), w)
     j["rank"] = j.groupby("doc")["similarity"].rank(ascending=False, method="first").astype(int) - 1
     s.j = j
 
@@ -529,7 +632,8 @@ def _step_select(s: _Step, st: _State, job: _Job) -> None:
     j["yes"] = decide(j.assign(p_yes=j["p_teacher"]), cfg.teacher.decision)
     s.examples = select_positives(j.assign(p_yes=j["p_teacher"]), cfg.select.strategy)
     out = {"doc_id": [job.doc_ids[i] for i in j["doc"]], "label_id": [labels[int(i)].id for i in j["label"]]}
-    cols = ["rank", "similarity", "p_yes", "mass", "yes", "fused", "candidate"] + (["p_strong"] if "p_strong" in j else [])
+    cols = ["rank", "similarity", "lexical", "student", "p_yes", "mass", "yes", "fused", "candidate"] + (
+        ["p_strong"] if "p_strong" in j else [])
     write_parquet(s.rd / "judgments.parquet", pd.DataFrame({
         **out, **{c: j[c].to_numpy() for c in cols}, "teacher": job.teacher.model_id,
         "simulated": job.teacher.simulated}))
@@ -538,9 +642,20 @@ def _step_select(s: _Step, st: _State, job: _Job) -> None:
 
 
 def _step_guard_reference(s: _Step, st: _State, job: _Job) -> None:
-    s.guard = job.run.manifest().get("guard", {})
-    if job.guard_docs and str(st.best_round) not in s.guard:
-        s.guard[str(st.best_round)], s.guard_asked = _guard(st.model, st.lemb, job, s.r, st.best_round, s.guard_rows)
+    """The best encoder's guard score and, with retrieval.mode auto, its dense weight (each once per encoder)."""
+    man = job.run.manifest()
+    s.guard, s.choices = man.get("guard", {}), man.get("retrieval_choice", {})
+    b = str(st.best_round)
+    need_ref = bool(job.guard_docs) and b not in s.guard
+    need_choice = bool(job.guard_docs) and job.cfg.retrieval.mode == "auto" and b not in s.choices
+    if need_ref or need_choice:
+        score, asked, choice = _guard(st.model, st.lemb, job, s.r, st.best_round, s.guard_rows if need_ref else [])
+        s.guard_asked += asked
+        if need_ref:
+            s.guard[b] = score
+        if choice:
+            s.choices[b] = choice
+    st.weight = _weight_of(job.cfg, s.choices.get(b))
 
 
 def _step_train(s: _Step, st: _State, job: _Job) -> None:
@@ -575,8 +690,10 @@ def _step_guard(s: _Step, st: _State, job: _Job) -> None:
     if not job.guard_docs:
         return
     r, n, run = s.r, len(job.guard_docs), job.run
-    score, asked = _guard(st.model, s.lemb_new, job, r, r, s.guard_rows)
+    score, asked, choice = _guard(st.model, s.lemb_new, job, r, r, s.guard_rows)
     s.guard_asked += asked
+    if choice:
+        s.choices[str(r)] = choice
     write_parquet(s.rd / "guard.parquet", pd.DataFrame(s.guard_rows, columns=["encoder_round", "doc_id", "label_id",
                                                                               "p_yes"]))
     s.guard[str(r)] = score
@@ -592,6 +709,7 @@ def _step_guard(s: _Step, st: _State, job: _Job) -> None:
 def _step_promote(s: _Step, st: _State, job: _Job) -> None:
     if s.promoted:
         st.best_round, st.lemb = s.r, s.lemb_new
+        st.weight = _weight_of(job.cfg, s.choices.get(str(s.r)))
         if s.opt_state is not None and s.opt_state.get("adamw"):
             st.opt_state = s.opt_state
     else:
@@ -609,12 +727,14 @@ def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int, cha
                "decision": cfg.teacher.decision, "prompt": job.template.name, "select": cfg.select.strategy,
                "fusion": cfg.select.fusion, "merge_init": cfg.train.merge_init}
     if job.has_gold:
-        m.update(_evaluate(job, trained, s.lemb_new))
+        m.update(_evaluate(job, trained, s.lemb_new, weight=_weight_of(cfg, s.choices.get(str(s.r)))))
         if chain is not None and len(job.labels) < UNMERGED_EVAL_UP_TO:
             lemb = embed(chain, job.label_texts, cfg.encoder.batch_size)
             m["unmerged"] = {k: v for k, v in _evaluate(job, chain, lemb).items() if k in ("P@1", "P@5", "nDCG@5")}
         best_m = m if s.promoted else read_json(job.run.round_dir(prev_best) / "metrics.json")
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": st.best_round}
+        if (fin := best_m.get("retrieval", {}).get("final")) is not None:
+            m["best"]["final"] = fin
     m.update(pseudo_label_quality(s.j, s.examples, job.doc_ids, job.labels.ids, job.gold))
     if job.gold:
         dj = s.j.assign(p_yes=s.j["p_teacher"])
@@ -632,7 +752,7 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
         "strong_pairs_asked": s.strong_asked, "strong_docs": len(st.strong_docs), "guard_pairs_asked": s.guard_asked,
         "teacher_pairs_per_s": (s.asked / s.times["teacher"] if s.asked and s.times.get("teacher", 0) > 0
                                 else None),
-        "views": s.views, "teacher_weaker": s.weaker,
+        "views": s.views, "teacher_weaker": s.weaker, "retrieval_choice": s.choices.get(str(s.r)),
         "teacher_stats": {k: v - s.stats0.get(k, 0) for k, v in getattr(teacher, "stats", {}).items()},
         "guard": {"promoted": s.promoted, "reason": s.reason, "score": s.guard.get(str(s.r)),
                   "best_round": st.best_round, "docs": len(job.guard_docs)},
@@ -642,12 +762,24 @@ def _step_record(s: _Step, st: _State, job: _Job, m: dict) -> RoundResult:
         "memory_gb_after_step": s.memory,
     })
     write_json(s.rd / "metrics.json", m)
-    job.run.finish_round(s.r, {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")},
+    summary = {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")}
+    if (fin := m.get("retrieval", {}).get("final")) is not None:
+        summary["final_P@1"] = fin["P@1"]
+    job.run.finish_round(s.r, summary,
                          {"teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
-                          "best_round": st.best_round, "guard": s.guard, "strong_pairs_asked": st.strong_spent})
+                          "best_round": st.best_round, "guard": s.guard, "strong_pairs_asked": st.strong_spent,
+                          "retrieval_choice": s.choices, "retrieval": run_retrieval(job.cfg, st.best_round, st.weight)})
     # only now: a run killed before this line resumes from the previous best round's optimizer state and weights
     job.run.drop_training_state(keep=st.best_round)
     return RoundResult(s.r, m, s.rd)
+
+
+def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict:
+    """What `lmtx evaluate/tag --model RUN` rank with (the manifest's "retrieval"): the best round's mode and dense
+    weight, the label text the lexical side indexes and the pool size."""
+    w = 1.0 if weight is None else float(weight)
+    return {"round": best_round, "mode": mode_of(w), "dense_weight": w, "label_text": cfg.encoder.label_text,
+            "pool": cfg.retrieval.pool, "setting": cfg.retrieval.mode}
 
 
 def _guard_diff(run: RunDir, r: int, best_round: int) -> np.ndarray | None:
@@ -725,6 +857,13 @@ def summary_line(res: RoundResult) -> str:
             parts.append(f"{k} {m[k]:.3f}")
     if "unmerged" in m:
         parts.append(f"unmerged P@1 {m['unmerged']['P@1']:.3f}")
+    ret = m.get("retrieval") or {}
+    if "lexical" in ret:
+        parts.append(f"lexical P@1 {ret['lexical']['P@1']:.3f}")
+    if "final" in ret:
+        f = ret["final"]
+        how = f"hybrid w {f['dense_weight']:g}" if f["mode"] == "hybrid" else f["mode"]
+        parts.append(f"final P@1 {f['P@1']:.3f} ({how})")
     if "pseudo_positive_precision" in m:
         parts.append(f"pseudo-pos precision {m['pseudo_positive_precision']:.2f}")
     if "pairs_asked" in m:

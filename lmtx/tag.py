@@ -40,13 +40,15 @@ class TagOptions:
     min_score: float | None = None
     chunk_docs: int = 4096
     batch_size: int = 64
-    label_text: str = "description"
+    label_text: str | None = None  # None: the run's, else config.DEFAULT_LABEL_TEXT
     index_kind: str = "auto"  # auto | hnsw | exact
     ef_search: int = 100
     label_backend: str = "auto"  # how labels are encoded: auto | torch | onnx-int8 (lmtx.fast_encode)
     # (i, n): tag only the documents whose id hashes to i modulo n, so n processes or machines share a corpus
     # (each writes its own output; together they tag every document exactly once)
     shard: tuple[int, int] | None = None
+    retrieval: str = "auto"  # auto (a run's own choice; dense for a plain encoder) | dense | lexical | hybrid
+    dense_weight: float | None = None  # hybrid: the dense side's weight (default: the run's, else 0.5)
 
     def __post_init__(self):
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
@@ -56,12 +58,17 @@ class TagOptions:
 
         if self.top_k < 1 or self.chunk_docs < 1 or self.batch_size < 1 or self.ef_search < 1:
             raise TagError("--top-k, --chunk-docs, the batch size and ef_search must be >= 1")
-        one_of(self.label_text, LABEL_TEXTS, "--label-text", TagError)
+        if self.label_text is not None:
+            one_of(self.label_text, LABEL_TEXTS, "--label-text", TagError)
+        one_of(self.retrieval, ("auto", "dense", "lexical", "hybrid"), "--retrieval", TagError)
+        if self.dense_weight is not None and not 0.0 <= self.dense_weight <= 1.0:
+            raise TagError(f"--dense-weight must be in [0, 1] (1 = dense only), got {self.dense_weight}")
         one_of(self.index_kind, INDEX_KINDS, "--index", TagError)
         one_of(self.label_backend, BACKENDS, "--label-backend", TagError)
 
 
-def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print) -> LabelIndex:
+def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print,
+                label_text: str | None = None) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
     from .assets import lmtx_home
     from .config import IndexConfig
@@ -69,7 +76,8 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     from .fast_encode import resolve_backend
     from .index import build_index
 
-    key = f"{_fingerprint_encoder(model_path)}-{_fingerprint_labels(labels, opts.label_text)}-{opts.index_kind}"
+    label_text = label_text or opts.label_text
+    key = f"{_fingerprint_encoder(model_path)}-{_fingerprint_labels(labels, label_text)}-{opts.index_kind}"
     if (backend := resolve_backend(model, opts.label_backend, len(labels))) != "torch":
         key += f"-{backend}"
     folder = lmtx_home() / "index" / key
@@ -78,7 +86,7 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
         idx.ef_search = max(idx.ef_search, opts.ef_search)
         return idx
     log(f"[lmtx] building the label index for {len(labels)} labels (once; cached in {folder})")
-    emb = label_embeddings(model, labels, opts.label_text, opts.batch_size, cache_for=model_path,
+    emb = label_embeddings(model, labels, label_text, opts.batch_size, cache_for=model_path,
                            backend=opts.label_backend, log=log)
     idx = build_index(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search), log=log)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -167,8 +175,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     finished parts (only with the same input file, model, labels and options)."""
     from tqdm.auto import tqdm
 
-    from .encoder import load_encoder
-    from .evaluate import resolve_model
+    from .evaluate import make_ranker, resolve_model, resolve_retrieval
 
     out = Path(out)
     fmt = OUT_FORMATS.get(out.suffix.lower())
@@ -176,10 +183,13 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
         raise TagError(f"{out}: output must end in .parquet, .jsonl or .csv")
     if not Path(docs_path).is_file():
         raise TagError(f"{docs_path}: no such file" if not Path(docs_path).exists() else f"{docs_path}: not a file")
+    try:
+        how = resolve_retrieval(model_spec, opts.retrieval, opts.dense_weight, opts.label_text)
+    except ValueError as e:
+        raise TagError(str(e)) from None
     model_path = resolve_model(model_spec)
-    model = load_encoder(model_path)
-    index = label_index(model, model_path, labels, opts, log)
-    parts_dir = _open_parts(out, docs_path, model_path, labels, opts, verify is not None)
+    ranker = _ranker(model_spec, model_path, labels, opts, how, log)
+    parts_dir = _open_parts(out, docs_path, model_path, labels, opts, verify is not None, how)
     t0 = time.time()
     n_docs = n_rows = resumed = 0
     parts: list[Path] = []
@@ -191,7 +201,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
         if part.exists():
             resumed += 1
         else:
-            df = _tag_chunk(model, index, labels, chunk, opts, verify)
+            df = _tag_chunk(ranker, labels, chunk, opts, verify)
             _write_part(df, part, fmt)
             n_rows += len(df)
         bar.update(len(chunk))
@@ -201,14 +211,33 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     shutil.rmtree(parts_dir)
     secs = time.time() - t0
     return {"docs": n_docs, "chunks": len(parts), "resumed_chunks": resumed, "seconds": secs,
-            "docs_per_s": n_docs / secs if secs else None, "out": str(out)}
+            "docs_per_s": n_docs / secs if secs else None, "out": str(out), "retrieval": ranker.describe()}
 
 
-def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool) -> Path:
+def _ranker(model_spec: str, model_path: str, labels: LabelSet, opts: TagOptions, how: dict, log):
+    """The ranking tag uses: the encoder's cached label index (HNSW or exact) and, unless dense, the labels' BM25."""
+    from .encoder import load_encoder
+
+    if how["mode"] == "lexical":
+        from .evaluate import make_ranker
+
+        return make_ranker(model_spec, labels, how, log=log)
+    from .hybrid import Ranker
+    from .lexical import lexical_index
+
+    model = load_encoder(model_path)
+    index = label_index(model, model_path, labels, opts, log, how["label_text"])
+    lexical = lexical_index(labels, how["label_text"], log) if how["mode"] != "dense" else None
+    return Ranker(model, index, lexical, how["mode"], how["dense_weight"], how["pool"], opts.batch_size)
+
+
+def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool,
+                how: dict) -> Path:
     """The folder of finished chunks beside ``out``; refuses one left by a run with other input or options."""
     parts_dir = out.with_name(out.name + ".parts")
     state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_encoder(model_path),
-             "labels": _fingerprint_labels(labels, opts.label_text), "top_k": opts.top_k,
+             "labels": _fingerprint_labels(labels, how["label_text"]), "top_k": opts.top_k,
+             "retrieval": [how["mode"], how["dense_weight"]],
              "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
              "shard": list(opts.shard) if opts.shard else None,
              "docs_sha256": sha256_file(docs_path)}  # a resume must read the very same input
@@ -225,11 +254,9 @@ def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: T
     return parts_dir
 
 
-def _tag_chunk(model, index, labels: LabelSet, chunk: list[Doc], opts: TagOptions, verify) -> pd.DataFrame:
+def _tag_chunk(ranker, labels: LabelSet, chunk: list[Doc], opts: TagOptions, verify) -> pd.DataFrame:
     """The top-k labels of each document of a chunk (rank from 1), above min_score, with P(yes) if verified."""
-    from .encoder import embed
-
-    idx, sim = index.query(embed(model, [d.text for d in chunk], opts.batch_size), opts.top_k)
+    idx, sim = ranker.rank([d.text for d in chunk], opts.top_k)
     k = idx.shape[1]
     df = pd.DataFrame({
         "doc_id": np.repeat([d.id for d in chunk], k),
@@ -262,19 +289,23 @@ def make_verifier(teacher, template, labels: LabelSet, cache):
     return verify
 
 
-def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, label_text: str = "description",
+def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, opts: TagOptions | None = None,
               target_precision: float | None = None) -> dict:
     """Pick a score threshold on a small labelled sample: max F1, or the lowest one reaching a target precision.
-    Reports the precision / recall that the threshold buys on the sample (rows = top-k predictions)."""
-    from .encoder import load_encoder
-    from .evaluate import resolve_model
-    from .index import rank_labels
+    Reports the precision / recall that the threshold buys on the sample (rows = top-k predictions), ranked the way
+    ``opts`` (retrieval, label text) tags."""
+    from .evaluate import make_ranker, resolve_retrieval
 
+    opts = opts or TagOptions(top_k=top_k)
     sample = [d for d in sample if d.labels]
     if not sample:
         raise TagError("the calibration sample has no gold labels")
-    model = load_encoder(resolve_model(model_spec))
-    idx, sim = rank_labels(model, [d.text for d in sample], [l.text(label_text) for l in labels.labels], top_k)
+    try:
+        how = resolve_retrieval(model_spec, opts.retrieval, opts.dense_weight, opts.label_text)
+    except ValueError as e:
+        raise TagError(str(e)) from None
+    idx, sim = make_ranker(model_spec, labels, how).rank([d.text for d in sample], top_k)
+
     hit = np.array([[labels.ids[i] in set(d.labels) for i in row] for row, d in zip(idx, sample)])
     scores, hits = sim.ravel(), hit.ravel()
     n_gold = sum(len(d.labels) for d in sample)

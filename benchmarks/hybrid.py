@@ -1,0 +1,159 @@
+"""Hybrid retrieval without a teacher: dense, BM25 and their fusion at every weight, and which candidates buy more
+gold per teacher pair (a union of each side's top labels, or the fused top-j).
+
+    python benchmarks/hybrid.py                       # the sample and debtags, the encoder as fetched
+    python benchmarks/hybrid.py --encoder runs/demo   # any encoder or run folder (its best round)
+    python benchmarks/hybrid.py --corpora pypi-102k   # pypi-sources: every gold label + 100,000 others
+
+Writes benchmarks/results/hybrid.json and benchmarks/results/hybrid.md (rows keyed by corpus and encoder; a rerun
+replaces its own rows).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "benchmarks"
+
+from lmtx.data import LabelSet, load_docs, load_labels  # noqa: E402
+from lmtx.encoder import embed, label_embeddings, load_encoder  # noqa: E402
+from lmtx.evaluate import resolve_model  # noqa: E402
+from lmtx.hybrid import POOL, WEIGHTS, build_pools  # noqa: E402
+from lmtx.index import exact_topk  # noqa: E402
+from lmtx.lexical import lexical_index  # noqa: E402
+from lmtx.metrics import ranking_metrics  # noqa: E402
+
+GRID = (1.0, 0.9, 0.8, 0.7, 0.65, 0.6, 0.5, 0.4, 0.35, 0.3, 0.2, 0.0)
+
+
+def corpus(name: str):
+    """(eval docs, train docs, labels) of a named corpus."""
+    if name == "sample":
+        labels = load_labels(ROOT / "data/sample/labels.jsonl")
+        return (load_docs(ROOT / "data/sample/eval.jsonl", labels), load_docs(ROOT / "data/sample/docs.jsonl", labels),
+                labels)
+    if name == "debtags":
+        labels = load_labels(SHARED / "debtags/labels.jsonl")
+        return (load_docs(SHARED / "debtags/docs.jsonl", labels, split="test"),
+                load_docs(SHARED / "debtags/docs.jsonl", labels, split="dev"), labels)
+    if name == "pypi-102k":
+        full = load_labels(SHARED / "pypi-sources/labels.jsonl.gz")
+        test = load_docs(SHARED / "pypi-sources/docs.jsonl", full, split="test")
+        dev = load_docs(SHARED / "pypi-sources/docs.jsonl", full, split="dev")
+        gold = {l for d in test + dev for l in d.labels}
+        key = lambda l: hashlib.md5(l.id.encode()).hexdigest()  # noqa: E731
+        others = sorted((l for l in full.labels if l.id not in gold), key=key)[:100_000]
+        keep = {l.id for l in others} | gold
+        labels = LabelSet([l for l in full.labels if l.id in keep])
+        return test, dev, labels
+    raise SystemExit(f"unknown corpus {name!r}")
+
+
+def measure(name: str, encoder: str, label_text: str, js=(5, 10)) -> dict:
+    t0 = time.time()
+    docs, train, labels = corpus(name)
+    docs = [d for d in docs if d.labels]
+    path = resolve_model(encoder)
+    model = load_encoder(path)
+    lemb = label_embeddings(model, labels, label_text, cache_for=path)
+    lex = lexical_index(labels, label_text)
+    out = {"corpus": name, "encoder": encoder, "label_text": label_text, "docs": len(docs), "labels": len(labels),
+           "pool": POOL}
+    gold = [set(d.labels) for d in docs]
+    ids = labels.ids
+    for part, ds in (("eval", docs), ("train", [d for d in train if d.labels])):
+        texts = [d.text for d in ds]
+        demb = embed(model, texts)
+        d_idx, d_sim = exact_topk(demb, lemb, POOL)
+        l_idx, l_sc = lex.topk(texts, POOL)
+        pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, texts)
+        g = [set(d.labels) for d in ds]
+        if part == "eval":
+            by_w = {}
+            for w in GRID:
+                idx, _ = pools.rank(w, 10)
+                m = ranking_metrics([[ids[i] for i in row] for row in idx], gold)
+                by_w[str(w)] = {k: round(m[k], 4) for k in ("P@1", "P@5", "R@10", "nDCG@5")}
+            out["by_weight"] = by_w
+        # candidates for the teacher (train docs): gold among each doc's j candidates, per pair
+        cand = {}
+        for j in js:
+            rows = {}
+            for w in (1.0, 0.8, 0.65, 0.5, 0.35, 0.0):
+                idx, _ = pools.rank(w, j)
+                rows[f"fused w {w}"] = idx
+            half = (j + 1) // 2
+            dl = pools.rank(1.0, POOL)[0]
+            ll = pools.rank(0.0, POOL)[0]
+            uni = []
+            for a, b in zip(dl, ll):
+                pick = list(dict.fromkeys(list(a[:half]) + list(b[:j])))[:j]  # dense's best half, lexical fills
+                uni.append(pick)
+            rows["union (dense j/2 + lexical)"] = np.array(uni)
+            cand[str(j)] = {k: round(float(np.mean([len(set(ids[i] for i in r) & gg) > 0
+                                                    for r, gg in zip(v, g)])), 4) for k, v in rows.items()}
+        out[f"candidate_recall_{part}"] = cand
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["# Hybrid retrieval without a teacher", "",
+             "Written by `benchmarks/hybrid.py`. P@1 of the fused ranking at each dense weight w (1 = the encoder "
+             "alone, 0 = BM25 alone); each side's top-200 labels per document, z-scored per document (lmtx.hybrid).",
+             ""]
+    ws = [str(w) for w in GRID]
+    lines += ["| corpus | encoder | label text | docs | labels | " + " | ".join(f"w {w}" for w in ws) + " |",
+              "|---|---|---|---|---|" + "---|" * len(ws)]
+    for r in rows:
+        best = max(ws, key=lambda w: r["by_weight"][w]["P@1"])
+        cells = [(f"**{r['by_weight'][w]['P@1']:.3f}**" if w == best else f"{r['by_weight'][w]['P@1']:.3f}") for w in ws]
+        lines.append(f"| {r['corpus']} | {r['encoder']} | {r['label_text']} | {r['docs']:,} | {r['labels']:,} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "R@10 at each weight:", "",
+              "| corpus | encoder | " + " | ".join(f"w {w}" for w in ws) + " |", "|---|---|" + "---|" * len(ws)]
+    for r in rows:
+        lines.append(f"| {r['corpus']} | {r['encoder']} | " + " | ".join(f"{r['by_weight'][w]['R@10']:.3f}" for w in ws) + " |")
+    lines += ["", "Candidates for the teacher: share of documents with a gold label among their j candidates (the "
+              "same number of teacher pairs in every column).", ""]
+    for r in rows:
+        for part in ("train", "eval"):
+            for j, c in r[f"candidate_recall_{part}"].items():
+                if not lines[-1].startswith("|"):
+                    pass
+                keys = list(c)
+                lines += [f"{r['corpus']} ({r['encoder']}, {part} docs), j = {j}:", "",
+                          "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
+                          "| " + " | ".join(f"{c[k]:.3f}" for k in keys) + " |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpora", default="sample,debtags")
+    ap.add_argument("--encoder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--label-text", default="name+description")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/hybrid"))
+    a = ap.parse_args()
+    jpath = Path(a.out + ".json")
+    rows = json.loads(jpath.read_text()) if jpath.exists() else []
+    for name in a.corpora.split(","):
+        r = measure(name, a.encoder, a.label_text)
+        print(json.dumps({k: r[k] for k in ("corpus", "encoder", "by_weight")})[:2000], flush=True)
+        rows = [x for x in rows if (x["corpus"], x["encoder"], x["label_text"]) != (name, a.encoder, a.label_text)]
+        rows.append(r)
+        jpath.write_text(json.dumps(rows, indent=1))
+        Path(a.out + ".md").write_text(table(rows))
+    print(f"wrote {jpath} and {a.out}.md")
+
+
+if __name__ == "__main__":
+    main()

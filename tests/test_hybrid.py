@@ -1,0 +1,166 @@
+"""Lexical index and hybrid ranking, against bm25s itself and a naive per-document loop."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lmtx.data import Label, LabelSet, load_docs, load_labels
+from lmtx.hybrid import Pools, build_pools, choose_weight
+from lmtx.index import exact_topk
+from lmtx.lexical import LexicalIndex, lexical_index
+
+LABELS = ["python library for audio files", "a game of strategy and puzzle", "text editor for the terminal",
+          "web server and client", "database tool for science data", "font files", "the music player",
+          "shell debug tool", "kernel driver for network hardware", "image and video editor"]
+DOCS = ["an audio library written in python", "play a puzzle game", "edit text files in a terminal editor",
+        "no shared words here zzz", "music player with audio plugin support", "debug the kernel driver"]
+
+
+def test_lexical_topk_is_bm25s_ranking_and_pair_scores_agree():
+    import bm25s
+
+    lex = LexicalIndex.build(LABELS)
+    idx, sc = lex.topk(DOCS, 4)
+    r = bm25s.BM25()
+    r.index(bm25s.tokenize(LABELS, stopwords="en", show_progress=False), show_progress=False)
+    for i, d in enumerate(DOCS):
+        toks = bm25s.tokenize([d], stopwords="en", return_ids=False, show_progress=False)[0]
+        full = r.get_scores(toks) if any(t in r.vocab_dict for t in toks) else np.zeros(len(LABELS))
+        order = np.lexsort((np.arange(len(LABELS)), -full))[:4]
+        assert list(idx[i]) == list(order)
+        np.testing.assert_allclose(sc[i], full[order], rtol=1e-5)
+        # every (doc, label) pair from the sparse matrix equals bm25s's own score
+        got = lex.pair_scores(DOCS, np.full(len(LABELS), i), np.arange(len(LABELS)))
+        np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
+    assert sc[3].max() == 0.0  # no shared word: zero everywhere
+
+
+def _pools():
+    rng = np.random.default_rng(0)
+    lemb = rng.normal(size=(len(LABELS), 8)).astype(np.float32)
+    lemb /= np.linalg.norm(lemb, axis=1, keepdims=True)
+    demb = rng.normal(size=(len(DOCS), 8)).astype(np.float32)
+    demb /= np.linalg.norm(demb, axis=1, keepdims=True)
+    lex = LexicalIndex.build(LABELS)
+    pool = 4
+    d_idx, d_sim = exact_topk(demb, lemb, pool)
+    l_idx, l_sc = lex.topk(DOCS, pool)
+    return build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, DOCS), demb, lemb, lex, d_idx, d_sim, l_idx, l_sc
+
+
+def test_hybrid_against_a_naive_loop():
+    pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools()
+    w = 0.6
+    idx, score = pools.rank(w, 3)
+    for i in range(len(DOCS)):
+        cand = sorted(set(d_idx[i]) | set(l_idx[i]))
+        cos = {l: float(demb[i] @ lemb[l]) for l in cand}
+        bm = {l: float(lex.pair_scores(DOCS, [i], [l])[0]) for l in cand}
+        mu_d, sd_d = np.mean(d_sim[i]), np.std(d_sim[i])
+        mu_l, sd_l = np.mean(l_sc[i]), np.std(l_sc[i])
+        f = {l: w * (cos[l] - mu_d) / sd_d + (1 - w) * ((bm[l] - mu_l) / sd_l if sd_l > 1e-9 else 0.0) for l in cand}
+        want = sorted(cand, key=lambda l: (-f[l], l))[:3]
+        assert list(idx[i]) == want, i
+        np.testing.assert_allclose(score[i], [f[l] for l in want], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_one_is_dense_and_zero_is_lexical():
+    pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools()
+    idx, sc = pools.rank(1.0, 4)
+    assert (idx == d_idx).all()
+    np.testing.assert_allclose(sc, d_sim, rtol=1e-5)
+    idx, sc = pools.rank(0.0, 4)
+    assert (idx == l_idx).all()
+    np.testing.assert_allclose(sc, l_sc, rtol=1e-5)
+
+
+def test_choose_weight_prefers_dense_on_ties():
+    assert choose_weight({1.0: np.array([0.5, 0.5]), 0.5: np.array([0.5, 0.5])})[0] == 1.0
+    w, means = choose_weight({1.0: np.array([0.2, 0.4]), 0.5: np.array([0.6, 0.4]), 0.0: np.array([0.1, 0.1])})
+    assert w == 0.5 and means[0.5] == pytest.approx(0.5)
+    assert choose_weight({})[0] == 1.0
+
+
+def test_lexical_index_cached_by_label_texts(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMTX_HOME", str(tmp_path))
+    labels = LabelSet([Label(f"l{i}", f"L{i}", t) for i, t in enumerate(LABELS)])
+    a = lexical_index(labels, "description")
+    built = list((tmp_path / "lexical").iterdir())
+    assert len(built) == 1 and not any(p.name.startswith(".") or ".tmp" in p.name for p in built)
+    b = lexical_index(labels, "description")  # loaded from disk
+    assert isinstance(b, LexicalIndex) and b is not a
+    for x, y in zip(a.topk(DOCS, 5), b.topk(DOCS, 5)):
+        np.testing.assert_array_equal(x, y)
+    lexical_index(labels, "name")  # other label text: another index
+    assert len(list((tmp_path / "lexical").iterdir())) == 2
+
+
+def test_name_plus_description_says_the_name_once():
+    assert Label("a", "Audio", "Audio: sound tools").text("name+description") == "Audio: sound tools"
+    assert Label("a", "ocr", "Text recognition").text("name+description") == "ocr: Text recognition"
+    assert Label("a", "ocr", "").text("name+description") == "ocr"
+
+
+def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_data, tiny_encoder):
+    """A run's metrics hold dense, lexical and the chosen ranking side by side; `lmtx evaluate --model RUN` ranks
+    as the run chose and reproduces its final P@1; `lmtx tag` writes the same top labels."""
+    from lmtx.cli import app
+    from lmtx.config import EncoderConfig, LoopConfig, RunConfig, TeacherConfig, TrainConfig
+    from lmtx.evaluate import evaluate
+    from lmtx.loop import Runtime, iterate
+
+    cfg = RunConfig(encoder=EncoderConfig(model=tiny_encoder), teacher=TeacherConfig(name="simulated:0.1"),
+                    train=TrainConfig(batch_size=8),
+                    loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"],
+                                    eval_docs=small_data["eval"]))
+    out = tmp_path / "run"
+    res = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))
+    m1 = res[-1].metrics
+    ret = m1["retrieval"]
+    assert set(ret) >= {"dense", "lexical", "final", "P@1_by_weight", "best_weight_on_gold"}
+    assert ret["dense"]["P@1"] == m1["P@1"] and ret["P@1_by_weight"]["1"] == pytest.approx(m1["P@1"], abs=1e-4)
+    assert ret["P@1_by_weight"]["0"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-4)
+    choice = m1["retrieval_choice"]
+    assert choice["mode"] in ("dense", "hybrid", "lexical") and set(choice["label_free"]) >= {"1", "0", "0.5"}
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["retrieval"]["round"] == man["best_round"] and "0" in man["retrieval_choice"]
+    labels = load_labels(small_data["labels"])
+    ev = load_docs(small_data["eval"], labels)
+    m = evaluate(str(out), ev, labels)
+    best = json.loads((out / f"round-{man['best_round']:02d}" / "metrics.json").read_text())
+    want = best.get("retrieval", {}).get("final") or {"mode": "dense", "P@1": best["P@1"]}
+    assert m["retrieval"] == man["retrieval"]["mode"] == want["mode"]
+    assert m["P@1"] == pytest.approx(want["P@1"], abs=1e-9)
+    # each mode on request; lexical equals the round's lexical P@1 (same eval docs: no sampling here)
+    lex = evaluate(str(out), ev, labels, retrieval="lexical")
+    assert lex["P@1"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-9)
+    hyb = evaluate(str(out), ev, labels, retrieval="hybrid", dense_weight=0.5)
+    assert hyb["P@1"] == pytest.approx(ret["P@1_by_weight"]["0.5"], abs=1e-4)
+    # tag through the CLI: the same top-1 as evaluate's ranking of the run
+    from lmtx.evaluate import rank_with_encoder
+
+    tagged = tmp_path / "tags.jsonl"
+    r = CliRunner().invoke(app, ["tag", "--model", str(out), "--labels", small_data["labels"], "--docs",
+                                 small_data["eval"], "--out", str(tagged), "--top-k", "3", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(l) for l in tagged.read_text().splitlines()]
+    top1 = {x["doc_id"]: x["label_id"] for x in rows if x["rank"] == 1}
+    ranked, how = rank_with_encoder(str(out), ev, labels, 1)
+    assert top1 == {d.id: r[0] for d, r in zip(ev, ranked)}
+    assert f"by {how['mode']}" in r.output or "by hybrid" in r.output
+
+
+def test_bad_retrieval_options(small_data):
+    from lmtx.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", "--baseline", "bm25", "--docs", small_data["eval"], "--labels",
+                                 small_data["labels"], "--label-text", "names"])
+    assert r.exit_code == 2 and "--label-text" in r.output
+    from lmtx.config import ConfigError, RetrievalConfig
+
+    with pytest.raises(ConfigError, match="retrieval.mode"):
+        RetrievalConfig(mode="bm25")
+    with pytest.raises(ConfigError, match="candidate_weight"):
+        RetrievalConfig(candidate_weight=1.5)
