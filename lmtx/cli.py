@@ -89,6 +89,7 @@ def iterate(
     teacher_timeout: float = typer.Option(300.0, min=1.0, help="Served teacher: seconds to wait for one HTTP request (retried 4 times with backoff; 429 Retry-After honoured)."),
     teacher_dtype: str = typer.Option("auto", help="The teacher's precision, part of its fingerprint: auto (float32 local/CPU, the checkpoint's on GPU, unknown for a server lmtx did not start), float32, bfloat16, float16, fp8, int8, int4, awq, gptq."),
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
+    teacher_backend: str = typer.Option("auto", help="auto (a GPU with vLLM: the in-process vLLM engine for GPU teachers; a GPU without it: transformers on the GPU; no GPU: offline teachers on the CPU, GPU teachers refused), transformers or vllm (forced; the memory check still applies)."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
     candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
     retrieval: str = typer.Option("auto", help="What the run ranks with (evaluation, tag, the student's view when picking pseudo-positives): auto (each round's dense weight chosen label-free from the teacher's ratings on the guard's held-out documents), dense, lexical (BM25 over the label texts) or hybrid (retrieval.dense_weight)."),
@@ -130,16 +131,28 @@ def iterate(
     options given on the command line, then each --set section.key=value.
     """
     # (its length is the option list: one typer.Option per line; the work is in the helpers below)
-    from .loop import Runtime, count_pairs, iterate as run_loop, summary_line
-
     try:
         cfg = _iterate_config(ctx, config, set_, locals())
+        from .config import one_of
+        from .teacher.plan import check_hub_weights, plan_teacher, probe_machine
+
+        one_of(teacher_backend, ("auto", "transformers", "vllm"), "--teacher-backend")
+        plan = plan_teacher(cfg.teacher.name, probe_machine(), urls=list(teacher_url), serve=serve,
+                            backend=teacher_backend, dtype=cfg.teacher.dtype)
+        if plan.backend in ("transformers", "vllm"):
+            check_hub_weights(plan.spec)
+        from .loop import Runtime, count_pairs, iterate as run_loop, summary_line  # pandas, torch: after the checks
+
         if dry_run:
+            typer.echo(f"teacher {cfg.teacher.name}: {plan.describe()}" + (f" ({plan.hint})" if plan.hint else ""))
             typer.echo(_dry_run_message(count_pairs(cfg, out)))
             return
         log = lambda s: typer.echo(s, err=True)  # noqa: E731
-        rt = Runtime(device=device, threads=threads, progress=progress, log=log, teacher_urls=list(teacher_url),
-                     teacher_tokenizer=teacher_tokenizer, teacher_timeout=teacher_timeout)
+        log(f"[lmtx] teacher backend: {plan.describe()}" + (f"; {plan.hint}" if plan.hint else ""))
+        rt = Runtime(device=plan.device if plan.device == "cuda" and device == "cpu" else device, threads=threads,
+                     progress=progress, log=log, teacher_urls=list(teacher_url), teacher_tokenizer=teacher_tokenizer,
+                     teacher_timeout=teacher_timeout, teacher_plan=plan)
+
         with _served_teacher(serve and not teacher_url, cfg.teacher.name, cfg.teacher.dtype, out, rt):
             for res in run_loop(cfg, out, rt):
                 typer.echo(summary_line(res))

@@ -56,6 +56,8 @@ class Runtime:
     teacher_timeout: float = 300.0  # served teacher: seconds per HTTP request
     strong_teacher: object | None = None  # an already-built strong teacher for the cascade (tests)
     served_dtype: str | None = None  # the precision of the server `--serve` started (teacher.dtype auto resolves to it)
+    teacher_backend: str = "auto"  # auto | transformers | vllm (lmtx.teacher.plan)
+    teacher_plan: object | None = None  # the backend chosen for the teacher on this machine (lmtx.teacher.plan)
 
 
 def _template(cfg: RunConfig):
@@ -381,6 +383,13 @@ def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, objec
     template = _template(cfg)
     if rt.teacher is None:
         check_teacher_spec(cfg.teacher.name)
+        if rt.teacher_plan is None:  # refuse a teacher this machine cannot run before anything is loaded or written
+            from .teacher.plan import check_hub_weights, plan_teacher, probe_machine
+
+            rt.teacher_plan = plan_teacher(cfg.teacher.name, probe_machine(), urls=rt.teacher_urls,
+                                           backend=rt.teacher_backend, dtype=cfg.teacher.dtype)
+            if rt.teacher_plan.backend in ("transformers", "vllm"):
+                check_hub_weights(rt.teacher_plan.spec)
     if cfg.teacher.strong and rt.strong_teacher is None:
         check_teacher_spec(cfg.teacher.strong)
     run = RunDir(out)
@@ -478,8 +487,15 @@ def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime, served: boo
 
     urls = rt.teacher_urls if served else []
     dtype = rt.served_dtype if served and urls and rt.served_dtype and cfg.teacher.dtype == "auto" else cfg.teacher.dtype
+    plan = rt.teacher_plan
+    device = rt.device
+    if served and plan is not None and plan.backend in ("transformers", "vllm") and not urls:
+        name = plan.spec  # e.g. vllm:wizardlm on a GPU with vLLM
+        if plan.device == "cuda":
+            device = "cuda"
+            dtype = plan.dtype if cfg.teacher.dtype == "auto" else dtype
     return make_teacher(name, template, gold=gold, seed=cfg.loop.seed, prefix_reuse=cfg.teacher.prefix_reuse,
-                        batch_size=cfg.teacher.batch_size, device=rt.device, threads=rt.threads, progress=rt.log,
+                        batch_size=cfg.teacher.batch_size, device=device, threads=rt.threads, progress=rt.log,
                         urls=urls, tokenizer=rt.teacher_tokenizer, timeout=rt.teacher_timeout, dtype=dtype)
 
 

@@ -28,21 +28,23 @@ class TeacherSpec:
     asset: bool  # True: weights come from lmtx.assets
     chat_format: str | None = None  # None: the tokenizer's own chat template
     about: str = ""
+    params_b: float = 0.0  # billions of parameters (what the memory check before loading assumes)
 
 
 REGISTRY: dict[str, TeacherSpec] = {
     s.name: s
     for s in [
-        TeacherSpec("smollm2", "smollm2-135m", True, about="SmolLM2-135M-Instruct (offline; fast, weak)"),
-        TeacherSpec("qwen0.5b", "qwen2.5-coder-0.5b", True, about="Qwen2.5-Coder-0.5B-Instruct (offline; default)"),
-        TeacherSpec("qwen1.5b", "qwen2.5-coder-1.5b", True, about="Qwen2.5-Coder-1.5B-Instruct (offline; quality, slow)"),
-        TeacherSpec("wizardlm", "WizardLMTeam/WizardLM-13B-V1.2", False, VICUNA, "the paper's teacher (GPU)"),
-        TeacherSpec("vicuna", "lmsys/vicuna-13b-v1.5", False, VICUNA, "GPU"),
-        TeacherSpec("llama2", "meta-llama/Llama-2-13b-chat-hf", False, LLAMA2, "GPU"),
+        TeacherSpec("smollm2", "smollm2-135m", True, about="SmolLM2-135M-Instruct (offline; fast, weak)",
+                    params_b=0.135),
+        TeacherSpec("qwen0.5b", "qwen2.5-coder-0.5b", True, about="Qwen2.5-Coder-0.5B-Instruct (offline; default)",
+                    params_b=0.494),
+        TeacherSpec("qwen1.5b", "qwen2.5-coder-1.5b", True, about="Qwen2.5-Coder-1.5B-Instruct (offline; quality, slow)",
+                    params_b=1.54),
+        TeacherSpec("wizardlm", "WizardLMTeam/WizardLM-13B-V1.2", False, VICUNA, "the paper's teacher (GPU)", 13.0),
+        TeacherSpec("vicuna", "lmsys/vicuna-13b-v1.5", False, VICUNA, "GPU", 13.0),
+        TeacherSpec("llama2", "meta-llama/Llama-2-13b-chat-hf", False, LLAMA2, "GPU", 13.0),
     ]
 }
-
-DEFAULT_TEACHER = "qwen0.5b"
 
 
 def parse_simulated(spec: str) -> float | None:
