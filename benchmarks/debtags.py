@@ -271,6 +271,15 @@ def main():
             ("q05-cascade", f"lmtx defaults (fresh AdamW each round) + cascade: Qwen2.5-Coder-1.5B on at most "
              f"{a.strong_budget} pairs", labels_path, "description", "qwen0.5b",
              {"teacher": {"strong": "qwen1.5b", "strong_budget": a.strong_budget}, **fresh}),
+            # hybrid retrieval (retrieval.mode auto, fused candidates): the defaults since the *-hybrid runs
+            ("q05-hybrid", "lmtx defaults with hybrid retrieval (BM25 + dense; candidates at dense weight 0.65; "
+             "each encoder's weight chosen label-free on the guard documents), teacher Qwen2.5-Coder-0.5B",
+             labels_path, "name+description", "qwen0.5b", {}),
+            ("q15-hybrid-strong", "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
+             "Qwen2.5-Coder-1.5B", labels_path, "name+description", "qwen1.5b",
+             {"select": {"fusion": "w:0.8"}, "train": {"epochs": 2}}),
+            ("sim0-hybrid", "SIMULATED perfect teacher (the bound for q05-hybrid), lmtx defaults with hybrid "
+             "retrieval", labels_path, "name+description", "simulated:0", {}),
         ]
         only = set(a.runs_only.split(",")) if a.runs_only else None
         for run_name, desc, lab, ltext, teacher, over in long_runs:
@@ -323,6 +332,15 @@ def record_rounds(put, run_dir: Path, run_name, desc, label_text, teacher, round
                 "docs": m.get("docs"), "guard_docs": (m.get("guard") or {}).get("docs"),
                 "merge_init": m.get("merge_init", 0.0), "unmerged_P@1": (m.get("unmerged") or {}).get("P@1"),
             })
+        ret = m.get("retrieval")
+        if ret:  # hybrid retrieval: dense, lexical and the run's choice side by side, and the best weight on gold
+            by_w = ret.get("P@1_by_weight", {})
+            fin = ret.get("final") or {}
+            row.update({"dense_P@1": ret["dense"]["P@1"], "lexical_P@1": ret["lexical"]["P@1"],
+                        "final_P@1": fin.get("P@1"), "final_R@10": fin.get("R@10"), "dense_R@10": ret["dense"]["R@10"],
+                        "chosen_weight": fin.get("dense_weight"), "best_weight_on_gold": ret.get("best_weight_on_gold"),
+                        "best_weight_P@1": max(by_w.values()) if by_w else None,
+                        "label_free": (m.get("retrieval_choice") or {}).get("label_free")})
         row.update({"pairs": len(weak | guard) + len(strong),
                     "pairs_by_teacher": {teacher: len(weak | guard), **({"qwen1.5b": len(strong)} if strong else {})},
                     "seconds": round(secs, 1), "seeded": bool(SEED_CACHES)})
@@ -402,7 +420,27 @@ def write(out: Path, a, rows: dict):
                          f"{r.get('best_round')} | {'yes' if r.get('promoted') else 'no'} | {f(r.get('teacher_auc'))} | "
                          f"{f(r.get('student_auc'))} | {f(r.get('fused_auc'))} | {pp} | "
                          f"{'yes' if r.get('teacher_weaker') else 'no'} | {r['pairs']} | {r['seconds']:.0f} |")
+    hyb = [r for r in runs if r.get("dense_P@1") is not None]
+    if hyb:
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines += ["", "## Hybrid retrieval: dense, lexical and the run's choice (same runs, same 2,000 test docs)", "",
+                  "*dense*: the round's encoder alone; *lexical*: BM25 over the label texts (the same every round); "
+                  "*chosen*: the ranking the run hands out, at the dense weight it chose label-free (the teacher's "
+                  "ratings of each weight's top-1 on the guard's held-out documents; 1 = dense only); *best on gold*: "
+                  "the weight that would have scored best on these test documents (reported, never used). Gap: chosen "
+                  "minus the better of dense-only and the best hybrid weight.", "",
+                  "| run | round | dense P@1 | lexical P@1 | chosen weight | chosen P@1 | best weight on gold | its P@1 "
+                  "| gap | dense R@10 | chosen R@10 | pairs |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in hyb:
+            gap = (r["final_P@1"] - max(r["dense_P@1"], r["best_weight_P@1"] or 0)
+                   if r.get("final_P@1") is not None else None)
+            cw = "-" if r.get("chosen_weight") is None else f"{r['chosen_weight']:g}"
+            lines.append(f"| {r['run']} | {r['round']} | {f(r['dense_P@1'])} | {f(r['lexical_P@1'])} | {cw} | "
+                         f"{f(r.get('final_P@1'))} | {r.get('best_weight_on_gold')} | {f(r.get('best_weight_P@1'))} | "
+                         f"{'-' if gap is None else f'{gap:+.3f}'} | {f(r.get('dense_R@10'))} | {f(r.get('final_R@10'))} "
+                         f"| {r['pairs']} |")
     (out.parent / (out.name + ".md")).write_text("\n".join(lines) + "\n")
+
     print("\n".join(lines), flush=True)
 
 

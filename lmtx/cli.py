@@ -165,7 +165,7 @@ def iterate(
 def _dry_run_message(c: dict) -> str:
     n = c["docs"] * c["candidates"]
     return (f"{c['docs']} documents x {c['candidates']} candidates = {n} teacher calls in round 1, plus up to "
-            f"{c['pairs_per_round_max'] - n} for the guard ({c['guard_docs']} held-out documents); at most that many "
+            f"{c['pairs_per_round_max'] - n} for the guard and the retrieval weight ({c['guard_docs']} held-out documents); at most that many "
             f"per later round (only pairs not yet cached are asked): at most {c['pairs_total_max']} over "
             f"{c['rounds']} rounds" + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"]
                                        else "."))

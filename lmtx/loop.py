@@ -72,10 +72,14 @@ def count_pairs(cfg: RunConfig, out: str | Path) -> dict:
     docs, guard = guard_split(all_docs, cfg)
     j = min(cfg.index.candidates, len(labels))
     n = len(docs) * j
-    g = 2 * len(guard)  # the guard: the initial and the first round's top-1 per held-out document
+    # the guard: each encoder's top-1 per held-out document (the initial and the first round's in round 1); with
+    # retrieval.mode auto, the top-1 of every dense weight compared (at most len(WEIGHTS) labels; most coincide)
+    per = len(WEIGHTS) if cfg.retrieval.mode == "auto" else 1
+    g = 2 * len(guard) * per
     return {"docs": len(docs), "guard_docs": len(guard), "labels": len(labels), "candidates": j,
             "pairs_per_round_max": n + g, "rounds": cfg.loop.rounds,
-            "pairs_total_max": n * cfg.loop.rounds + len(guard) * (cfg.loop.rounds + 1),
+            "pairs_total_max": n * cfg.loop.rounds + len(guard) * per * (cfg.loop.rounds + 1),
+
             "strong_budget": cfg.teacher.strong_budget if cfg.teacher.strong else 0}
 
 

@@ -27,7 +27,8 @@ def make_report(run: str | Path) -> Path:
     cfg = read_json(rd.out / "config.json")
     man = rd.manifest()
     keys = [k for k in KEYS if any(k in m for m in ms)]
-    lines = _header(rd, cfg, man) + _metrics_table(ms, keys) + _teaching_table(ms) + _guard_table(ms)
+    lines = _header(rd, cfg, man) + _metrics_table(ms, keys) + _retrieval_section(rd, ms) + _teaching_table(ms) \
+        + _guard_table(ms)
     if keys:
         lines += _metrics_plot(rd, ms, keys)
     trained = [r for r in rounds if r > 0]
@@ -65,7 +66,48 @@ def _metrics_table(ms: list[dict], keys: list[str]) -> list[str]:
     return lines
 
 
+def _retrieval_section(rd: RunDir, ms: list[dict]) -> list[str]:
+    """Dense, lexical and the run's chosen ranking per round (P@1), the chosen and the best-on-gold weight, and a
+    plot of the three."""
+    rows = [m for m in ms if m.get("retrieval")]
+    if not rows:
+        return []
+    import matplotlib.pyplot as plt
+
+    f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    lines = ["", "## Retrieval: dense, lexical (BM25) and the run's choice", "",
+             "The chosen dense weight comes from the teacher's ratings of each weight's top-1 label on the guard's "
+             "held-out documents (label-free); the best weight on gold is reported, never used.", "",
+             "| round | dense P@1 | lexical P@1 | chosen | chosen P@1 | best weight on gold | its P@1 |",
+             "|---|---|---|---|---|---|---|"]
+    for m in rows:
+        ret = m["retrieval"]
+        fin = ret.get("final") or {}
+        by_w = ret.get("P@1_by_weight") or {}
+        how = (f"hybrid {fin['dense_weight']:g}" if fin.get("mode") == "hybrid" else fin.get("mode", "-"))
+        lines.append(f"| {m['round']} | {f(ret['dense']['P@1'])} | {f(ret['lexical']['P@1'])} | {how} | "
+                     f"{f(fin.get('P@1'))} | {ret.get('best_weight_on_gold', '-')} | "
+                     f"{f(max(by_w.values()) if by_w else None)} |")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    r = [m["round"] for m in rows]
+    ax.plot(r, [m["retrieval"]["dense"]["P@1"] for m in rows], marker="o", label="dense (the encoder)")
+    ax.plot(r, [m["retrieval"]["lexical"]["P@1"] for m in rows], marker="s", label="lexical (BM25)")
+    fr = [(m["round"], m["retrieval"]["final"]["P@1"]) for m in rows if m["retrieval"].get("final")]
+    if fr:
+        ax.plot([a for a, _ in fr], [b for _, b in fr], marker="^", label="chosen (what the run hands out)")
+    ax.set_xlabel("round")
+    ax.set_xticks(r)
+    ax.set_ylabel("P@1")
+    ax.set_title("retrieval per round")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(rd.out / "report_retrieval.png", dpi=100)
+    plt.close(fig)
+    return lines + ["", "![retrieval per round](report_retrieval.png)"]
+
+
 def _teaching_table(ms: list[dict]) -> list[str]:
+
     lines = ["", "## Teaching per round", "", "| round | " + " | ".join(TEACH) + " | seconds |",
              "|---|" + "---|" * (len(TEACH) + 1)]
     for m in (m for m in ms if m["round"] > 0):
