@@ -105,7 +105,41 @@ def measure(name: str, encoder: str, label_text: str, js=(5, 10)) -> dict:
     return out
 
 
-def table(rows: list[dict]) -> str:
+def lexical_scale() -> dict:
+    """The BM25 index over all 783,728 pypi-sources label texts: build (once), reload, top-200 per document, pair
+    scores, peak memory of this process."""
+    import resource
+    import shutil
+
+    from lmtx.assets import lmtx_home
+    from lmtx.encoder import fingerprint_labels
+
+    labels = load_labels(SHARED / "pypi-sources/labels.jsonl.gz")
+    docs = load_docs(SHARED / "pypi-sources/docs.jsonl", labels, split="test")[:500]
+    shutil.rmtree(lmtx_home() / "lexical" / fingerprint_labels(labels, "name+description"), ignore_errors=True)
+    rss = lambda: round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # noqa: E731
+    before = rss()
+    t0 = time.time()
+    lex = lexical_index(labels, "name+description")
+    build = time.time() - t0
+    t0 = time.time()
+    lex = lexical_index(labels, "name+description")
+    reload = time.time() - t0
+    texts = [d.text for d in docs]
+    t0 = time.time()
+    idx, sc = lex.topk(texts, POOL)
+    topk = time.time() - t0
+    t0 = time.time()
+    ps = lex.pair_scores(texts, np.repeat(np.arange(len(texts)), POOL), idx.ravel())
+    pairs = time.time() - t0
+    p1 = float(np.mean([labels.ids[i[0]] in set(d.labels) for i, d in zip(idx, docs)]))
+    return {"labels": len(labels), "build_s": round(build, 1), "reload_s": round(reload, 1),
+            "top200_ms_per_doc": round(1000 * topk / len(texts), 1), "pair_scores_per_s": round(ps.size / pairs),
+            "pair_vs_topk_max_abs_diff": float(np.abs(ps.reshape(idx.shape) - sc).max()),
+            "bm25_P@1_first_500_test_docs": round(p1, 3), "peak_rss_gb_before": before, "peak_rss_gb_after": rss()}
+
+
+def table(rows: list[dict], scale: dict | None = None) -> str:
     lines = ["# Hybrid retrieval without a teacher", "",
              "Written by `benchmarks/hybrid.py`. P@1 of the fused ranking at each dense weight w (1 = the encoder "
              "alone, 0 = BM25 alone); each side's top-200 labels per document, z-scored per document (lmtx.hybrid).",
@@ -133,6 +167,11 @@ def table(rows: list[dict]) -> str:
                 lines += [f"{r['corpus']} ({r['encoder']}, {part} docs), j = {j}:", "",
                           "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
                           "| " + " | ".join(f"{c[k]:.3f}" for k in keys) + " |", ""]
+    if scale:
+        lines += ["## The lexical index at 783,728 labels (pypi-sources)", "",
+                  "`python benchmarks/hybrid.py --corpora scale`: BM25 over every label text, one process, 2-core CPU.",
+                  "", "| " + " | ".join(scale) + " |", "|" + "---|" * len(scale),
+                  "| " + " | ".join(str(v) for v in scale.values()) + " |", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -144,14 +183,22 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/hybrid"))
     a = ap.parse_args()
     jpath = Path(a.out + ".json")
-    rows = json.loads(jpath.read_text()) if jpath.exists() else []
+    saved = json.loads(jpath.read_text()) if jpath.exists() else {}
+    rows, scale = (saved, None) if isinstance(saved, list) else (saved.get("rows", []), saved.get("lexical_scale"))
     for name in a.corpora.split(","):
+        if name == "scale":
+            scale = lexical_scale()
+            print(json.dumps(scale), flush=True)
+            jpath.write_text(json.dumps({"rows": rows, "lexical_scale": scale}, indent=1))
+            Path(a.out + ".md").write_text(table(rows, scale))
+            continue
         r = measure(name, a.encoder, a.label_text)
         print(json.dumps({k: r[k] for k in ("corpus", "encoder", "by_weight")})[:2000], flush=True)
         rows = [x for x in rows if (x["corpus"], x["encoder"], x["label_text"]) != (name, a.encoder, a.label_text)]
         rows.append(r)
-        jpath.write_text(json.dumps(rows, indent=1))
-        Path(a.out + ".md").write_text(table(rows))
+        jpath.write_text(json.dumps({"rows": rows, "lexical_scale": scale}, indent=1))
+        Path(a.out + ".md").write_text(table(rows, scale))
+
     print(f"wrote {jpath} and {a.out}.md")
 
 

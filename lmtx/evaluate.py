@@ -57,7 +57,8 @@ def run_record(spec: str) -> tuple[dict | None, dict | None]:
 def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_weight: float | None = None,
                       label_text: str | None = None) -> dict:
     """What to rank with: ``auto`` takes a run's own choice (its manifest's "retrieval"; dense for a plain
-    encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else 0.5). ``label_text``:
+    encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else retrieval.dense_weight's
+    default). ``label_text``:
     given, else the run's, else the default."""
     from .config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
     from .hybrid import POOL, RETRIEVALS
@@ -76,8 +77,10 @@ def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_wei
             w = dense_weight
     elif retrieval == "hybrid":
         mode = "hybrid"
+        from .config import RetrievalConfig
+
         w = dense_weight if dense_weight is not None else (float(rec["dense_weight"]) if rec and rec.get("mode") ==
-                                                           "hybrid" else 0.5)
+                                                           "hybrid" else RetrievalConfig().dense_weight)
     else:
         mode, w = retrieval, (1.0 if retrieval == "dense" else 0.0)
     if mode == "hybrid" and w >= 1.0:

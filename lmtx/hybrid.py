@@ -121,14 +121,29 @@ def mode_of(w: float) -> str:
     return "dense" if w >= 1.0 else "lexical" if w <= 0.0 else "hybrid"
 
 
-def choose_weight(ratings: dict[float, np.ndarray]) -> tuple[float, dict]:
-    """The dense weight whose top-1 labels the teacher rates highest on the held-out documents (mean P(yes)); on a
-    tie, the weight nearer dense only. ``ratings``: weight -> P(yes) of its top-1 label per document."""
+CHOICE_Z = 1.0  # standard errors by which another weight must beat the prior to replace it
+
+
+def choose_weight(ratings: dict[float, np.ndarray], prior: float, z: float = CHOICE_Z) -> tuple[float, dict]:
+    """The dense weight to rank with, from the teacher's P(yes) of each weight's top-1 label on the same held-out
+    documents (``ratings``: weight -> one value per document, ``prior`` among them). The prior stays unless another
+    weight's paired mean difference to it is positive and above ``z`` standard errors; of those, the largest
+    wins. A plain argmax follows noise: on the sample's 30 held-out documents it once moved from 0.8 to 0.5 for a
+    mean difference of 0.0004, and P@1 fell from 0.537 to 0.467. Returns (weight, each weight's mean P(yes))."""
     means = {float(w): float(np.mean(p)) for w, p in ratings.items() if len(p)}
-    if not means:
-        return 1.0, {}
-    best = max(means, key=lambda w: (round(means[w], 6), w))
+    if not means or prior not in ratings:
+        return prior, means
+    base = np.asarray(ratings[prior], float)
+    best, gain = prior, 0.0
+    for w, p in ratings.items():
+        d = np.asarray(p, float) - base
+        if len(d) < 2 or w == prior:
+            continue
+        m, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+        if m > 0 and m > z * se and m > gain:
+            best, gain = float(w), m
     return best, means
+
 
 
 class Ranker:

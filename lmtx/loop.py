@@ -305,7 +305,8 @@ def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[
     auto = job.cfg.retrieval.mode == "auto"
     if auto:
         pools = _pools(job, lemb, demb, "guard", texts)
-        tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in WEIGHTS}
+        prior = job.cfg.retrieval.dense_weight
+        tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in sorted({*WEIGHTS, prior}, reverse=True)}
         top1 = tops[1.0]
     else:
         idx, _ = _retrieve(job, lemb, demb)
@@ -318,7 +319,8 @@ def _guard(model, lemb, job: _Job, r: int, enc_round: int, rows: list) -> tuple[
     rows.extend((enc_round, d.id, job.labels[l].id, float(x)) for d, l, x in zip(job.guard_docs, top1, p1))
     choice = None
     if auto:
-        w, means = choose_weight({w: np.array([got[(i, l)] for i, l in enumerate(t)]) for w, t in tops.items()})
+        w, means = choose_weight({w: np.array([got[(i, l)] for i, l in enumerate(t)]) for w, t in tops.items()}, prior)
+
         choice = {"dense_weight": w, "mode": mode_of(w), "label_free": {f"{k:g}": round(v, 4) for k, v in means.items()},
                   "docs": len(texts)}
     return float(p1.mean()), asked, choice

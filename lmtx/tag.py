@@ -48,7 +48,7 @@ class TagOptions:
     # (each writes its own output; together they tag every document exactly once)
     shard: tuple[int, int] | None = None
     retrieval: str = "auto"  # auto (a run's own choice; dense for a plain encoder) | dense | lexical | hybrid
-    dense_weight: float | None = None  # hybrid: the dense side's weight (default: the run's, else 0.5)
+    dense_weight: float | None = None  # hybrid: the dense side's weight (default: the run's, else retrieval.dense_weight's)
 
     def __post_init__(self):
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):

@@ -10,7 +10,7 @@ from lmtx.cli import ITERATE_KEYS, app, iterate
 from lmtx.config import ConfigError, RunConfig, apply_overrides, load_config_file
 
 runner = CliRunner()
-RUNTIME_OPTIONS = {"ctx", "config", "set_", "out", "teacher_url", "teacher_tokenizer", "teacher_timeout", "serve",
+RUNTIME_OPTIONS = {"ctx", "config", "set_", "out", "teacher_url", "teacher_tokenizer", "teacher_timeout", "serve", "teacher_backend",
                    "threads", "device", "dry_run", "progress"}
 
 

@@ -76,11 +76,16 @@ def test_weight_one_is_dense_and_zero_is_lexical():
     np.testing.assert_allclose(sc, l_sc, rtol=1e-5)
 
 
-def test_choose_weight_prefers_dense_on_ties():
-    assert choose_weight({1.0: np.array([0.5, 0.5]), 0.5: np.array([0.5, 0.5])})[0] == 1.0
-    w, means = choose_weight({1.0: np.array([0.2, 0.4]), 0.5: np.array([0.6, 0.4]), 0.0: np.array([0.1, 0.1])})
-    assert w == 0.5 and means[0.5] == pytest.approx(0.5)
-    assert choose_weight({})[0] == 1.0
+def test_choose_weight_keeps_the_prior_unless_clearly_beaten():
+    flat = np.full(30, 0.5)
+    # a noise-sized lead (the sample's round 3: 0.5153 vs 0.5149) does not move the prior
+    noisy = flat + np.r_[0.01, -0.005, np.zeros(28)]
+    assert choose_weight({0.8: flat, 0.5: noisy, 1.0: flat}, prior=0.8)[0] == 0.8
+    # a clear, consistent gain does, dense only included; of two, the larger gain wins
+    assert choose_weight({0.8: flat, 1.0: flat + 0.05, 0.5: flat + 0.02}, prior=0.8)[0] == 1.0
+    w, means = choose_weight({0.8: flat, 0.0: flat + np.linspace(0.0, 0.2, 30)}, prior=0.8)
+    assert w == 0.0 and means[0.0] == pytest.approx(0.6)
+    assert choose_weight({}, prior=0.8)[0] == 0.8
 
 
 def test_lexical_index_cached_by_label_texts(tmp_path, monkeypatch):
@@ -138,6 +143,7 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     assert lex["P@1"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-9)
     hyb = evaluate(str(out), ev, labels, retrieval="hybrid", dense_weight=0.5)
     assert hyb["P@1"] == pytest.approx(ret["P@1_by_weight"]["0.5"], abs=1e-4)
+    assert evaluate(str(out), ev, labels, retrieval="hybrid")["dense_weight"] in (0.8, choice["dense_weight"])
     # tag through the CLI: the same top-1 as evaluate's ranking of the run
     from lmtx.evaluate import rank_with_encoder
 
@@ -150,6 +156,12 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     ranked, how = rank_with_encoder(str(out), ev, labels, 1)
     assert top1 == {d.id: r[0] for d, r in zip(ev, ranked)}
     assert f"by {how['mode']}" in r.output or "by hybrid" in r.output
+    # the report shows the three rankings per round and plots them
+    from lmtx.report import make_report
+
+    rep = make_report(out).read_text()
+    assert "## Retrieval: dense, lexical (BM25) and the run's choice" in rep and (out / "report_retrieval.png").exists()
+
 
 
 def test_bad_retrieval_options(small_data):
