@@ -105,7 +105,7 @@ def test_iterate_against_server_killed_mid_run_resumes(tmp_path, small_data, mon
         th.join()
         assert r.exit_code != 0
         n_cached = sqlite3.connect(out / "teacher-cache.sqlite").execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        assert 0 < n_cached < 81  # 27 training docs (13 of 40 held out for the guard) x 3 candidates
+        assert 0 < n_cached < 81  # 27 training docs (13 of 40 held out for the guard) x 3 candidates, + the guard's
         srv2 = VLLMServer(local_model_path("smollm2"), served_name="smollm2-135m", log_path=logp,
                           env={"VLLM_CACHE_ROOT": str(tmp_path / "cache")}).start(timeout=900)
         try:
@@ -117,7 +117,9 @@ def test_iterate_against_server_killed_mid_run_resumes(tmp_path, small_data, mon
         srv.stop()
     assert r.exit_code == 0, r.output
     m = json.loads((out / "round-01" / "metrics.json").read_text())
-    assert m["pairs_total"] == 81 and m["pairs_asked"] == 81 - n_cached
+    # the rerun asked exactly what the first attempt had not cached (teaching pairs and the guard's, which come first)
+    n_final = sqlite3.connect(out / "teacher-cache.sqlite").execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    assert m["pairs_total"] == 81 and m["pairs_asked"] + m["guard_pairs_asked"] == n_final - n_cached
     for f in out.rglob("*"):
         if f.is_file() and f.name != "vllm-server.log":
             assert b"sk-test-secret-4242" not in f.read_bytes(), f
