@@ -40,6 +40,10 @@ RUNS = {
                             "--teacher qwen0.5b --prompt sources -j 5 --eval-sample 0 --rounds N "
                             "--out benchmarks/runs/pypi/q05-sources"),
     "sim0-sources": ("simulated", "(same) --teacher simulated:0 --out benchmarks/runs/pypi/sim0-sources"),
+    # hybrid retrieval (the defaults since; the two runs above predate it and rank with the encoder alone)
+    "q05-hybrid": ("lmtx", "(same as q05-sources, current defaults: hybrid retrieval) --out "
+                           "benchmarks/runs/pypi/q05-hybrid"),
+    "sim0-hybrid": ("simulated", "(same) --teacher simulated:0 --out benchmarks/runs/pypi/sim0-hybrid"),
 }
 
 
@@ -252,6 +256,14 @@ def stage_runs(res):
                    "P@1": m.get("P@1"), "P@5": m.get("P@5"), "R@10": m.get("R@10"), "pairs": pairs,
                    "seconds": secs and round(secs, 1), "eval_docs": m.get("eval_docs"), "promoted": m.get("promoted"),
                    "command": cmd}
+            ret = m.get("retrieval")
+            if ret:  # dense (the P@1 above), lexical and the chosen ranking side by side
+                fin = ret.get("final") or {}
+                row.update({"lexical_P@1": ret["lexical"]["P@1"], "final_P@1": fin.get("P@1"),
+                            "final_R@10": fin.get("R@10"), "chosen_weight": fin.get("dense_weight"),
+                            "best_weight_on_gold": ret.get("best_weight_on_gold"),
+                            "best_weight_P@1": max((ret.get("P@1_by_weight") or {"-": None}).values())})
+
             if r:
                 s = m.get("seconds") or {}
                 non = sum(v for k, v in s.items() if k not in ("teacher", "strong_teacher"))
@@ -331,7 +343,20 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['name']} | {r['kind']} | {f(r.get('teacher'))} | {f(r.get('round'))} | {f(r.get('labels'))} | "
                      f"{f(r.get('P@1'))} | {f(r.get('P@5'))} | {f(r.get('R@10'))} | {f(r.get('pairs'))} | "
                      f"{f(r.get('seconds'))} |")
+    hyb = [r for r in res.get("rows", []) if r.get("lexical_P@1") is not None]
+    if hyb:
+        f = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+        lines += ["", "## Hybrid retrieval: dense, lexical and the run's choice", "",
+                  "P@1 above is the encoder alone; *chosen* is the ranking the run hands out, at the dense weight it "
+                  "chose label-free; *best on gold* is reported, never used.", "",
+                  "| row | dense P@1 | lexical P@1 | chosen weight | chosen P@1 | chosen R@10 | best weight on gold | "
+                  "its P@1 |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(hyb, key=lambda r: r["name"]):
+            lines.append(f"| {r['name']} | {f(r.get('P@1'))} | {f(r.get('lexical_P@1'))} | {f(r.get('chosen_weight'))} | "
+                         f"{f(r.get('final_P@1'))} | {f(r.get('final_R@10'))} | {f(r.get('best_weight_on_gold'))} | "
+                         f"{f(r.get('best_weight_P@1'))} |")
     lines += ["", "## Scale figures", "", "| figure | value |", "|---|---|"]
+
     for k, v in sc.get("encode_labels_per_s", {}).items():
         lines.append(f"| labels encoded per second: {k} | {v} |")
     for k in ("encode_baseline", "encode_sample", "int8_cosine_to_float32", "equal_p1", "encode_labels_s", "labels",
