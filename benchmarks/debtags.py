@@ -421,8 +421,7 @@ def write(out: Path, a, rows: dict):
                          f"{f(r.get('student_auc'))} | {f(r.get('fused_auc'))} | {pp} | "
                          f"{'yes' if r.get('teacher_weaker') else 'no'} | {r['pairs']} | {r['seconds']:.0f} |")
     hyb = [r for r in runs if r.get("dense_P@1") is not None]
-    if hyb:
-        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    if hyb:  # (hyb is a part of runs: f is defined above)
         lines += ["", "## Hybrid retrieval: dense, lexical and the run's choice (same runs, same 2,000 test docs)", "",
                   "*dense*: the round's encoder alone; *lexical*: BM25 over the label texts (the same every round); "
                   "*chosen*: the ranking the run hands out, at the dense weight it chose label-free (the teacher's "
