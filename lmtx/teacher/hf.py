@@ -8,6 +8,7 @@ candidates, and only the short suffixes (label + question + assistant header) ar
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from pathlib import Path
@@ -116,6 +117,7 @@ class HFTeacher:
         dev = self.device
         prefix = torch.tensor([seqs[0][:P]], device=dev)
         out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        prefix_cache = out.cache if _new_cache_api() else out.past_key_values
         self.prompt_tokens += P
         results: list[Judgment] = []
         for start in range(0, len(seqs), self.batch_size):
@@ -127,10 +129,11 @@ class HFTeacher:
             for i, s in enumerate(chunk):
                 ids[i, :len(s)] = torch.tensor(s)
                 mask[i, P:P + len(s)] = 1
-            cache = _repeat_cache(out.past_key_values, B)
+            cache = _repeat_cache(prefix_cache, B)
             self.prompt_tokens += sum(len(s) for s in chunk)
             h = self.model.base_model(
-                input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache, use_cache=True,
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True,
+                **{("cache" if _new_cache_api() else "past_key_values"): cache},
             ).last_hidden_state  # (B, L, H)
             last = torch.tensor([len(s) - 1 for s in chunk], device=dev)
             hl = h[torch.arange(B, device=dev), last]  # (B, H)
@@ -154,7 +157,19 @@ class HFTeacher:
         return results
 
 
+@functools.lru_cache(maxsize=None)
+def _new_cache_api() -> bool:
+    """transformers >= 5.24 names the KV cache ``cache`` (``past_key_values`` warns, and goes in 5.40); the
+    floor release (4.56) knows only ``past_key_values``."""
+    try:
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+    except ImportError:
+        return False
+    return "cache" in getattr(BaseModelOutputWithPast, "__dataclass_fields__", {})
+
+
 def _repeat_cache(cache, n: int):
+
     """A fresh cache holding ``n`` copies of a batch-1 prefix cache (the original stays untouched)."""
     import copy
 
