@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -178,6 +177,3 @@ def _repeat_cache(cache, n: int):
         c.batch_repeat_interleave(n)
     return c
 
-
-def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)
