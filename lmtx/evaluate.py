@@ -91,20 +91,23 @@ def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_wei
             "from_run": retrieval == "auto" and rec is not None}
 
 
-def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index=None, batch_size: int = 64,
+def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index_for=None, batch_size: int = 64,
                 show_progress: bool = False, label_backend: str = "auto", log=None):
-    """A hybrid.Ranker for ``how`` (resolve_retrieval): the encoder (not loaded for lexical), its exact label index
-    unless ``index`` is given, and the labels' BM25 index (not built for dense)."""
+    """A hybrid.Ranker for ``how`` (resolve_retrieval): the encoder (not loaded for lexical), its label index, and the
+    labels' BM25 index (not built for dense). ``index_for(model, path)``: the label index to search (tag's cached
+    HNSW / exact one); default an exact index over the cached label embeddings."""
     from .hybrid import Ranker
     from .index import LabelIndex
 
-    model = None
+    model = index = None
     if how["mode"] != "lexical":
         from .encoder import label_embeddings, load_encoder
 
         path = resolve_model(model_spec)
         model = load_encoder(path)
-        if index is None:
+        if index_for is not None:
+            index = index_for(model, path)
+        else:
             lemb = label_embeddings(model, labels, how["label_text"], batch_size, cache_for=path,
                                     progress=show_progress, backend=label_backend, log=log)
             index = LabelIndex(lemb, "exact")

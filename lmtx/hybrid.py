@@ -108,15 +108,6 @@ def build_pools(demb: np.ndarray, lemb: np.ndarray, d_idx: np.ndarray, d_sim: np
     return Pools(idx, dense, lex, mu_d, sd_d, mu_l, sd_l)
 
 
-def rank_pools(pools: Pools, retrieval: str, w: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of a retrieval mode: dense (w 1), lexical (w 0) or hybrid (w)."""
-    if retrieval == "dense":
-        return pools.rank(1.0, k)
-    if retrieval == "lexical":
-        return pools.rank(0.0, k)
-    return pools.rank(w, k)
-
-
 def mode_of(w: float) -> str:
     return "dense" if w >= 1.0 else "lexical" if w <= 0.0 else "hybrid"
 

@@ -51,6 +51,11 @@ class LexicalIndex:
     def __len__(self) -> int:
         return self.n
 
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's tokens that the labels' vocabulary knows, as its ids (duplicates kept, as bm25s scores them)."""
+        vocab = self.retriever.vocab_dict
+        return [[vocab[w] for w in t if w in vocab] for t in tokens(texts)]
+
     # -- the sparse matrix view: (n_labels x vocabulary) BM25 weights --------------------------------------------
     @property
     def weights(self):
@@ -69,10 +74,8 @@ class LexicalIndex:
         if self._q is not None and self._q[0] is texts and self._q[1] == len(texts):
             return self._q[2]
 
-        vocab = self.retriever.vocab_dict
         rows, cols = [], []
-        for i, t in enumerate(tokens(texts)):
-            ids = [vocab[w] for w in t if w in vocab]
+        for i, ids in enumerate(self._token_ids(texts)):
             rows.extend([i] * len(ids))
             cols.extend(ids)
         data = np.ones(len(rows), dtype=np.float32)
@@ -101,9 +104,7 @@ class LexicalIndex:
         k = min(k, self.n)
         idx = np.empty((len(texts), k), np.int64)
         sc = np.empty((len(texts), k), np.float32)
-        vocab = self.retriever.vocab_dict
-        for i, t in enumerate(tokens(texts)):
-            ids = [vocab[w] for w in t if w in vocab]
+        for i, ids in enumerate(self._token_ids(texts)):
             s = (self.retriever.get_scores_from_ids(ids) if ids else np.zeros(self.n, np.float32)).astype(np.float32)
             if k < self.n:  # the k best; labels tied with the k-th score by lower index (argpartition's pick is not)
                 part = np.argpartition(-s, k - 1)[:k]

@@ -188,7 +188,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     except ValueError as e:
         raise TagError(str(e)) from None
     model_path = resolve_model(model_spec)
-    ranker = _ranker(model_spec, model_path, labels, opts, how, log)
+    ranker = _ranker(model_spec, labels, opts, how, log)
     parts_dir = _open_parts(out, docs_path, model_path, labels, opts, verify is not None, how)
     t0 = time.time()
     n_docs = n_rows = resumed = 0
@@ -214,21 +214,12 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
             "docs_per_s": n_docs / secs if secs else None, "out": str(out), "retrieval": ranker.describe()}
 
 
-def _ranker(model_spec: str, model_path: str, labels: LabelSet, opts: TagOptions, how: dict, log):
+def _ranker(model_spec: str, labels: LabelSet, opts: TagOptions, how: dict, log):
     """The ranking tag uses: the encoder's cached label index (HNSW or exact) and, unless dense, the labels' BM25."""
-    from .encoder import load_encoder
+    from .evaluate import make_ranker
 
-    if how["mode"] == "lexical":
-        from .evaluate import make_ranker
-
-        return make_ranker(model_spec, labels, how, log=log)
-    from .hybrid import Ranker
-    from .lexical import lexical_index
-
-    model = load_encoder(model_path)
-    index = label_index(model, model_path, labels, opts, log, how["label_text"])
-    lexical = lexical_index(labels, how["label_text"], log) if how["mode"] != "dense" else None
-    return Ranker(model, index, lexical, how["mode"], how["dense_weight"], how["pool"], opts.batch_size)
+    return make_ranker(model_spec, labels, how, batch_size=opts.batch_size, log=log,
+                       index_for=lambda model, path: label_index(model, path, labels, opts, log, how["label_text"]))
 
 
 def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool,
