@@ -5,7 +5,7 @@
 For every document, the top-j candidates of the initial encoder with the teacher's cached P(yes) (pairs
 the cache lacks are skipped, never asked). Reports, per rule, the share of documents whose chosen
 pseudo-positive is a gold label, and per view the AUC against gold next to the label-free estimate the
-loop would use (lmtx.fuse). Writes benchmarks/results/fusion_check.{json,md} (one row per --name).
+loop would use (lmtx.learn.fuse). Writes benchmarks/results/fusion_check.{json,md} (one row per --name).
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.encoder import load_encoder  # noqa: E402
-from lmtx.fuse import fuse  # noqa: E402
-from lmtx.metrics import auc  # noqa: E402
-from lmtx.prompts import load_template  # noqa: E402
-from lmtx.select import decide  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.search.encoder import load_encoder  # noqa: E402
+from lmtx.learn.fuse import fuse  # noqa: E402
+from lmtx.evaluation.metrics import auc  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
+from lmtx.learn.select import decide  # noqa: E402
 from lmtx.teacher.cache import AnswerCache  # noqa: E402
 from lmtx.teacher.registry import teacher_model_id  # noqa: E402
-from lmtx.teacher_eval import candidate_pairs  # noqa: E402
+from lmtx.evaluation.teacher_eval import candidate_pairs  # noqa: E402
 
 
 def main():
@@ -85,7 +85,7 @@ def main():
     jp.write_text(json.dumps({"rows": rows_out}, indent=1))
     lines = ["# Pseudo-positive rules on real teacher answers", "",
              "Top-j candidates of the initial encoder; share of documents whose pseudo-positive is gold (gold only "
-             "scores the rules). `estimate`: the label-free view quality lmtx.fuse computes (r = estimated "
+             "scores the rules). `estimate`: the label-free view quality lmtx.learn.fuse computes (r = estimated "
              "correlation with relevance), next to the AUC against gold.", ""]
     for r in rows_out:
         lines += [f"## {r['name']}", "", f"{r['docs']} documents, {r['pairs']} pairs, j = {r['j']}; "

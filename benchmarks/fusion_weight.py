@@ -4,9 +4,9 @@
 
 For every round's judged candidates (the run's judgments.parquet: the teacher's P(yes) and the student's
 similarity as the run saw them), the fused score w * z_teacher + (1 - w) * z_student (each view centered per
-document and scaled, as lmtx.fuse does) picks one pseudo-positive per document; gold only scores the pick.
+document and scaled, as lmtx.learn.fuse does) picks one pseudo-positive per document; gold only scores the pick.
 Also listed: the label-free quantities a fusion rule could read (the teacher's per-document log-odds spread,
-the triad estimates r of lmtx.fuse and the weight `--fusion auto` would use). Writes
+the triad estimates r of lmtx.learn.fuse and the weight `--fusion auto` would use). Writes
 benchmarks/results/fusion_weight.{json,md}.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from lmtx.data import gold_of, load_docs  # noqa: E402
-from lmtx.fuse import _centered, teacher_logit  # noqa: E402
+from lmtx.store.data import gold_of, load_docs  # noqa: E402
+from lmtx.learn.fuse import _centered, teacher_logit  # noqa: E402
 
 W = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 RUNS = {

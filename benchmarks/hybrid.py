@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "benchmarks"
 
-from lmtx.data import LabelSet, load_docs, load_labels  # noqa: E402
-from lmtx.encoder import embed, label_embeddings, load_encoder  # noqa: E402
-from lmtx.evaluate import resolve_model  # noqa: E402
-from lmtx.hybrid import POOL, WEIGHTS, build_pools  # noqa: E402
-from lmtx.index import exact_topk  # noqa: E402
-from lmtx.lexical import lexical_index  # noqa: E402
-from lmtx.metrics import ranking_metrics  # noqa: E402
+from lmtx.store.data import LabelSet, load_docs, load_labels  # noqa: E402
+from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
+from lmtx.evaluation.evaluate import resolve_model  # noqa: E402
+from lmtx.search.hybrid import POOL, WEIGHTS, build_pools  # noqa: E402
+from lmtx.search.index import exact_topk  # noqa: E402
+from lmtx.search.lexical import lexical_index  # noqa: E402
+from lmtx.evaluation.metrics import ranking_metrics  # noqa: E402
 
 GRID = (1.0, 0.9, 0.8, 0.7, 0.65, 0.6, 0.5, 0.4, 0.35, 0.3, 0.2, 0.0)
 
@@ -111,8 +111,8 @@ def lexical_scale() -> dict:
     import resource
     import shutil
 
-    from lmtx.assets import lmtx_home
-    from lmtx.encoder import fingerprint_labels
+    from lmtx.store.assets import lmtx_home
+    from lmtx.search.encoder import fingerprint_labels
 
     labels = load_labels(SHARED / "pypi-sources/labels.jsonl.gz")
     docs = load_docs(SHARED / "pypi-sources/docs.jsonl", labels, split="test")[:500]
@@ -142,7 +142,7 @@ def lexical_scale() -> dict:
 def table(rows: list[dict], scale: dict | None = None) -> str:
     lines = ["# Hybrid retrieval without a teacher", "",
              "Written by `benchmarks/hybrid.py`. P@1 of the fused ranking at each dense weight w (1 = the encoder "
-             "alone, 0 = BM25 alone); each side's top-200 labels per document, z-scored per document (lmtx.hybrid).",
+             "alone, 0 = BM25 alone); each side's top-200 labels per document, z-scored per document (lmtx.search.hybrid).",
              ""]
     ws = [str(w) for w in GRID]
     lines += ["| corpus | encoder | label text | docs | labels | " + " | ".join(f"w {w}" for w in ws) + " |",

@@ -31,10 +31,10 @@ OUT = ROOT / "benchmarks" / "results" / "merge_init"
 def main():
     import torch
 
-    from lmtx.data import load_docs, load_labels
-    from lmtx.encoder import load_encoder
-    from lmtx.loop import merge_weights
-    from lmtx.metrics import evaluate_encoder
+    from lmtx.store.data import load_docs, load_labels
+    from lmtx.search.encoder import load_encoder
+    from lmtx.loop.run import merge_weights
+    from lmtx.evaluation.metrics import evaluate_encoder
 
     torch.set_num_threads(2)
     runs = dict(a.split("=", 1) for a in sys.argv[1:]) or RUNS

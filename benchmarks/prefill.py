@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.encoder import load_encoder  # noqa: E402
-from lmtx.prompts import load_template  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.search.encoder import load_encoder  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.cache import AnswerCache, score_cached  # noqa: E402
 from lmtx.teacher.registry import make_teacher  # noqa: E402
-from lmtx.teacher_eval import candidate_pairs  # noqa: E402
+from lmtx.evaluation.teacher_eval import candidate_pairs  # noqa: E402
 
 
 def main():

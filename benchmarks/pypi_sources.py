@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.rundir import peak_rss_gb  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.store.rundir import peak_rss_gb  # noqa: E402
 
 BENCH = ROOT.parent / "shared" / "benchmarks" / "pypi-sources"
 WORK = ROOT / "benchmarks" / "runs" / "pypi"
@@ -71,7 +71,7 @@ def result() -> dict:
 
 
 def save(res: dict):
-    from lmtx.rundir import write_text
+    from lmtx.store.rundir import write_text
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
     write_text(OUT.with_suffix(".json"), json.dumps(res, indent=1))
@@ -83,7 +83,7 @@ def put_row(res: dict, row: dict):
 
 
 def metrics_of(ranked, docs) -> dict:
-    from lmtx.metrics import ranking_metrics
+    from lmtx.evaluation.metrics import ranking_metrics
 
     m = ranking_metrics(ranked, [set(d.labels) for d in docs], ks=(1, 5, 10), recall_ks=(10,))
     return {"P@1": round(m["P@1"], 4), "P@5": round(m["P@5"], 4), "R@10": round(m["R@10"], 4)}
@@ -91,8 +91,8 @@ def metrics_of(ranked, docs) -> dict:
 
 def stage_speed(res, sample: int = 20_000):
     """Labels per second on a fixed sample of the label texts, each backend in this process, one after another."""
-    from lmtx.encoder import embed, load_encoder
-    from lmtx.fast_encode import encode_int8
+    from lmtx.search.encoder import embed, load_encoder
+    from lmtx.search.fast_encode import encode_int8
 
     with gzip.open(BENCH / "labels.jsonl.gz", "rt") as f:
         texts = [json.loads(line)["description"] for line in f]
@@ -131,10 +131,10 @@ def stage_speed(res, sample: int = 20_000):
 def stage_equal(res, extra: int = 100_000):
     """P@1 of the initial encoder on the test docs with labels encoded by torch vs onnx-int8, on a sub-label-set
     (every gold label + `extra` others, fixed seed): the full set in torch is ~45 min here."""
-    from lmtx.data import LabelSet
-    from lmtx.encoder import embed, load_encoder
-    from lmtx.fast_encode import encode_int8
-    from lmtx.index import exact_topk
+    from lmtx.store.data import LabelSet
+    from lmtx.search.encoder import embed, load_encoder
+    from lmtx.search.fast_encode import encode_int8
+    from lmtx.search.index import exact_topk
 
     labels, _, test = load()
     gold = {l for d in test for l in d.labels}
@@ -160,7 +160,7 @@ def stage_equal(res, extra: int = 100_000):
 
 
 def stage_baselines(res):
-    from lmtx.evaluate import rank_lexical
+    from lmtx.evaluation.evaluate import rank_lexical
 
     labels, _, test = load()
     for kind in ("tfidf", "bm25"):
@@ -178,8 +178,8 @@ def stage_baselines(res):
 def stage_tag(res):
     """`lmtx tag` at 783k labels with the initial encoder: the label index built (HNSW sized for the label count,
     all cores; the label matrix comes from the cache the run's round 0 filled), then docs/s with it."""
-    from lmtx.assets import resolve_encoder
-    from lmtx.encoder import load_encoder
+    from lmtx.store.assets import resolve_encoder
+    from lmtx.search.encoder import load_encoder
     from lmtx.tag import TagOptions, label_index, tag
 
     labels, _, test = load()
@@ -211,9 +211,9 @@ def stage_tag(res):
 def stage_index(res):
     """The HNSW index `tag` built (run stage tag first), recall@10 against exact search with the 2,685 real test
     documents as queries, and exact search speed (what a round's retrieval costs without an index)."""
-    from lmtx.assets import resolve_encoder
-    from lmtx.encoder import embed, load_encoder
-    from lmtx.index import exact_topk, recall_at_k
+    from lmtx.store.assets import resolve_encoder
+    from lmtx.search.encoder import embed, load_encoder
+    from lmtx.search.index import exact_topk, recall_at_k
     from lmtx.tag import TagOptions, label_index
 
     labels, dev, test = load()

@@ -4,7 +4,7 @@
     python benchmarks/reliability.py [--only kill,faults,bad] [--out benchmarks/results]
 
 * **Kill points**: `lmtx iterate` (2 rounds) and `lmtx tag` run as subprocesses with ``LMTX_DRILL_KILL`` set
-  (lmtx/drill.py): the process SIGKILLs itself at the named point (a temporary file written but not renamed,
+  (lmtx/store/drill.py): the process SIGKILLs itself at the named point (a temporary file written but not renamed,
   an answer chunk committed, an optimizer step, ...). The same command is then rerun without it. Counted:
   whether the point was reached, whether the rerun finished, answers the cache had committed before the kill
   and lost or asked again, leftover temporary files, and whether the result equals an uninterrupted run's.
@@ -155,7 +155,7 @@ def _checked(row: dict, rc1: int, log1: str, rc2: int, log2: str) -> dict:
 def server_faults() -> list[dict]:
     from fake_openai import FakeServer, exact_p_yes
 
-    from lmtx.prompts import load_template
+    from lmtx.teacher.prompts import load_template
     from lmtx.teacher.base import Pair, PartialAnswers, TeacherError
     from lmtx.teacher.cache import AnswerCache, score_cached
     from lmtx.teacher.openai import ServedTeacher
@@ -450,8 +450,8 @@ def prompt_injection(data: dict, teachers: list[str]) -> list[dict]:
     start or the end of the document text."""
     import random
 
-    from lmtx.data import load_docs, load_labels
-    from lmtx.prompts import load_template
+    from lmtx.store.data import load_docs, load_labels
+    from lmtx.teacher.prompts import load_template
     from lmtx.teacher.base import Pair
     from lmtx.teacher.registry import make_teacher
 

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmtx.config import RunConfig  # noqa: E402
-from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.encoder import load_encoder  # noqa: E402
-from lmtx.loop import guard_split  # noqa: E402
-from lmtx.metrics import evaluate_encoder  # noqa: E402
-from lmtx.select import decide, select_positives  # noqa: E402
-from lmtx.train import train_round  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.search.encoder import load_encoder  # noqa: E402
+from lmtx.loop.run import guard_split  # noqa: E402
+from lmtx.evaluation.metrics import evaluate_encoder  # noqa: E402
+from lmtx.learn.select import decide, select_positives  # noqa: E402
+from lmtx.learn.train import train_round  # noqa: E402
 
 
 def variant_cfg(base, name: str):

@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.encoder import load_encoder  # noqa: E402
-from lmtx.prompts import load_template  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.search.encoder import load_encoder  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.registry import local_model_path, make_served_teacher  # noqa: E402
 from lmtx.teacher.vllm import VLLMServer  # noqa: E402
-from lmtx.teacher_eval import candidate_pairs  # noqa: E402
+from lmtx.evaluation.teacher_eval import candidate_pairs  # noqa: E402
 
 
 def prefix_counters(url: str) -> dict:

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lmtx.config import RunConfig  # noqa: E402
-from lmtx.encoder import embed, label_embeddings, load_encoder  # noqa: E402
-from lmtx.hybrid import WEIGHTS, build_pools, choose_weight  # noqa: E402
-from lmtx.index import exact_topk  # noqa: E402
-from lmtx.lexical import lexical_index  # noqa: E402
-from lmtx.loop import guard_split  # noqa: E402
-from lmtx.data import load_docs, load_labels  # noqa: E402
-from lmtx.prompts import load_template  # noqa: E402
+from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
+from lmtx.search.hybrid import WEIGHTS, build_pools, choose_weight  # noqa: E402
+from lmtx.search.index import exact_topk  # noqa: E402
+from lmtx.search.lexical import lexical_index  # noqa: E402
+from lmtx.loop.run import guard_split  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.base import Pair  # noqa: E402
 from lmtx.teacher.cache import AnswerCache  # noqa: E402
 

@@ -1,3 +1,5 @@
 """lmtx: zero-shot extreme multi-label tagging with an LLM as teacher (the LMTX method)."""
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__"]

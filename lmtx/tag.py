@@ -20,12 +20,12 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from . import drill
-from .data import DataError, Doc, LabelSet, iter_records, parse_doc
-from .encoder import fingerprint_encoder as _fingerprint_encoder, fingerprint_labels as _fingerprint_labels
-from .index import LabelIndex
-from .assets import sha256_file
-from .rundir import read_json, write_text
+from .store import drill
+from .store.data import DataError, Doc, LabelSet, iter_records, parse_doc
+from .search.encoder import fingerprint_encoder as _fingerprint_encoder, fingerprint_labels as _fingerprint_labels
+from .search.index import LabelIndex
+from .store.assets import sha256_file
+from .store.rundir import read_json, write_text
 
 OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
 
@@ -43,7 +43,7 @@ class TagOptions:
     label_text: str | None = None  # None: the run's, else config.DEFAULT_LABEL_TEXT
     index_kind: str = "auto"  # auto | hnsw | exact
     ef_search: int = 100
-    label_backend: str = "auto"  # how labels are encoded: auto | torch | onnx-int8 (lmtx.fast_encode)
+    label_backend: str = "auto"  # how labels are encoded: auto | torch | onnx-int8 (lmtx.search.fast_encode)
     # (i, n): tag only the documents whose id hashes to i modulo n, so n processes or machines share a corpus
     # (each writes its own output; together they tag every document exactly once)
     shard: tuple[int, int] | None = None
@@ -54,7 +54,7 @@ class TagOptions:
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
             raise TagError(f"--shard must be I/N with 0 <= I < N, got {self.shard[0]}/{self.shard[1]}")
         from .config import INDEX_KINDS, LABEL_TEXTS, one_of
-        from .fast_encode import BACKENDS
+        from .search.fast_encode import BACKENDS
 
         if self.top_k < 1 or self.chunk_docs < 1 or self.batch_size < 1 or self.ef_search < 1:
             raise TagError("--top-k, --chunk-docs, the batch size and ef_search must be >= 1")
@@ -70,11 +70,11 @@ class TagOptions:
 def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print,
                 label_text: str | None = None) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
-    from .assets import lmtx_home
+    from .store.assets import lmtx_home
     from .config import IndexConfig
-    from .encoder import label_embeddings
-    from .fast_encode import resolve_backend
-    from .index import build_index
+    from .search.encoder import label_embeddings
+    from .search.fast_encode import resolve_backend
+    from .search.index import build_index
 
     label_text = label_text or opts.label_text
     key = f"{_fingerprint_encoder(model_path)}-{_fingerprint_labels(labels, label_text)}-{opts.index_kind}"
@@ -175,7 +175,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     finished parts (only with the same input file, model, labels and options)."""
     from tqdm.auto import tqdm
 
-    from .evaluate import make_ranker, resolve_model, resolve_retrieval
+    from .evaluation.evaluate import make_ranker, resolve_model, resolve_retrieval
 
     out = Path(out)
     fmt = OUT_FORMATS.get(out.suffix.lower())
@@ -216,7 +216,7 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
 
 def _ranker(model_spec: str, labels: LabelSet, opts: TagOptions, how: dict, log):
     """The ranking tag uses: the encoder's cached label index (HNSW or exact) and, unless dense, the labels' BM25."""
-    from .evaluate import make_ranker
+    from .evaluation.evaluate import make_ranker
 
     return make_ranker(model_spec, labels, how, batch_size=opts.batch_size, log=log,
                        index_for=lambda model, path: label_index(model, path, labels, opts, log, how["label_text"]))
@@ -285,7 +285,7 @@ def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, 
     """Pick a score threshold on a small labelled sample: max F1, or the lowest one reaching a target precision.
     Reports the precision / recall that the threshold buys on the sample (rows = top-k predictions), ranked the way
     ``opts`` (retrieval, label text) tags."""
-    from .evaluate import make_ranker, resolve_retrieval
+    from .evaluation.evaluate import make_ranker, resolve_retrieval
 
     opts = opts or TagOptions(top_k=top_k)
     sample = [d for d in sample if d.labels]

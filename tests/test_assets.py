@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from lmtx.assets import ASSETS, AssetError, _check, _unzip, get_asset
+from lmtx.store.assets import ASSETS, AssetError, _check, _unzip, get_asset
 
 
 def test_every_asset_records_a_sha256_for_what_it_produces():
@@ -45,7 +45,7 @@ def test_sha256_mismatch_is_refused(tmp_path):
 def test_a_fetched_asset_is_checked_again_on_every_load(tmp_path, monkeypatch):
     """Flipped bytes in a fetched (or dequantized) asset are caught when it is next loaded, naming the file and
     how to refetch; an intact folder loads; a marker of an older lmtx is upgraded, not trusted blindly forever."""
-    import lmtx.assets as A
+    import lmtx.store.assets as A
 
     monkeypatch.setenv("LMTX_HOME", str(tmp_path))
     folder = A.asset_dir("all-MiniLM-L6-v2")

@@ -97,7 +97,7 @@ def test_relative_and_absolute_paths_are_the_same_run(tmp_path, small_data, tiny
 def test_gzipped_jsonl_reads(tmp_path, small_data):
     import gzip
 
-    from lmtx.data import load_labels
+    from lmtx.store.data import load_labels
 
     p = tmp_path / "labels.jsonl.gz"
     with gzip.open(p, "wt", encoding="utf-8") as f:
@@ -105,7 +105,7 @@ def test_gzipped_jsonl_reads(tmp_path, small_data):
     assert len(load_labels(p)) == len(load_labels(small_data["labels"]))
     broken = tmp_path / "broken.jsonl.gz"
     broken.write_bytes(p.read_bytes()[:200])
-    from lmtx.data import DataError
+    from lmtx.store.data import DataError
 
     with pytest.raises(DataError, match="broken gzip"):
         load_labels(broken)

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from lmtx.data import DataError, load_docs, load_labels
+from lmtx.store.data import DataError, load_docs, load_labels
 
 
 def write(p, lines):

@@ -6,8 +6,8 @@ import pytest
 from conftest import build_tiny_encoder
 
 from lmtx.config import ConfigError, EncoderConfig
-from lmtx.encoder import embed, load_encoder
-from lmtx.fast_encode import encode_int8, encode_labels, encode_pool, exportable, pick_backend
+from lmtx.search.encoder import embed, load_encoder
+from lmtx.search.fast_encode import encode_int8, encode_labels, encode_pool, exportable, pick_backend
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,9 @@ def test_torch_pool_matches_torch(tiny):
 
 def test_cache_names_the_backend_that_really_encoded(tiny, tmp_path, monkeypatch):
     """A model onnx-int8 cannot export is encoded with torch, and its cached matrix says torch (no -onnx-int8)."""
-    import lmtx.fast_encode as F
-    from lmtx.data import Label, LabelSet
-    from lmtx.encoder import label_embeddings
+    import lmtx.search.fast_encode as F
+    from lmtx.store.data import Label, LabelSet
+    from lmtx.search.encoder import label_embeddings
 
     monkeypatch.setenv("LMTX_HOME", str(tmp_path))
     labels = LabelSet([Label(f"l{i}", f"n{i}", t) for i, t in enumerate(TEXTS[:6])])

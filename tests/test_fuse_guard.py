@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
-from lmtx.fuse import estimate_quality, fuse
-from lmtx.loop import Runtime, guard_split, iterate
-from lmtx.losses import listwise_kl, ohnm_reference_inbatch
-from lmtx.select import select_positives
+from lmtx.learn.fuse import estimate_quality, fuse
+from lmtx.loop.run import Runtime, guard_split, iterate
+from lmtx.learn.losses import listwise_kl, ohnm_reference_inbatch
+from lmtx.learn.select import select_positives
 from lmtx.teacher.simulated import SimulatedTeacher
 
 
@@ -27,7 +27,7 @@ def _views(n_docs=400, j=5, r=(0.8, 0.3, 0.5), seed=0):
 
 def test_triad_estimate_recovers_view_quality_and_weights_the_better_view():
     doc, y, (t, s, l) = _views(r=(0.8, 0.3, 0.5))
-    from lmtx.fuse import _centered
+    from lmtx.learn.fuse import _centered
 
     q = estimate_quality(_centered(t, doc), _centered(s, doc), _centered(l, doc))
     assert q.method == "triad"
@@ -100,8 +100,8 @@ class InitialEncoderJudge:
     simulated, model_id = False, "judge"
 
     def __init__(self, enc, labels_path):
-        from lmtx.data import load_labels
-        from lmtx.encoder import embed, load_encoder
+        from lmtx.store.data import load_labels
+        from lmtx.search.encoder import embed, load_encoder
 
         self.m, self.embed = load_encoder(enc), embed
         labels = load_labels(labels_path)
@@ -123,8 +123,8 @@ def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tin
     """A training step that scrambles the encoder's weights: the teacher rates its top-1 labels on the held-out
     documents lower than the initial encoder's, so the round is kept on disk but not promoted, and
     evaluate/tag use the initial encoder."""
-    import lmtx.train as T
-    from lmtx.evaluate import resolve_model
+    import lmtx.learn.train as T
+    from lmtx.evaluation.evaluate import resolve_model
 
     def wreck(model, *a, **kw):
         g = torch.Generator().manual_seed(0)
@@ -147,7 +147,7 @@ def test_guard_refuses_a_round_that_wrecks_the_encoder(tmp_path, small_data, tin
     assert resolve_model(str(out)) == tiny_encoder
     assert any("round 1 not promoted" in s for s in logs)
     assert m["best"]["round"] == 0 and m["best"]["P@1"] == res[0].metrics["P@1"]
-    from lmtx.report import make_report
+    from lmtx.evaluation.report import make_report
 
     rep = make_report(out).read_text()
     assert "best round (what `evaluate`/`tag" in rep and "| 1 | False | 0 | " in rep and ": worse |" in rep
@@ -161,7 +161,7 @@ def test_guard_off_promotes_every_round(tmp_path, small_data, tiny_encoder):
 
 
 def test_cascade_spends_at_most_its_budget_on_disagreements(tmp_path, small_data, tiny_encoder):
-    from lmtx.data import gold_of, load_docs
+    from lmtx.store.data import gold_of, load_docs
 
     gold = gold_of(load_docs(small_data["docs"]))
     weak, strong = SimulatedTeacher(gold, 0.4, seed=1), SimulatedTeacher(gold, 0.0, seed=2)
@@ -239,7 +239,7 @@ def test_distill_and_ohnm_run_in_the_loop(tmp_path, small_data, tiny_encoder):
 
 
 def test_prompt_without_description_drops_the_parenthesis():
-    from lmtx.prompts import load_template
+    from lmtx.teacher.prompts import load_template
 
     t = load_template("paper-desc")
     assert '"Games" relevant' in t.render("a doc", "Games", "")
@@ -248,7 +248,7 @@ def test_prompt_without_description_drops_the_parenthesis():
 
 
 def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
-    from lmtx.loop import _guard_decision
+    from lmtx.loop.run import _guard_decision
 
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.1, 45)
@@ -273,7 +273,7 @@ def test_guard_z_is_a_setting():
 
 
 def test_small_rounds_shrink_the_batch_to_get_enough_steps():
-    from lmtx.train import effective_batch_size
+    from lmtx.learn.train import effective_batch_size
 
     cfg = TrainConfig(min_steps=8)  # batch 128
     assert effective_batch_size(30000, cfg) == 128  # the paper's regime: untouched
@@ -284,7 +284,7 @@ def test_small_rounds_shrink_the_batch_to_get_enough_steps():
 
 
 def test_cascade_never_exceeds_a_tight_budget(tmp_path, small_data, tiny_encoder):
-    from lmtx.data import gold_of, load_docs
+    from lmtx.store.data import gold_of, load_docs
 
     gold = gold_of(load_docs(small_data["docs"]))
     for budget in (7, 12):
@@ -303,8 +303,8 @@ def _step(state: dict) -> int:
 
 def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_path, small_data, tiny_encoder,
                                                                          monkeypatch):
-    import lmtx.train as T
-    from lmtx.train import train_round as real_train
+    import lmtx.learn.train as T
+    from lmtx.learn.train import train_round as real_train
 
     seen = []
 
@@ -329,7 +329,7 @@ def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_pat
 
 
 def test_optimizer_state_off_starts_every_round_fresh(tmp_path, small_data, tiny_encoder, monkeypatch):
-    import lmtx.train as T
+    import lmtx.learn.train as T
 
     calls = []
     monkeypatch.setattr(T, "train_round", lambda *a, opt_state=None, **kw: calls.append(opt_state) or {"steps": 0})
@@ -343,9 +343,9 @@ def test_training_on_a_carried_state_leaves_the_callers_copy_unchanged(small_dat
     import copy
 
     from lmtx.config import TrainConfig
-    from lmtx.encoder import load_encoder
-    from lmtx.select import Example
-    from lmtx.train import train_round
+    from lmtx.search.encoder import load_encoder
+    from lmtx.learn.select import Example
+    from lmtx.learn.train import train_round
 
     model = load_encoder(tiny_encoder, 64, "cpu", lambda s: None)
     docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
@@ -362,8 +362,8 @@ def test_training_on_a_carried_state_leaves_the_callers_copy_unchanged(small_dat
 
 
 def test_start_init_retrains_from_the_initial_encoder_each_round(tmp_path, small_data, tiny_encoder, monkeypatch):
-    import lmtx.train as T
-    from lmtx.train import train_round as real_train
+    import lmtx.learn.train as T
+    from lmtx.learn.train import train_round as real_train
 
     starts = []
 
@@ -382,10 +382,10 @@ def test_start_init_retrains_from_the_initial_encoder_each_round(tmp_path, small
 
 
 def test_random_strategy_redraws_the_positive_among_yes_labels(tiny_encoder, monkeypatch):
-    import lmtx.train as T
+    import lmtx.learn.train as T
     from lmtx.config import TrainConfig
-    from lmtx.encoder import load_encoder
-    from lmtx.select import Example
+    from lmtx.search.encoder import load_encoder
+    from lmtx.learn.select import Example
 
     drawn = []
     real = T.InBatchTripletLoss
@@ -409,9 +409,9 @@ def test_checkpointed_training_gives_the_same_weights(tiny_encoder):
     """train.checkpointing replays the forward pass (dropout masks included): the same update, less memory; auto
     leaves small label sets alone, and the model is left without checkpointing after training."""
     from lmtx.config import ConfigError, TrainConfig
-    from lmtx.encoder import load_encoder
-    from lmtx.select import Example
-    from lmtx.train import train_round
+    from lmtx.search.encoder import load_encoder
+    from lmtx.learn.select import Example
+    from lmtx.learn.train import train_round
 
     docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
     ex = [Example(i, [i % 4], frozenset([i % 4])) for i in range(8)]
@@ -434,7 +434,7 @@ def test_checkpointed_training_gives_the_same_weights(tiny_encoder):
 
 
 def _weights(path_or_model):
-    from lmtx.encoder import load_encoder
+    from lmtx.search.encoder import load_encoder
 
     m = load_encoder(str(path_or_model), 64, "cpu", lambda s: None) if not hasattr(path_or_model, "state_dict") \
         else path_or_model
@@ -446,9 +446,9 @@ def test_merge_hands_out_the_mix_and_trains_on_from_the_unmerged_weights(tmp_pat
     """train.merge_init 0.5: round r's encoder (retrieval, guard, evaluate, tag) is the average of the initial
     weights and the trained ones; the next round trains on from the trained ones (round-NN/trained), also after
     a resume; only the best round keeps them."""
-    import lmtx.train as T
-    from lmtx.evaluate import resolve_model
-    from lmtx.train import train_round as real_train
+    import lmtx.learn.train as T
+    from lmtx.evaluation.evaluate import resolve_model
+    from lmtx.learn.train import train_round as real_train
 
     starts = []
 
@@ -497,11 +497,11 @@ def test_merge_off_trains_the_handed_out_encoder(tmp_path, small_data, tiny_enco
 
 def test_interrupted_training_leaves_the_model_as_it_found_it(tiny_encoder, monkeypatch):
     """Ctrl-C during a step: the model is back in eval mode, with its max length and without checkpointing."""
-    import lmtx.drill as D
+    import lmtx.store.drill as D
     from lmtx.config import TrainConfig
-    from lmtx.encoder import load_encoder
-    from lmtx.select import Example
-    from lmtx.train import train_round
+    from lmtx.search.encoder import load_encoder
+    from lmtx.learn.select import Example
+    from lmtx.learn.train import train_round
 
     model = load_encoder(tiny_encoder, 48, "cpu", lambda s: None)
     hf = model[0].auto_model

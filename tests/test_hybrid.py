@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lmtx.data import Label, LabelSet, load_docs, load_labels
-from lmtx.hybrid import Pools, build_pools, choose_weight
-from lmtx.index import exact_topk
-from lmtx.lexical import LexicalIndex, lexical_index
+from lmtx.store.data import Label, LabelSet, load_docs, load_labels
+from lmtx.search.hybrid import Pools, build_pools, choose_weight
+from lmtx.search.index import exact_topk
+from lmtx.search.lexical import LexicalIndex, lexical_index
 
 LABELS = ["python library for audio files", "a game of strategy and puzzle", "text editor for the terminal",
           "web server and client", "database tool for science data", "font files", "the music player",
@@ -113,8 +113,8 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     as the run chose and reproduces its final P@1; `lmtx tag` writes the same top labels."""
     from lmtx.cli import app
     from lmtx.config import EncoderConfig, LoopConfig, RunConfig, TeacherConfig, TrainConfig
-    from lmtx.evaluate import evaluate
-    from lmtx.loop import Runtime, iterate
+    from lmtx.evaluation.evaluate import evaluate
+    from lmtx.loop.run import Runtime, iterate
 
     cfg = RunConfig(encoder=EncoderConfig(model=tiny_encoder), teacher=TeacherConfig(name="simulated:0.1"),
                     train=TrainConfig(batch_size=8),
@@ -145,7 +145,7 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     assert hyb["P@1"] == pytest.approx(ret["P@1_by_weight"]["0.5"], abs=1e-4)
     assert evaluate(str(out), ev, labels, retrieval="hybrid")["dense_weight"] in (0.8, choice["dense_weight"])
     # tag through the CLI: the same top-1 as evaluate's ranking of the run
-    from lmtx.evaluate import rank_with_encoder
+    from lmtx.evaluation.evaluate import rank_with_encoder
 
     tagged = tmp_path / "tags.jsonl"
     r = CliRunner().invoke(app, ["tag", "--model", str(out), "--labels", small_data["labels"], "--docs",
@@ -157,7 +157,7 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     assert top1 == {d.id: r[0] for d, r in zip(ev, ranked)}
     assert f"by {how['mode']}" in r.output or "by hybrid" in r.output
     # the report shows the three rankings per round and plots them
-    from lmtx.report import make_report
+    from lmtx.evaluation.report import make_report
 
     rep = make_report(out).read_text()
     assert "## Retrieval: dense, lexical (BM25) and the run's choice" in rep and (out / "report_retrieval.png").exists()

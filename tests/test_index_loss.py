@@ -2,8 +2,8 @@ import pytest
 import numpy as np
 import torch
 
-from lmtx.index import LabelIndex, exact_topk, recall_at_k
-from lmtx.losses import InBatchTripletLoss, topk_softmax_inbatch, triplet_inbatch
+from lmtx.search.index import LabelIndex, exact_topk, recall_at_k
+from lmtx.learn.losses import InBatchTripletLoss, topk_softmax_inbatch, triplet_inbatch
 
 
 def _unit(n, d, seed):
@@ -100,7 +100,7 @@ def test_loss_module_gradient_moves_positive_closer():
 
 
 def test_exact_topk_memory_budget_sets_the_chunk_and_not_the_answer():
-    from lmtx.index import exact_topk, query_chunk
+    from lmtx.search.index import exact_topk, query_chunk
 
     rng = np.random.default_rng(0)
     lab = rng.normal(size=(3000, 16)).astype(np.float32)
@@ -119,7 +119,7 @@ def test_exact_topk_memory_budget_sets_the_chunk_and_not_the_answer():
 
 def test_hnsw_parameters_grow_with_labels_and_recall_is_measured():
     from lmtx.config import IndexConfig
-    from lmtx.index import LabelIndex, sized_hnsw
+    from lmtx.search.index import LabelIndex, sized_hnsw
 
     assert sized_hnsw(50_000) == (32, 200, 100)
     M, efc, efs = sized_hnsw(783_728)
@@ -138,9 +138,9 @@ def test_hnsw_parameters_grow_with_labels_and_recall_is_measured():
 
 
 def test_tfidf_baseline_chunks_by_memory_and_ranks_as_a_full_sort(monkeypatch):
-    import lmtx.evaluate as E
-    import lmtx.index as I
-    from lmtx.data import Doc, Label, LabelSet
+    import lmtx.evaluation.evaluate as E
+    import lmtx.search.index as I
+    from lmtx.store.data import Doc, Label, LabelSet
 
     labels = LabelSet([Label(f"l{i}", f"name {i}", f"word{i % 7} topic{i % 5} thing{i}") for i in range(60)])
     docs = [Doc(f"d{i}", f"word{i % 7} topic{i % 3} thing{i} thing{i + 1}") for i in range(25)]
@@ -151,15 +151,17 @@ def test_tfidf_baseline_chunks_by_memory_and_ranks_as_a_full_sort(monkeypatch):
 
 
 def test_initial_label_embeddings_are_cached_across_runs(tmp_path, monkeypatch, tiny_encoder):
-    import lmtx.encoder as E
-    from lmtx.data import Label, LabelSet
+    import lmtx.search.encoder as E
+    from lmtx.store.data import Label, LabelSet
 
     monkeypatch.setenv("LMTX_HOME", str(tmp_path))
     model = E.load_encoder(tiny_encoder)
     labels = LabelSet([Label(f"l{i}", f"n{i}", f"audio game {i}") for i in range(20)])
+    import lmtx.search.fast_encode as F
+
     calls = []
-    real = E.embed
-    monkeypatch.setattr(E, "embed", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = F.embed
+    monkeypatch.setattr(F, "embed", lambda *a, **k: calls.append(1) or real(*a, **k))
     a = E.label_embeddings(model, labels, "description", cache_for=tiny_encoder)
     b = E.label_embeddings(model, labels, "description", cache_for=tiny_encoder)
     assert len(calls) == 1 and np.array_equal(a, b) and len(list((tmp_path / "label-emb").glob("*.npy"))) == 1
@@ -196,7 +198,7 @@ def test_auto_index_searches_exactly_when_queries_are_few():
     import numpy as np
 
     from lmtx.config import IndexConfig
-    from lmtx.index import LabelIndex
+    from lmtx.search.index import LabelIndex
 
     emb = np.random.default_rng(0).normal(size=(3000, 8)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)

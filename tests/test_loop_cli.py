@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from lmtx.cli import app
 from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, TeacherConfig, TrainConfig
-from lmtx.loop import Runtime, iterate
+from lmtx.loop.run import Runtime, iterate
 from lmtx.teacher.simulated import SimulatedTeacher
 
 runner = CliRunner()
@@ -97,7 +97,7 @@ class Dying(SimulatedTeacher):
 
 
 def test_resume_after_interrupted_round(tmp_path, small_data, tiny_encoder):
-    from lmtx.data import gold_of, load_docs
+    from lmtx.store.data import gold_of, load_docs
 
     gold = gold_of(load_docs(small_data["docs"]))
     out = tmp_path / "run"
@@ -161,9 +161,9 @@ def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, t
                                                            monkeypatch):
     """The guard is made to refuse round 2 (whatever the scores): the run stops there, hands out round 1, and a
     rerun stops at the same place; without --early-stop the same refusal lets the run go on to round 4."""
-    import lmtx.loop as L
-    from lmtx.evaluate import resolve_model
-    from lmtx.rundir import RunDir
+    import lmtx.loop.run as L
+    from lmtx.evaluation.evaluate import resolve_model
+    from lmtx.store.rundir import RunDir
 
     monkeypatch.setattr(L, "_guard_decision", lambda score, best, diff, r, best_round, n, z=2.0:
                         (r != 2, "refused by the test" if r == 2 else "promoted by the test"))
@@ -192,7 +192,7 @@ def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, t
 
 @pytest.mark.parametrize("point", ["teach:committed:1", "write:encoder:1"])
 def test_kill_9_mid_round_then_resume_loses_no_answer(tmp_path, small_data, tiny_encoder, point):
-    """A real SIGKILL (lmtx/drill.py failpoint) mid-teaching or mid-encoder-write; the rerun finishes, asks none
+    """A real SIGKILL (lmtx/store/drill.py failpoint) mid-teaching or mid-encoder-write; the rerun finishes, asks none
     of the answers the cache had committed, and leaves no temporary file."""
     import subprocess
     import sys
@@ -244,7 +244,7 @@ def test_eval_sample_and_round_label_embeddings_cached(tmp_path, small_data, tin
     cached by its encoder folder, so `evaluate --model RUN` does not encode the labels again."""
     import numpy as np
 
-    import lmtx.fast_encode as fe
+    import lmtx.search.fast_encode as fe
 
     monkeypatch.setenv("LMTX_HOME", str(tmp_path / "home"))
     cfg = _cfg(small_data, tiny_encoder, 1)
@@ -256,8 +256,8 @@ def test_eval_sample_and_round_label_embeddings_cached(tmp_path, small_data, tin
     assert len(cached) == 2  # the initial encoder's and round 1's
     calls, real = [], fe.encode_labels
     monkeypatch.setattr(fe, "encode_labels", lambda *a, **k: calls.append(1) or (np.zeros((0, 32)), "torch"))
-    from lmtx.data import load_docs, load_labels
-    from lmtx.evaluate import evaluate
+    from lmtx.store.data import load_docs, load_labels
+    from lmtx.evaluation.evaluate import evaluate
 
     labels = load_labels(small_data["labels"])
     m = evaluate(str(tmp_path / "run"), load_docs(small_data["eval"], labels), labels)

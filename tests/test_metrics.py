@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from lmtx.metrics import auc, propensities, ranking_metrics
+from lmtx.evaluation.metrics import auc, propensities, ranking_metrics
 
 
 def test_hand_computed_ranking_metrics():

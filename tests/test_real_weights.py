@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lmtx.cli import app
-from lmtx.prompts import load_template
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair
 from lmtx.teacher.registry import make_teacher
 
@@ -52,8 +52,8 @@ def test_one_round_with_real_encoder_and_teacher(tmp_path):
     m1 = json.loads((out / "round-01" / "metrics.json").read_text())
     assert m0["n_docs"] == 600 and 0.2 < m0["P@1"] < 0.6  # all-MiniLM-L6-v2 zero-shot on the sample's eval docs
     # 12 docs: 4 held out for the guard, 8 trained on x 3 candidates; the guard judges each encoder's top-1 at every
-    # dense weight the retrieval choice compares (lmtx.hybrid.WEIGHTS; most coincide)
-    from lmtx.hybrid import WEIGHTS
+    # dense weight the retrieval choice compares (lmtx.search.hybrid.WEIGHTS; most coincide)
+    from lmtx.search.hybrid import WEIGHTS
 
     assert m1["teacher"] == "qwen2.5-coder-0.5b" and m1["simulated"] is False and m1["pairs_asked"] == 24
     assert m1["guard"]["docs"] == 4 and 0 < m1["guard_pairs_asked"] <= 4 * 2 * len(WEIGHTS)

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from lmtx.config import RunConfig
-from lmtx.loop import Runtime, iterate
+from lmtx.loop.run import Runtime, iterate
 from lmtx.teacher.base import TeacherError
 
 FIXTURE = Path(__file__).parent / "data" / "resume-fixture"

@@ -7,7 +7,7 @@ a clear TeacherError: none may come back as a silent P(yes) = 0.5.
 import pytest
 
 from fake_openai import FakeServer, exact_p_yes
-from lmtx.prompts import load_template
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair, PartialAnswers, TeacherError
 from lmtx.teacher.cache import AnswerCache, score_cached
 from lmtx.teacher.logprobs import judge, read_entries

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lmtx.cli import app
-from lmtx.data import load_labels
+from lmtx.store.data import load_labels
 from lmtx.tag import TagOptions, tag
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ def test_tag_resumes_after_interruption(tmp_path, small_data, tiny_encoder, monk
     assert len(list((tmp_path / "tags.parquet.parts").glob("part-*.parquet"))) == 3 and not out.exists()
     monkeypatch.setattr(T, "_write_part", real)
     # resumed with the same encoder named otherwise (as an asset name is): the folder is what counts
-    import lmtx.assets as A
+    import lmtx.store.assets as A
 
     real_resolve = A.resolve_encoder
     monkeypatch.setattr(A, "resolve_encoder", lambda spec, progress=print: real_resolve(
@@ -81,8 +81,8 @@ def test_unseen_labels_and_min_score(tmp_path, tiny_encoder):
     assert r.exit_code == 0, r.output
     df = pd.read_json(out, lines=True)
     # exactly what the encoder says about labels it never saw: the cosine ranking of the new file, recomputed here
-    from lmtx.encoder import embed, load_encoder
-    from lmtx.index import exact_topk
+    from lmtx.search.encoder import embed, load_encoder
+    from lmtx.search.index import exact_topk
 
     model = load_encoder(tiny_encoder)
     texts = [f"about {n}" for n in ["audio", "games", "mail", "fonts"]]

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmtx.prompts import PromptError, PromptTemplate, load_template
-from lmtx.select import decide, select_positives
+from lmtx.teacher.prompts import PromptError, PromptTemplate, load_template
+from lmtx.learn.select import decide, select_positives
 from lmtx.teacher.base import Pair, TeacherError, answer_token_ids
 from lmtx.teacher.cache import AnswerCache, score_cached
 from lmtx.teacher.hf import HFTeacher
@@ -146,7 +146,7 @@ def test_user_prompts_folder_is_listed_and_shadows_built_ins(tmp_path, monkeypat
     from typer.testing import CliRunner
 
     from lmtx.cli import app
-    from lmtx.prompts import find_templates
+    from lmtx.teacher.prompts import find_templates
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts").mkdir()

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from lmtx.prompts import load_template
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair, TeacherError
 from lmtx.teacher.registry import check_teacher_spec, make_teacher, teacher_model_id
 from lmtx.teacher.vllm import server_args

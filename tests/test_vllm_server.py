@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lmtx.cli import app
-from lmtx.prompts import load_template
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair, TeacherError
 from lmtx.teacher.registry import make_served_teacher, make_teacher
 from lmtx.teacher.vllm import VLLMServer, find_vllm, free_port
@@ -139,5 +139,5 @@ def test_lmtx_never_imports_vllm():
     import subprocess
     import sys
 
-    code = "import lmtx.cli, lmtx.loop, lmtx.teacher.registry, lmtx.teacher.vllm, sys; print('vllm' in sys.modules)"
+    code = "import lmtx.cli, lmtx.loop.run, lmtx.teacher.registry, lmtx.teacher.vllm, sys; print('vllm' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .. import drill
+from ..store import drill
 from .base import Judgment, Pair, PartialAnswers, Teacher
 
 SCHEMA = """

@@ -13,7 +13,7 @@ import itertools
 from pathlib import Path
 from typing import Sequence
 
-from ..prompts import PromptTemplate
+from .prompts import PromptTemplate
 from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context
 
 

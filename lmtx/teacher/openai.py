@@ -23,7 +23,7 @@ import random
 import time
 from typing import Sequence
 
-from ..prompts import PromptTemplate
+from .prompts import PromptTemplate
 from .base import (Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids, context_limit, encode_prompt,
                    fit_context)
 from .logprobs import Reading, judge, read_entries

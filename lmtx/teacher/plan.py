@@ -181,7 +181,7 @@ def _local_folder(base: str) -> str | None:
     s = REGISTRY.get(base)
     if s is None or not s.asset:
         return None
-    from ..assets import lmtx_home
+    from ..store.assets import lmtx_home
 
     p = lmtx_home() / "assets" / s.model / "hf"  # assets.hf_folder's dequantized folder
     return str(p) if (p / ".complete").exists() else None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..config import FLOAT_DTYPES
-from ..prompts import PromptTemplate
+from .prompts import PromptTemplate
 from .base import Teacher, TeacherError, chat_format_id
 
 VICUNA = (
@@ -25,7 +25,7 @@ LLAMA2 = "[INST] {msg} [/INST]"
 class TeacherSpec:
     name: str
     model: str  # an offline asset name, or a hub id / local path
-    asset: bool  # True: weights come from lmtx.assets
+    asset: bool  # True: weights come from lmtx.store.assets
     chat_format: str | None = None  # None: the tokenizer's own chat template
     about: str = ""
     params_b: float = 0.0  # billions of parameters (what the memory check before loading assumes)
@@ -183,7 +183,7 @@ def local_model_path(spec: str, progress=print) -> str:
     if spec in REGISTRY:
         s = REGISTRY[spec]
         if s.asset:
-            from ..assets import hf_folder
+            from ..store.assets import hf_folder
 
             return str(hf_folder(s.model, progress))
         return s.model

@@ -37,8 +37,8 @@ def config():
 def main():
     from conftest import build_tiny_encoder, write_small_data
 
-    from lmtx.loop import Runtime, iterate
-    from lmtx.data import gold_of, load_docs, load_labels
+    from lmtx.loop.run import Runtime, iterate
+    from lmtx.store.data import gold_of, load_docs, load_labels
     from lmtx.teacher.simulated import SimulatedTeacher
 
     if OUT.exists():

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..config import fusion_weight
+
 R_MIN, R_MAX = 0.02, 0.95
 
 
@@ -92,17 +94,6 @@ def estimate_quality(zt: np.ndarray, zs: np.ndarray, zl: np.ndarray, min_pairs: 
     w = [x / (1 - x * x) for x in r[:2]]
     tot = sum(w)
     return ViewQuality(r[0], r[1], r[2], w[0] / tot, w[1] / tot, n, "triad")
-
-
-def fusion_weight(mode: str) -> float:
-    """The teacher's weight of a ``w:X`` fusion mode; ValueError unless X is a number in [0, 1]."""
-    try:
-        w = float(mode[2:])
-    except ValueError:
-        w = float("nan")
-    if not 0.0 <= w <= 1.0:  # also false for nan
-        raise ValueError(f"fusion w:X needs the teacher's weight X in [0, 1], got {mode!r}")
-    return w
 
 
 def fuse(j: pd.DataFrame, doc_texts: list[str], label_texts: list[str], mode: str = "auto",

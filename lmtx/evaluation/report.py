@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .rundir import RunDir, read_json, read_parquet, write_text
+from ..store.rundir import RunDir, read_json, read_parquet, write_text
 
 KEYS = ["P@1", "P@3", "P@5", "R@5", "R@10", "nDCG@5", "PSP@5"]
 TEACH = ["pseudo_positive_precision", "pseudo_positive_precision_teacher_only", "teacher_yes_rate",
@@ -149,7 +149,7 @@ def _p_yes_section(rd: RunDir, cfg: dict, last: int) -> list[str]:
     """The teacher's P(yes) on gold vs non-gold candidates of the last round (where the documents have gold)."""
     import matplotlib.pyplot as plt
 
-    from .data import load_docs
+    from ..store.data import load_docs
 
     j = read_parquet(rd.round_dir(last) / "judgments.parquet")
     gold = {d.id: set(d.labels or ()) for d in load_docs(cfg["loop"]["docs"])}

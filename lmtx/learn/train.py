@@ -14,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from . import drill
-from .config import TrainConfig
+from ..store import drill
+from ..config import LARGE_LABEL_SET, TrainConfig
 from .losses import InBatchTripletLoss, ListwiseDistillLoss
 from .select import Example
 
@@ -92,10 +92,9 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
 
 
 def _wants_checkpointing(mode: str, n_labels: int) -> bool:
-    """train.checkpointing: on, off, or auto (on from AUTO_ONNX_FROM labels)."""
-    from .fast_encode import AUTO_ONNX_FROM
+    """train.checkpointing: on, off, or auto (on from config.LARGE_LABEL_SET labels)."""
 
-    return mode == "on" or (mode == "auto" and n_labels >= AUTO_ONNX_FROM)
+    return mode == "on" or (mode == "auto" and n_labels >= LARGE_LABEL_SET)
 
 
 def _set_checkpointing(model, on: bool) -> bool:

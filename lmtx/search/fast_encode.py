@@ -11,7 +11,7 @@ release lmtx uses, so the export is done here with ``torch.onnx.export`` and
 ``onnxruntime.quantization.quantize_dynamic``.
 
 Only models that are a transformer followed by mean pooling (and optionally Normalize) are exported; the
-output is always L2-normalized, as :func:`lmtx.encoder.embed`. Anything else falls back to ``embed``.
+output is always L2-normalized, as :func:`lmtx.search.encoder.embed`. Anything else falls back to ``embed``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("auto", "torch", "onnx-int8", "torch-pool")
-AUTO_ONNX_FROM = 50_000  # labels: at and above this, backend auto encodes them with onnx-int8
+from ..config import LABEL_BACKENDS as BACKENDS, LARGE_LABEL_SET as AUTO_ONNX_FROM  # noqa: F401
 CHUNK = 2048  # texts per task sent to a worker (length-sorted, so a chunk pads little)
 BATCH = 16  # texts per onnxruntime call inside a worker
 
 
+def embed(model, texts: list[str], batch_size: int = 64, show_progress: bool = False, desc: str = "") -> np.ndarray:
+    """L2-normalized float32 embeddings, shape (len(texts), dim)."""
+    if not texts:
+        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    emb = model.encode(
+        texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+        show_progress_bar=show_progress,
+    )
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
 def pick_backend(backend: str, n_texts: int) -> str:
-    from .config import one_of
+    from ..config import one_of
 
     one_of(backend, BACKENDS, "encoder.label_backend")
     if backend == "auto":
@@ -193,8 +203,6 @@ def encode_pool(model, texts: list[str], batch_size: int = 64, show_progress: bo
 def encode_labels(model, texts: list[str], backend: str = "auto", batch_size: int = 64,
                   show_progress: bool = False, desc: str = "", log=None) -> tuple[np.ndarray, str]:
     """Label embeddings with the chosen backend; returns (embeddings, backend used)."""
-    from .encoder import embed
-
     used = resolve_backend(model, backend, len(texts))
     if log and used != pick_backend(backend, len(texts)):
         log("[lmtx] onnx-int8 label encoding needs a transformer + mean-pooling encoder; using torch")

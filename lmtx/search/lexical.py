@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import LARGE_LABEL_SET
+
 STOPWORDS = "en"
 
 
@@ -134,7 +136,7 @@ class LexicalIndex:
 def lexical_index(labels, label_text: str, log=None) -> LexicalIndex:
     """The BM25 index of a label set's texts, from ``$LMTX_HOME/lexical/`` or built once and saved there
     (atomically: a temporary sibling folder renamed into place)."""
-    from .assets import lmtx_home
+    from ..store.assets import lmtx_home
     from .encoder import fingerprint_labels
 
     folder = lmtx_home() / "lexical" / fingerprint_labels(labels, label_text)
@@ -143,7 +145,7 @@ def lexical_index(labels, label_text: str, log=None) -> LexicalIndex:
             return LexicalIndex.load(folder)
         except Exception:  # damaged: rebuilt below
             shutil.rmtree(folder, ignore_errors=True)
-    if log and len(labels) >= 50_000:
+    if log and len(labels) >= LARGE_LABEL_SET:
         log(f"[lmtx] building the BM25 index of {len(labels):,} label texts (once; cached in {folder})")
     idx = LexicalIndex.build([lab.text(label_text) for lab in labels.labels])
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

@@ -50,7 +50,7 @@ def evaluate_encoder(model, docs, labels, label_text: str = "description", k: in
                      show_progress: bool = False, prop_docs=None, label_emb=None) -> dict:
     """Rank every label for every gold-labelled document by cosine (exact search) and score it. ``label_emb``:
     the labels' embeddings by this model when already computed (else they are encoded here)."""
-    from .index import rank_labels
+    from ..search.index import rank_labels
 
     docs = [d for d in docs if d.labels]
     if not docs:

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-BIG_LABEL_SET = 50_000  # above this, label encoding shows a progress bar with an ETA
+from ..config import LARGE_LABEL_SET
+from .fast_encode import embed  # noqa: F401  (re-exported: the one way lmtx embeds texts)
 
 
 def load_encoder(spec: str, max_seq_length: int | None = None, device: str = "cpu", progress=print):
     from sentence_transformers import SentenceTransformer
 
-    from .assets import ASSETS, AssetError, resolve_encoder
+    from ..store.assets import ASSETS, AssetError, resolve_encoder
 
     path = resolve_encoder(spec, progress)
     if (Path(path) / ".verified").exists():  # a round's encoder written by lmtx: check it was not damaged since
-        from .assets import verify_folder
+        from ..store.assets import verify_folder
 
         verify_folder(Path(path), ".verified", f"encoder {spec}", "retrain that round (remove its folder and "
                       "rerun) or use another round")
@@ -30,17 +31,6 @@ def load_encoder(spec: str, max_seq_length: int | None = None, device: str = "cp
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
-
-
-def embed(model, texts: list[str], batch_size: int = 64, show_progress: bool = False, desc: str = "") -> np.ndarray:
-    """L2-normalized float32 embeddings, shape (len(texts), dim)."""
-    if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-    emb = model.encode(
-        texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-        show_progress_bar=show_progress,
-    )
-    return np.ascontiguousarray(emb, dtype=np.float32)
 
 
 def fingerprint_model(path: str) -> str:
@@ -58,7 +48,7 @@ def fingerprint_model(path: str) -> str:
 def fingerprint_encoder(spec: str) -> str:
     """An encoder's identity by its folder: an asset name resolves to its fetched folder, so the same encoder named
     either way has one identity (label-matrix cache, tag's index and resume state)."""
-    from .assets import resolve_encoder
+    from ..store.assets import resolve_encoder
 
     return fingerprint_model(resolve_encoder(spec, lambda s: None))
 
@@ -74,14 +64,14 @@ def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache
                      progress: bool = True, backend: str = "auto", log=None) -> np.ndarray:
     """Every label's embedding. ``cache_for``: the encoder's spec or folder when its weights are fixed (the
     initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts, backend) and reused by
-    later runs. ``backend``: torch | onnx-int8 | auto (onnx-int8 from 50,000 labels; lmtx.fast_encode). Large
+    later runs. ``backend``: torch | onnx-int8 | auto (onnx-int8 from 50,000 labels; lmtx.search.fast_encode). Large
     label sets show a progress bar with an ETA."""
     from .fast_encode import encode_labels, resolve_backend
 
     texts = [l.text(label_text) for l in labels.labels]
     path = None
     if cache_for is not None:
-        from .assets import lmtx_home
+        from ..store.assets import lmtx_home
 
         used = resolve_backend(model, backend, len(texts))  # the key names the backend that really encodes
         key = f"{fingerprint_encoder(cache_for)}-{fingerprint_labels(labels, label_text)}"
@@ -90,7 +80,7 @@ def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache
             emb = np.load(path)
             if emb.shape[0] == len(texts):
                 return emb
-    emb, _ = encode_labels(model, texts, backend, batch_size, progress and len(texts) >= BIG_LABEL_SET,
+    emb, _ = encode_labels(model, texts, backend, batch_size, progress and len(texts) >= LARGE_LABEL_SET,
                            f"encoding {len(texts)} labels", log)
     if path is not None:
         import os

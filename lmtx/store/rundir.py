@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import drill
-from .config import ConfigError, config_diff
+from ..config import ConfigError, config_diff
 
 
 def read_json(path: Path) -> dict:

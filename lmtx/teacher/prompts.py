@@ -73,7 +73,7 @@ class PromptTemplate:
 
 
 def _builtin_dir():
-    return resources.files("lmtx") / "prompts"
+    return resources.files("lmtx.teacher") / "templates"
 
 
 def user_dirs() -> list[Path]:

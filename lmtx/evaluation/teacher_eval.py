@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from .data import Doc, LabelSet
+from ..store.data import Doc, LabelSet
 from .metrics import auc
-from .select import decide, select_positives
-from .teacher.base import Pair
-from .teacher.cache import AnswerCache, score_cached
+from ..learn.select import decide, select_positives
+from ..teacher.base import Pair
+from ..teacher.cache import AnswerCache, score_cached
 
 RULES = ["abs:0.5", "abs:0.7", "abs:0.9", "quantile:0.5", "quantile:0.7", "quantile:0.8", "quantile:0.9",
          "rel:0.0", "rel:0.02", "rel:0.05", "rel:0.1", "rel:0.2"]
@@ -26,8 +26,8 @@ def candidate_pairs(encoder, docs: list[Doc], labels: LabelSet, j: int, label_te
                     cache_for: str | None = None):
     """The encoder's top-j labels per document as teacher pairs. ``cache_for``: the encoder's spec or folder, to
     reuse (or keep) its label matrix under LMTX_HOME/label-emb (783k labels: ~20 minutes to encode here)."""
-    from .encoder import label_embeddings
-    from .index import rank_labels
+    from ..search.encoder import label_embeddings
+    from ..search.index import rank_labels
 
     lemb = label_embeddings(encoder, labels, label_text, cache_for=cache_for) if cache_for else \
         [l.text(label_text) for l in labels.labels]

@@ -29,7 +29,7 @@ class LabelIndex:
     """Top-k labels by cosine similarity for L2-normalized query embeddings.
 
     emb: (n_labels, dim) L2-normalized label embeddings (kept, float32). kind: ``exact`` (chunked matrix
-    products with argpartition; memory bounded by lmtx.metrics' budget) or ``hnsw`` (hnswlib, cosine space;
+    products with argpartition; memory bounded by lmtx.evaluation.metrics' budget) or ``hnsw`` (hnswlib, cosine space;
     M and ef_construction at build time, ef_search at query time). ``query(q, k)`` returns (indices, scores),
     each (n_queries, k), best first; ``measure_recall`` compares an HNSW index with exact search on sampled
     labels as queries; ``save``/``load`` round-trip the index and its settings (JSON beside the graph).

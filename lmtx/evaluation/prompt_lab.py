@@ -6,13 +6,13 @@ import json
 import math
 from pathlib import Path
 
-from .data import Doc, LabelSet
-from .teacher.cache import AnswerCache
+from ..store.data import Doc, LabelSet
+from ..teacher.cache import AnswerCache
 from .teacher_eval import candidate_pairs, evaluate_teacher
 
 
 def _template(spec: str):
-    from .prompts import load_template
+    from ..teacher.prompts import load_template
 
     return load_template(path=spec) if spec.endswith(".txt") or "/" in spec else load_template(spec)
 
@@ -20,8 +20,8 @@ def _template(spec: str):
 def evaluate_prompts(teachers: list[str], prompts: list[str], docs: list[Doc], labels: LabelSet, n_pairs: int,
                      j: int, encoder: str, decision: str, cache_path: str | Path, out: str | Path,
                      urls: list[str] | None = None, log=print) -> list[dict]:
-    from .encoder import load_encoder
-    from .teacher.registry import make_teacher
+    from ..search.encoder import load_encoder
+    from ..teacher.registry import make_teacher
 
     n_docs = max(1, math.ceil(n_pairs / j))
     docs = docs[:n_docs]

@@ -10,7 +10,7 @@ import pandas as pd
 
 def decide(j: pd.DataFrame, rule: str) -> np.ndarray:
     """Boolean yes per judged pair. ``j`` has columns doc, p_yes (one row per (doc, candidate))."""
-    from .config import check_decision
+    from ..config import check_decision
 
     check_decision(rule)
     kind, _, val = rule.partition(":")

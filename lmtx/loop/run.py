@@ -19,19 +19,19 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .config import RunConfig
-from .data import LabelSet, gold_of, load_docs, load_labels
-from .encoder import embed, label_embeddings, load_encoder
-from .fuse import fuse
-from .hybrid import WEIGHTS, Pools, build_pools, choose_weight, mode_of
-from .index import build_index, exact_topk
-from .metrics import propensities, pseudo_label_quality, ranking_metrics
-from .prompts import load_template
-from .rundir import RunDir, peak_rss_gb, process_memory_gb, read_json, read_parquet, save_encoder, write_json, write_parquet
-from .select import decide, select_positives
-from .teacher.base import Pair
-from .teacher.cache import AnswerCache, score_cached
+from ..version import __version__
+from ..config import LARGE_LABEL_SET, RunConfig
+from ..store.data import LabelSet, gold_of, load_docs, load_labels
+from ..search.encoder import embed, label_embeddings, load_encoder
+from ..learn.fuse import fuse
+from ..search.hybrid import WEIGHTS, Pools, build_pools, choose_weight, mode_of
+from ..search.index import build_index, exact_topk
+from ..evaluation.metrics import propensities, pseudo_label_quality, ranking_metrics
+from ..teacher.prompts import load_template
+from ..store.rundir import RunDir, peak_rss_gb, process_memory_gb, read_json, read_parquet, save_encoder, write_json, write_parquet
+from ..learn.select import decide, select_positives
+from ..teacher.base import Pair
+from ..teacher.cache import AnswerCache, score_cached
 
 
 @dataclass
@@ -118,7 +118,7 @@ def _retrieve(job: "_Job", lemb: np.ndarray, demb: np.ndarray, k: int | None = N
 
 
 def _pools(job: "_Job", lemb: np.ndarray, demb: np.ndarray, key: str, texts: list[str], exact: bool = False) -> Pools:
-    """Each document's dense and lexical top-pool labels, scored on both sides (lmtx.hybrid). ``key`` names the
+    """Each document's dense and lexical top-pool labels, scored on both sides (lmtx.search.hybrid). ``key`` names the
     document set: its lexical top lists do not change between rounds and are kept on the job."""
     pool = job.cfg.retrieval.pool
     if exact:
@@ -290,7 +290,7 @@ class _Job:
     @cached_property
     def lexical(self):
         """BM25 over the label texts (built once per label set, cached under LMTX_HOME)."""
-        from .lexical import lexical_index
+        from ..search.lexical import lexical_index
 
         return lexical_index(self.labels, self.cfg.encoder.label_text, self.rt.log)
 
@@ -380,7 +380,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
 def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, object]:
     """Check everything a user can get wrong before the run folder is touched, then prepare it. Returns the job
     and, for a new run, the initial encoder (loaded first: a bad --encoder leaves no folder behind)."""
-    from .teacher.registry import check_teacher_spec
+    from ..teacher.registry import check_teacher_spec
 
     labels = load_labels(cfg.loop.labels)
     all_docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
@@ -390,7 +390,7 @@ def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, objec
     if rt.teacher is None:
         check_teacher_spec(cfg.teacher.name)
         if rt.teacher_plan is None:  # refuse a teacher this machine cannot run before anything is loaded or written
-            from .teacher.plan import check_hub_weights, plan_teacher, probe_machine
+            from ..teacher.plan import check_hub_weights, plan_teacher, probe_machine
 
             rt.teacher_plan = plan_teacher(cfg.teacher.name, probe_machine(), urls=rt.teacher_urls,
                                            backend=rt.teacher_backend, dtype=cfg.teacher.dtype)
@@ -406,7 +406,6 @@ def _open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[_Job, objec
     return _Job(cfg, run, rt, labels, docs, guard_docs, eval_docs, template, gold_of(all_docs)), model0
 
 
-UNMERGED_EVAL_UP_TO = 50_000  # labels: above, the unmerged weights are not scored (a second label encoding a round)
 EVAL_SAMPLE_AUTO = 1_000  # eval documents per round when eval docs x labels exceeds EVAL_FULL_UP_TO
 EVAL_FULL_UP_TO = 1_000_000_000
 
@@ -489,7 +488,7 @@ def _start_teachers(job: _Job) -> None:
 
 def _make_teacher(name, cfg: RunConfig, template, gold, rt: Runtime, served: bool = False):
     """The teacher (served=True: at rt.teacher_urls when given) or the cascade's strong teacher (always local)."""
-    from .teacher.registry import make_teacher
+    from ..teacher.registry import make_teacher
 
     urls = rt.teacher_urls if served else []
     dtype = rt.served_dtype if served and urls and rt.served_dtype and cfg.teacher.dtype == "auto" else cfg.teacher.dtype
@@ -682,7 +681,7 @@ def _step_guard_reference(s: _Step, st: _State, job: _Job) -> None:
 
 def _step_train(s: _Step, st: _State, job: _Job) -> None:
     """5. Train (in place, from the best encoder or, with --start init, from the initial one) and save."""
-    from . import train
+    from ..learn import train
 
     cfg, rt = job.cfg, job.rt
     if cfg.train.start == "init" and s.r > 1:
@@ -750,7 +749,7 @@ def _step_evaluate(s: _Step, st: _State, job: _Job, trained, prev_best: int, cha
                "fusion": cfg.select.fusion, "merge_init": cfg.train.merge_init}
     if job.has_gold:
         m.update(_evaluate(job, trained, s.lemb_new, weight=_weight_of(cfg, s.choices.get(str(s.r)))))
-        if chain is not None and len(job.labels) < UNMERGED_EVAL_UP_TO:
+        if chain is not None and len(job.labels) < LARGE_LABEL_SET:
             lemb = embed(chain, job.label_texts, cfg.encoder.batch_size)
             m["unmerged"] = {k: v for k, v in _evaluate(job, chain, lemb).items() if k in ("P@1", "P@5", "nDCG@5")}
         best_m = m if s.promoted else read_json(job.run.round_dir(prev_best) / "metrics.json")

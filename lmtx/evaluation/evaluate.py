@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Doc, LabelSet
+from ..store.data import Doc, LabelSet
 from .metrics import propensities, ranking_metrics
 
 
@@ -16,7 +16,7 @@ def resolve_model(spec: str) -> str:
     encoder; else as given."""
     p = Path(spec)
     if (p / "manifest.json").exists():
-        from .rundir import RunDir
+        from ..store.rundir import RunDir
 
         enc = RunDir(p).best_encoder()
         if enc is None:
@@ -24,7 +24,7 @@ def resolve_model(spec: str) -> str:
         return str(enc)
     if (p / "encoder" / "modules.json").exists():
         if (p.parent / "manifest.json").exists() and p.name.startswith("round-"):
-            from .rundir import RunDir
+            from ..store.rundir import RunDir
 
             if int(p.name[6:]) not in RunDir(p.parent).finished_rounds():
                 raise ValueError(f"{p}: this round never finished (its encoder may be half-trained); use the run "
@@ -40,7 +40,7 @@ def run_record(spec: str) -> tuple[dict | None, dict | None]:
     run = p if (p / "manifest.json").exists() else p.parent if (p.parent / "manifest.json").exists() else None
     if run is None:
         return None, None
-    from .rundir import read_json
+    from ..store.rundir import read_json
 
     man = read_json(run / "manifest.json")
     cfg = read_json(run / "config.json") if (run / "config.json").exists() else {}
@@ -48,7 +48,7 @@ def run_record(spec: str) -> tuple[dict | None, dict | None]:
     if run != p and p.name.startswith("round-") and rec:
         choice = man.get("retrieval_choice", {}).get(str(int(p.name[6:])))
         w = float(choice["dense_weight"]) if choice else (rec["dense_weight"] if rec.get("setting") != "auto" else 1.0)
-        from .hybrid import mode_of
+        from ..search.hybrid import mode_of
 
         rec.update(round=int(p.name[6:]), dense_weight=w, mode=mode_of(w))
     return (rec or None), cfg
@@ -60,8 +60,8 @@ def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_wei
     encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else retrieval.dense_weight's
     default). ``label_text``:
     given, else the run's, else the default."""
-    from .config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
-    from .hybrid import POOL, RETRIEVALS
+    from ..config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
+    from ..search.hybrid import POOL, RETRIEVALS
 
     one_of(retrieval, ("auto", *RETRIEVALS), "--retrieval", ValueError)
     if dense_weight is not None and not 0.0 <= dense_weight <= 1.0:
@@ -77,7 +77,7 @@ def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_wei
             w = dense_weight
     elif retrieval == "hybrid":
         mode = "hybrid"
-        from .config import RetrievalConfig
+        from ..config import RetrievalConfig
 
         w = dense_weight if dense_weight is not None else (float(rec["dense_weight"]) if rec and rec.get("mode") ==
                                                            "hybrid" else RetrievalConfig().dense_weight)
@@ -96,12 +96,12 @@ def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index_for=N
     """A hybrid.Ranker for ``how`` (resolve_retrieval): the encoder (not loaded for lexical), its label index, and the
     labels' BM25 index (not built for dense). ``index_for(model, path)``: the label index to search (tag's cached
     HNSW / exact one); default an exact index over the cached label embeddings."""
-    from .hybrid import Ranker
-    from .index import LabelIndex
+    from ..search.hybrid import Ranker
+    from ..search.index import LabelIndex
 
     model = index = None
     if how["mode"] != "lexical":
-        from .encoder import label_embeddings, load_encoder
+        from ..search.encoder import label_embeddings, load_encoder
 
         path = resolve_model(model_spec)
         model = load_encoder(path)
@@ -113,7 +113,7 @@ def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index_for=N
             index = LabelIndex(lemb, "exact")
     lexical = None
     if how["mode"] != "dense":
-        from .lexical import lexical_index
+        from ..search.lexical import lexical_index
 
         lexical = lexical_index(labels, how["label_text"], log)
     return Ranker(model, index, lexical, how["mode"], how["dense_weight"], how["pool"], batch_size)
@@ -138,7 +138,7 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
         vec = TfidfVectorizer(sublinear_tf=True, stop_words="english")
         vec.fit(ltexts + [d.text for d in docs])
-        from .index import query_chunk
+        from ..search.index import query_chunk
 
         L = vec.transform(ltexts).T.tocsc()
         out = []
@@ -157,7 +157,7 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
         retriever = bm25s.BM25()
         retriever.index(bm25s.tokenize(ltexts, stopwords="en", show_progress=False), show_progress=False)
         out = []
-        from .index import query_chunk
+        from ..search.index import query_chunk
 
         step = query_chunk(len(ltexts))
         for s in range(0, len(docs), step):  # in chunks, as for TF-IDF: memory stays chunk x labels
@@ -177,7 +177,7 @@ def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 
              retrieval: str = "auto", dense_weight: float | None = None) -> dict:
     """Ranking metrics of a model (``retrieval``: auto = a run's own choice, dense, lexical or hybrid) or of a
     lexical baseline (tfidf | bm25) on the gold-labelled documents."""
-    from .config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
+    from ..config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
 
     if label_text is not None:
         one_of(label_text, LABEL_TEXTS, "--label-text", ValueError)
@@ -206,7 +206,7 @@ def format_metrics(m: dict) -> str:
 
 
 def write_json(path: str | Path, obj):
-    from .rundir import write_json as w
+    from ..store.rundir import write_json as w
 
     w(Path(path), obj)
     return json.dumps(obj)

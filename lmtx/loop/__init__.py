@@ -1,0 +1,5 @@
+"""The LMTX loop: rounds of retrieve -> teach -> fuse -> select -> train -> guard -> evaluate."""
+
+from .run import RoundResult, Runtime, iterate
+
+__all__ = ["RoundResult", "Runtime", "iterate"]
