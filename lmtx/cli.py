@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -33,38 +34,73 @@ def _user_errors():
     return (AssetError, ConfigError, DataError, PromptError, TeacherError)
 
 
-# iterate's options that are run settings -> their config key (the rest are runtime: device, threads, ...)
-ITERATE_KEYS = {
-    "docs": "loop.docs", "labels": "loop.labels", "eval_docs": "loop.eval_docs", "rounds": "loop.rounds",
-    "max_docs": "loop.max_docs", "seed": "loop.seed", "early_stop": "loop.early_stop", "guard_docs": "loop.guard_docs",
-    "teacher": "teacher.name", "prompt": "teacher.prompt", "prompt_file": "teacher.prompt_file",
-    "decision": "teacher.decision", "prefix_reuse": "teacher.prefix_reuse", "strong_teacher": "teacher.strong",
-    "teacher_dtype": "teacher.dtype",
-    "strong_budget": "teacher.strong_budget", "encoder": "encoder.model", "candidates": "index.candidates",
-    "index": "index.kind", "hnsw_m": "index.M", "ef_construction": "index.ef_construction",
-    "ef_search": "index.ef_search", "label_backend": "encoder.label_backend", "eval_sample": "loop.eval_sample",
-    "select": "select.strategy", "fusion": "select.fusion", "union": "select.union",
-    "retrieval": "retrieval.mode", "candidate_weight": "retrieval.candidate_weight", "label_text": "encoder.label_text",
-    "loss": "train.loss", "distill": "train.distill", "margin": "train.margin", "fn_mask": "train.fn_mask",
-    "lr": "train.lr", "batch_size": "train.batch_size", "epochs": "train.epochs", "start": "train.start",
-}
+def _config_dict(config_file, overrides, given: dict | None = None) -> tuple[dict, dict]:
+    """defaults < --config file < options given on the command line < --set (every default lives in config.py).
+    Returns the settings and, per 'section.key' set by other than the defaults, where it came from."""
+    from .config import apply_overrides, load_config_file, RunConfig
 
-
-def _iterate_config(ctx, config_file, overrides, opts: dict):
-    """defaults < --config file < options typed on the command line < --set (every default lives in config.py)."""
-    from .config import RunConfig, apply_overrides, load_config_file
-
-    d = RunConfig().to_dict()
+    d, sources = RunConfig().to_dict(), {}
     if config_file is not None:
         for sect, sub in load_config_file(config_file).items():
             d[sect].update(sub)
-    for name, key in ITERATE_KEYS.items():
-        src = ctx.get_parameter_source(name)
-        if src is not None and src.name == "COMMANDLINE":  # typer may ship its own click: compare by name
-            v = opts[name]
-            sect, k = key.split(".")
-            d[sect][k] = str(v) if isinstance(v, Path) else v
-    apply_overrides(d, list(overrides or []))
+            sources.update({f"{sect}.{k}": f"from {config_file}" for k in sub})
+    for key, v in (given or {}).items():
+        sect, k = key.split(".")
+        d[sect][k] = str(v) if isinstance(v, Path) else v
+        sources[key] = "from the command line"
+    for item in overrides or []:
+        apply_overrides(d, [item])
+        sources[item.partition("=")[0].strip()] = "from --set"
+    return d, sources
+
+
+def _options_for(fields, defaults: dict, special: dict | None = None) -> list[tuple[str, str, inspect.Parameter]]:
+    """Typer options for the fields that name one (config.setting(option=...)): (parameter, key, the typer
+    parameter). ``fields``: (key, dataclass field) pairs; ``defaults``: key -> default. Each option's default is None,
+    "not given": the default itself lives only with its field, and the option's help says it."""
+    from .config import value_type
+
+    out = []
+    for key, f in fields:
+        opt = f.metadata.get("option")
+        if not opt:
+            continue
+        typ = value_type(f)
+        decls = [f"--{opt}/--no-{opt}"] if typ is bool else [f"--{opt}", *([f.metadata["short"]] if f.metadata.get(
+            "short") else [])]
+        dv = defaults[key]
+        shown = (special or {}).get(key) or ("unset" if dv is None else (str(dv).lower() if typ is bool else dv))
+        info = typer.Option(None, *decls, help=f"{f.metadata['help']} Default: {shown} ({key}).", show_default=False)
+        name = opt.replace("-", "_")
+        out.append((name, key, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                                 annotation=Optional[typ])))
+    return out
+
+
+def _setting_options() -> list[tuple[str, str, inspect.Parameter]]:
+    """iterate's options: the run settings that have one."""
+    from .config import RunConfig, settings
+
+    d = RunConfig().to_dict()
+    return _options_for(settings(), {k: d[k.split(".")[0]][k.split(".")[1]] for k, _ in settings()},
+                        {"loop.docs": "the bundled sample", "loop.labels": "the bundled sample"})
+
+
+def _tag_options() -> list[tuple[str, str, inspect.Parameter]]:
+    """tag's options: the TagOptions fields that have one."""
+    import dataclasses
+
+    from .tag import TagOptions
+
+    fs = dataclasses.fields(TagOptions)
+    return _options_for([(f.name, f) for f in fs], {f.name: f.default for f in fs})
+
+
+def _iterate_config(config_file, overrides, settings: dict):
+    from .config import RunConfig
+
+    keys = {name: key for name, key, _ in _setting_options()}
+    d, _ = _config_dict(config_file, overrides, {keys[n]: v for n, v in settings.items() if v is not None})
     if not d["loop"]["docs"] and not d["loop"]["labels"]:  # neither given: the bundled sample
         d["loop"].update(docs=str(SAMPLE / "docs.jsonl"), labels=str(SAMPLE / "labels.jsonl"))
         d["loop"]["eval_docs"] = d["loop"]["eval_docs"] or str(SAMPLE / "eval.jsonl")
@@ -73,66 +109,40 @@ def _iterate_config(ctx, config_file, overrides, opts: dict):
     return RunConfig.from_dict(d)
 
 
+def _with_options(options):
+    """fn(..., **kw) gets one keyword option per field that has one (``options()``: see _options_for)."""
+    def wrap(fn):
+        sig = inspect.signature(fn)
+        fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        fn.__signature__ = sig.replace(parameters=fixed + [p for _, _, p in options()])
+        return fn
+    return wrap
+
+
 @app.command()
+@_with_options(_setting_options)
 def iterate(
-    ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", help="Run settings from a TOML/JSON file shaped like a run's config.json (see README)."),
-    set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (e.g. train.lr=1e-4); repeat."),
-    docs: Optional[Path] = typer.Option(None, help="Training documents (jsonl/csv/parquet: id, text[, labels]). Default: the bundled sample."),
-    labels: Optional[Path] = typer.Option(None, help="Labels (id, name, description). Default: the bundled sample."),
-    eval_docs: Optional[Path] = typer.Option(None, help="Held-out documents with gold labels for metrics."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Run settings from a TOML/JSON file shaped like a run's config.json (lmtx config writes one)."),
+    set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (e.g. train.lr=1e-4); repeat. Every key: lmtx config."),
     out: Path = typer.Option(Path("runs/demo"), help="Run folder (rerun the same command to resume)."),
-    rounds: int = typer.Option(5, help="LMTX rounds."),
-    teacher: str = typer.Option("qwen0.5b", help="Registry name (lmtx teacher list), hf:PATH, or simulated:RATE (research only)."),
     teacher_url: list[str] = typer.Option([], help="OpenAI-compatible server(s) serving the teacher (repeat for replicas)."),
     teacher_tokenizer: Optional[str] = typer.Option(None, help="Served teacher: a local tokenizer folder (default: lmtx's own copy, or the server's /tokenize)."),
     teacher_timeout: float = typer.Option(300.0, min=1.0, help="Served teacher: seconds to wait for one HTTP request (retried 4 times with backoff; 429 Retry-After honoured)."),
-    teacher_dtype: str = typer.Option("auto", help="The teacher's precision, part of its fingerprint: auto (float32 local/CPU, the checkpoint's on GPU, unknown for a server lmtx did not start), float32, bfloat16, float16, fp8, int8, int4, awq, gptq."),
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
     teacher_backend: str = typer.Option("auto", help="auto (a GPU with vLLM: the in-process vLLM engine for GPU teachers; a GPU without it: transformers on the GPU; no GPU: offline teachers on the CPU, GPU teachers refused), transformers or vllm (forced; the memory check still applies)."),
-    encoder: str = typer.Option("all-MiniLM-L6-v2", help="Initial encoder: offline asset, ST folder or hub id."),
-    candidates: int = typer.Option(10, "--candidates", "-j", help="Candidate labels per document sent to the teacher."),
-    retrieval: str = typer.Option("auto", help="What the run ranks with (evaluation, tag, the student's view when picking pseudo-positives): auto (hybrid at retrieval.dense_weight 0.8 unless the teacher's ratings of each weight's top-1 on the guard's held-out documents prefer another weight, dense only and BM25 only included), dense, lexical (BM25 over the label texts) or hybrid (always retrieval.dense_weight)."),
-    candidate_weight: float = typer.Option(0.65, help="The teacher's candidates: the top-j of the hybrid score at this dense weight (1 = the encoder's own top-j)."),
-    label_text: str = typer.Option("name+description", help="What the encoder embeds and BM25 indexes for a label: name, description or name+description (the name once)."),
-    prompt: str = typer.Option("paper-desc", help="Prompt template: a name (./prompts/NAME.txt, then built-in; lmtx prompts list) or a .txt file."),
-    prompt_file: Optional[Path] = typer.Option(None, help="A prompt template file (overrides --prompt)."),
-    decision: str = typer.Option("rel:0.02", help="P(yes) -> yes rule: abs:T, quantile:Q or rel:D."),
-    select: str = typer.Option("fused", help="Pseudo-positive: fused (highest fused teacher+student score), or among the teacher's yes-labels: similarity, p_yes, random, all."),
-    fusion: str = typer.Option("equal", help="Teacher/student weights of the fused score: equal, auto (estimated label-free each round), teacher, student, or w:X (the teacher's weight X in [0, 1])."),
-    union: bool = typer.Option(True, help="Train on every pair judged in any round so far (free: cached), not only this round's."),
-    strong_teacher: Optional[str] = typer.Option(None, help="Cascade: a stronger teacher asked where the teacher and the student disagree most."),
-    strong_budget: int = typer.Option(0, help="Cascade: at most this many strong-teacher pairs over the run."),
-    guard_docs: float = typer.Option(0.15, help="Never-worse guard: training documents held out to judge each round (fraction < 1, or a count; 0 = off)."),
-    loss: str = typer.Option("topk", help="topk (softmax-weighted hardest k; default), triplet (paper) or ohnm (the LMTX code's loss as it computes it)."),
-    distill: float = typer.Option(0.0, help="Weight of the listwise distillation term (fused scores over each document's candidates); 0 = off."),
-    margin: float = typer.Option(0.3),
-    fn_mask: bool = typer.Option(True, help="Mask in-batch negatives the teacher said yes to."),
-    lr: float = typer.Option(2e-4),
-    batch_size: int = typer.Option(128),
-    epochs: int = typer.Option(1, help="Epochs per round."),
-    start: str = typer.Option("warm", help="warm: from the previous round's encoder; init: from the initial one each round."),
-    index: str = typer.Option("auto", help="auto, hnsw or exact."),
-    hnsw_m: int = typer.Option(32), ef_construction: int = typer.Option(200), ef_search: int = typer.Option(100),
-    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8 (~2x faster on CPU), torch-pool (sentence-transformers multi-process: LMTX_POOL_DEVICES, e.g. cuda:0,cuda:1), auto (onnx-int8 from 50,000 labels)."),
-    eval_sample: int = typer.Option(-1, help="Per-round evaluation on this many eval documents (a fixed sample); -1 = auto (all, or 1,000 when docs x labels > 1e9); 0 = all."),
-    max_docs: Optional[int] = typer.Option(None, help="Use only the first N training documents."),
-    seed: int = typer.Option(0),
-    early_stop: bool = typer.Option(False, help="End the run at the first round the guard does not promote."),
-    prefix_reuse: bool = typer.Option(True, help="Local teacher: run each document's prompt prefix once."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu"),
     dry_run: bool = typer.Option(False, help="Print how many teacher calls the run needs, and stop."),
     progress: bool = typer.Option(True, help="Progress bars."),
+    **settings,
 ):
     """Run the LMTX loop: embed, retrieve candidates, ask the teacher, select, train; once per round.
 
     Settings come from the defaults, then --config FILE (TOML or JSON shaped like a run's config.json), then the
-    options given on the command line, then each --set section.key=value.
+    options given on the command line, then each --set section.key=value. `lmtx config` lists every setting.
     """
-    # (its length is the option list: one typer.Option per line; the work is in the helpers below)
     try:
-        cfg = _iterate_config(ctx, config, set_, locals())
+        cfg = _iterate_config(config, set_, settings)
         from .config import one_of
         from .teacher.plan import check_hub_weights, plan_teacher, probe_machine
 
@@ -160,6 +170,31 @@ def iterate(
         typer.echo(f"run folder: {out}")
     except _user_errors() as e:
         _fail(str(e))
+
+
+@app.command("config")
+def config_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="A TOML/JSON settings file: show its effective values."),
+    set_: list[str] = typer.Option([], "--set", help="section.key=value, as lmtx iterate takes it; repeat."),
+    out: Optional[Path] = typer.Option(None, help="Write the settings to this .toml file instead of printing them."),
+):
+    """Every run setting: its help, its default, and (with --config/--set) the effective value and where it came
+    from. The output is a valid --config file."""
+    from .config import RunConfig, render_config
+
+    try:
+        d, sources = _config_dict(config, set_)
+        RunConfig.from_dict(d)  # the same checks as iterate
+        text = render_config(d, sources if (config is not None or set_) else None)
+    except _user_errors() as e:
+        _fail(str(e))
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        from .store.rundir import write_text
+
+        write_text(Path(out), text)
+        typer.echo(f"wrote {out}")
 
 
 def _dry_run_message(c: dict) -> str:
@@ -256,13 +291,12 @@ def evaluate(
 
 
 @app.command()
+@_with_options(_tag_options)
 def tag(
-    model: str = typer.Option(..., help="A run folder (its last round), a round folder, or a SentenceTransformer."),
+    model: str = typer.Option(..., help="A run folder (its best round, ranked as the run chose), a round folder, or a SentenceTransformer."),
     labels: Path = typer.Option(..., help="Labels (id, name, description); new labels need no retraining."),
     docs: Path = typer.Option(..., help="Documents to tag (jsonl/csv/parquet: id, text), streamed in chunks."),
     out: Path = typer.Option(..., help="Output .parquet, .jsonl or .csv (doc_id, rank, label_id, label_name, score)."),
-    top_k: int = typer.Option(5, min=1, help="Labels per document."),
-    min_score: Optional[float] = typer.Option(None, help="Drop predictions scoring below this (the cosine for dense retrieval, the fused score for hybrid, BM25 for lexical)."),
     calibrate_on: Optional[Path] = typer.Option(None, "--calibrate-on", help="A small labelled sample: choose --min-score on it (max F1, or --target-precision)."),
     target_precision: Optional[float] = typer.Option(None, help="With --calibrate-on: the lowest threshold reaching this precision."),
     verify: bool = typer.Option(False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."),
@@ -270,14 +304,9 @@ def tag(
     prompt: str = typer.Option("paper-desc", help="Prompt for --verify: a name (./prompts/NAME.txt, then built-in) or a .txt file."),
     teacher_url: list[str] = typer.Option([], help="--verify with a served teacher (OpenAI-compatible URL; repeat for replicas)."),
     cache: Optional[Path] = typer.Option(None, help="Answer cache for --verify (default: the run's own cache)."),
-    chunk_docs: int = typer.Option(4096, help="Documents per streamed chunk (also the resume unit)."),
     shard: Optional[str] = typer.Option(None, help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output each)."),
-    index: str = typer.Option("auto", help="auto, hnsw or exact."),
-    retrieval: str = typer.Option("auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."),
-    dense_weight: Optional[float] = typer.Option(None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else 0.8)."),
-    label_text: Optional[str] = typer.Option(None, help="name, description or name+description (default: the run's, else name+description)."),
-    label_backend: str = typer.Option("auto", help="Label encoding: torch, onnx-int8, torch-pool (LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels)."),
     progress: bool = typer.Option(True),
+    **options,
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
     from .store.data import load_docs, load_labels
@@ -285,9 +314,9 @@ def tag(
 
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
     try:
-        opts = TagOptions(top_k=top_k, min_score=min_score, chunk_docs=chunk_docs, label_text=label_text,
-                          index_kind=index, shard=_parse_shard(shard), label_backend=label_backend,
-                          retrieval=retrieval, dense_weight=dense_weight)  # options checked before anything is loaded
+        given = {key: options[name] for name, key, _ in _tag_options() if options.get(name) is not None}
+        opts = TagOptions(shard=_parse_shard(shard), **given)  # options checked before anything is loaded
+        top_k = opts.top_k
         ls = load_labels(labels)
         if calibrate_on is not None:
             c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, opts, target_precision)

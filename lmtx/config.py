@@ -57,16 +57,26 @@ def one_of(value: str, choices, field: str, error=ConfigError) -> None:
         raise error(f"{field} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def setting(default, help: str, option: str | None = None, short: str | None = None):
+    """A config field with its help text (what `lmtx config`, `lmtx iterate --help` and the docs show). ``option``:
+    the `lmtx iterate` option that sets it (``--option``, and ``short`` e.g. ``-j``); None: only --config/--set."""
+    return field(default=default, metadata={"help": help, "option": option, "short": short})
+
+
 @dataclass
 class EncoderConfig:
-    model: str = "all-MiniLM-L6-v2"  # asset name, local ST folder, or hub id (e.g. msmarco-distilbert-base-v4)
-    label_text: str = DEFAULT_LABEL_TEXT  # what is embedded (and what BM25 indexes): name | description | name+description
-    max_seq_length: int = 256  # tokens; longer documents are cut by the encoder
-    batch_size: int = 64  # for embedding
-    # how labels are encoded: torch (SentenceTransformer.encode), torch-pool (its multi-process pool over
-    # LMTX_POOL_DEVICES: GPUs or CPU processes), onnx-int8 (int8 onnxruntime, one process per core;
-    # lmtx.search.fast_encode), auto (onnx-int8 from 50,000 labels)
-    label_backend: str = "auto"
+    """The bi-encoder that embeds documents and labels (one model, shared weights)."""
+
+    model: str = setting("all-MiniLM-L6-v2", "Initial encoder: an offline asset name, a sentence-transformers folder "
+                         "or a hub id.", "encoder")
+    label_text: str = setting(DEFAULT_LABEL_TEXT, "What the encoder embeds and BM25 indexes for a label: name, "
+                              "description or name+description (the name said once). A description alone may omit the "
+                              "name, and a zero-shot encoder then misses what the label is called.", "label-text")
+    max_seq_length: int = setting(256, "Tokens per text when embedding; longer documents are cut.")
+    batch_size: int = setting(64, "Texts per batch when embedding (speed only).")
+    label_backend: str = setting("auto", "How labels are encoded: torch, onnx-int8 (int8 onnxruntime, one process per "
+                                 "core; about 2x faster on CPU), torch-pool (sentence-transformers' multi-process pool "
+                                 "over LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels).", "label-backend")
 
     def __post_init__(self):
         one_of(self.label_backend, LABEL_BACKENDS, "encoder.label_backend")
@@ -77,17 +87,18 @@ class EncoderConfig:
 
 @dataclass
 class IndexConfig:
-    kind: str = "auto"  # auto (exact below `exact_below` labels, else hnsw) | hnsw | exact
-    exact_below: int = 2000
-    # build time
-    M: int = 32
-    ef_construction: int = 200
-    # search time
-    ef_search: int = 100
-    candidates: int = 10  # j: candidate labels per document sent to the teacher
-    # auto also searches exactly when a round has at most this many queries: exact search over 783k labels for
-    # a few thousand documents takes seconds, an HNSW build over them many minutes (pypi-sources benchmark)
-    exact_queries: int = 20_000
+    """The label index the dense side searches, and how many candidates each document sends to the teacher."""
+
+    kind: str = setting("auto", "auto (exact below index.exact_below labels or for few queries, else HNSW), hnsw or "
+                        "exact.", "index")
+    exact_below: int = setting(2000, "auto: search exactly below this many labels.")
+    M: int = setting(32, "HNSW graph degree (build time).", "hnsw-m")
+    ef_construction: int = setting(200, "HNSW build-time beam width.", "ef-construction")
+    ef_search: int = setting(100, "HNSW search-time beam width.", "ef-search")
+    candidates: int = setting(10, "j: candidate labels per document sent to the teacher.", "candidates", "-j")
+    exact_queries: int = setting(20_000, "auto: also search exactly when a round has at most this many queries (exact "
+                                 "search over 783k labels for a few thousand documents takes seconds, an HNSW build "
+                                 "many minutes; benchmarks/results/pypi-sources.md).")
 
     def __post_init__(self):
         one_of(self.kind, INDEX_KINDS, "index.kind")
@@ -104,26 +115,28 @@ TEACHER_DTYPES = ("auto", *FLOAT_DTYPES, "fp8", "int8", "int4", "awq", "gptq")
 
 @dataclass
 class TeacherConfig:
-    name: str = "qwen0.5b"  # registry name, hf:PATH, or simulated:RATE (research only)
-    prompt: str = "paper-desc"  # built-in template name (see `lmtx prompts list`)
-    prompt_file: str | None = None  # a template file; overrides `prompt`
-    max_doc_words: int = 256
-    # decision rule turning P(yes) into yes/no:
-    #   abs:T       P(yes) >= T
-    #   quantile:Q  P(yes) >= the Q-quantile of this round's judged pairs (calibrates a biased teacher)
-    #   rel:D       P(yes) >= the document's best P(yes) - D (the teacher's top choice, and near ties)
-    decision: str = "rel:0.02"
-    prefix_reuse: bool = True
-    batch_size: int = 16
-    # teacher cascade: a stronger (slower) teacher asked only where the cheap teacher and the student
-    # disagree most, at most `strong_budget` pairs over the whole run (spread evenly over the rounds)
-    strong: str | None = None
-    strong_budget: int = 0
-    # the precision the teacher computes in: part of its fingerprint (answers of a float32 and a bfloat16 teacher
-    # are never mixed in the cache). auto: float32 for the local backend and for `--serve` on a CPU, the
-    # checkpoint's dtype (bfloat16 for float32 checkpoints) for `--serve` on a GPU and the in-process vLLM engine,
-    # "unknown" for a server lmtx did not start (declare it, e.g. bfloat16, awq, fp8, to share answers)
-    dtype: str = "auto"
+    """The LLM that judges (document, label) pairs, and how its P(yes) becomes a yes."""
+
+    name: str = setting("qwen0.5b", "The teacher: a registry name (lmtx teacher list), hf:PATH, vllm:NAME_OR_PATH, or "
+                        "simulated:RATE (answers from gold labels; research only).", "teacher")
+    prompt: str = setting("paper-desc", "Prompt template: a name (./prompts/NAME.txt, then built-in; lmtx prompts "
+                          "list) or a .txt file.", "prompt")
+    prompt_file: str | None = setting(None, "A prompt template file; overrides teacher.prompt.", "prompt-file")
+    max_doc_words: int = setting(256, "Words of a document the prompt shows the teacher.")
+    decision: str = setting("rel:0.02", "P(yes) -> yes: abs:T (P(yes) >= T), quantile:Q (above the Q-quantile of the "
+                            "round's pairs: calibrates a biased teacher) or rel:D (within D of the document's best "
+                            "P(yes): the teacher's top choice and near ties).", "decision")
+    prefix_reuse: bool = setting(True, "Local teacher: run each document's prompt prefix once (speed only).",
+                                 "prefix-reuse")
+    batch_size: int = setting(16, "Local teacher: pairs per forward pass (speed only).")
+    strong: str | None = setting(None, "Cascade: a stronger, slower teacher asked only where the teacher and the "
+                                 "student disagree most.", "strong-teacher")
+    strong_budget: int = setting(0, "Cascade: at most this many strong-teacher pairs over the run, spread evenly "
+                                 "over the rounds.", "strong-budget")
+    dtype: str = setting("auto", "The teacher's precision, part of its fingerprint (answers of two precisions are "
+                         "never mixed in the cache): auto (float32 on CPU, the checkpoint's dtype on a GPU, unknown "
+                         "for a server lmtx did not start), float32, bfloat16, float16, fp8, int8, int4, awq, gptq.",
+                         "teacher-dtype")
 
     def __post_init__(self):
         check_decision(self.decision)
@@ -139,15 +152,16 @@ FUSIONS = ("auto", "equal", "teacher", "student")
 
 @dataclass
 class SelectConfig:
-    # fused (default): the candidate with the highest fused teacher+student score (lmtx.learn.fuse);
-    # among the teacher's yes-labels: similarity (most similar) | p_yes | random (re-drawn each step) | all
-    strategy: str = "fused"
-    # how teacher and student are weighted in the fused score: equal (default), auto (label-free estimate each
-    # round; measured biased toward the student, see benchmarks/results/fusion_check.md), teacher, student, or
-    # w:X (the teacher's weight X, the student's 1 - X; equal is w:0.5)
-    fusion: str = "equal"
-    # train on every judged pair of every round so far (answers come from the cache), not this round's only
-    union: bool = True
+    """From the teacher's answers to training examples: one pseudo-positive per taught document."""
+
+    strategy: str = setting("fused", "The pseudo-positive: fused (the candidate with the highest fused teacher + "
+                            "student score), or among the teacher's yes-labels: similarity, p_yes, random, all.",
+                            "select")
+    fusion: str = setting("equal", "Teacher and student weights in the fused score: equal, auto (estimated label-free "
+                          "each round; biased toward the student, benchmarks/results/fusion_check.md), teacher, "
+                          "student, or w:X (the teacher's weight X in [0, 1]).", "fusion")
+    union: bool = setting(True, "Train on every pair judged in any round so far (answers come from the cache), not "
+                          "only this round's.", "union")
 
     def __post_init__(self):
         one_of(self.strategy, ("fused", "similarity", "p_yes", "random", "all"), "select.strategy")
@@ -163,46 +177,40 @@ class SelectConfig:
 
 @dataclass
 class TrainConfig:
-    # topk (LMTX code: k hardest in-batch negatives, softmax-weighted) | triplet (paper: every in-batch negative).
-    # topk is the default: on debtags (SIMULATED 10% teacher, 500 docs) it gave P@1 0.598 vs 0.536 for triplet.
-    loss: str = "topk"  # topk | triplet | ohnm (the LMTX code's TripletMarginLossOHNM, as it computes it)
-    # listwise distillation beside the hard positive: weight of KL(fused-score distribution over the
-    # document's judged candidates || the student's softmax over them); 0 = off
-    distill: float = 0.0
-    distill_tau: float = 0.05  # student temperature in the listwise term
-    margin: float = 0.3
-    topk: int = 10
-    tau: float = 0.1
-    fn_mask: bool = True  # mask in-batch negatives that the teacher said yes to for this document
-    lr: float = 2e-4
-    batch_size: int = 128
-    # > 1: a round with few examples shrinks its batch (not below 16) to get at least this many optimizer steps
-    # per epoch, and warms up for at least one step. Off by default: on debtags (300 docs, qwen0.5b) min_steps 8
-    # measured worse than the paper's batch (round 2 P@1 0.515 vs 0.554; default job 0.470 vs 0.547), though
-    # rounds of one or two steps swing more (default job round 3: 0.547 -> 0.472)
-    min_steps: int = 1
-    epochs: int = 1
-    warmup_steps: int = 100  # capped at 10% of the round's steps
-    max_doc_length: int = 128  # training only; embedding for retrieval uses encoder.max_seq_length
-    max_label_length: int = 64
-    start: str = "warm"  # warm: from the previous round's encoder | init: from the initial encoder each round
-    # keep AdamW's moments from round to round (those of the best round, saved as optimizer.pt beside its
-    # encoder). A fresh AdamW's first update moves every weight by lr in the sign of its gradient; small rounds
-    # are one or two such steps, and their sum drifts (same 120 examples trained 5 times, sample data: P@1 0.510,
-    # 0.547, 0.457, 0.507, 0.475 fresh vs 0.510, 0.513, 0.518, 0.512, 0.502 carried; round_stability.md)
-    carry_optimizer: bool = True
-    # activation (gradient) checkpointing while training: on | off | auto (on from 50,000 labels, where label
-    # matrices already take GBs). Training's activations, not the labels, set iterate's peak memory: one step of
-    # batch 128 on pypi-sources texts (128 tokens) peaked at 6.7 GB, two at 8.2-8.8 GB; with checkpointing 3.4 GB
-    # for two steps, at ~25% more training time (same gradients: dropout masks are replayed)
-    checkpointing: str = "auto"
-    # weight-space merge with the initial encoder (WiSE-FT, Wortsman et al. 2022): the encoder a round hands out
-    # (retrieval, guard, evaluate, tag) is merge_init * initial + (1 - merge_init) * trained; training goes on from
-    # the unmerged weights (round-NN/trained). 0 = off. Measured end to end (README, debtags.md): with the 0.5B
-    # teacher every round beat the one before and the finals rose (default job 0.517 -> 0.533, debtags 0.553 ->
-    # 0.561, bare names 0.557 -> 0.565); round 1 pays 0.015-0.04. With a SIMULATED perfect teacher it costs
-    # (0.648 -> 0.621): for a teacher you trust, set 0
-    merge_init: float = 0.5
+    """One round's fine-tuning of the student on the pseudo-positives."""
+
+    loss: str = setting("topk", "topk (the k hardest in-batch negatives, softmax-weighted, as the LMTX code; better "
+                        "than triplet on debtags, benchmarks/results/debtags.md), triplet (the paper: every in-batch "
+                        "negative) or ohnm (the LMTX code's TripletMarginLossOHNM as it computes it).", "loss")
+    distill: float = setting(0.0, "Weight of a listwise distillation term beside the hard positive (KL of the fused "
+                             "scores' distribution over a document's candidates to the student's); 0 = off.",
+                             "distill")
+    distill_tau: float = setting(0.05, "Student temperature in the listwise term.")
+    margin: float = setting(0.3, "Triplet margin.", "margin")
+    topk: int = setting(10, "topk loss: hardest in-batch negatives per example.")
+    tau: float = setting(0.1, "topk loss: softmax temperature over the hardest negatives.")
+    fn_mask: bool = setting(True, "Mask in-batch negatives the teacher said yes to for that document.", "fn-mask")
+    lr: float = setting(2e-4, "Learning rate (AdamW).", "lr")
+    batch_size: int = setting(128, "Examples per optimizer step.", "batch-size")
+    min_steps: int = setting(1, "> 1: a round with few examples shrinks its batch (not below 16) to get at least this "
+                             "many steps an epoch. Off: measured worse than the paper's batch on debtags "
+                             "(benchmarks/results/debtags.md).")
+    epochs: int = setting(1, "Epochs per round.", "epochs")
+    warmup_steps: int = setting(100, "Learning-rate warm-up steps, capped at 10% of the round's steps.")
+    max_doc_length: int = setting(128, "Tokens of a document when training (retrieval uses encoder.max_seq_length).")
+    max_label_length: int = setting(64, "Tokens of a label text when training.")
+    start: str = setting("warm", "warm: train on from the best encoder so far; init: from the initial encoder each "
+                         "round.", "start")
+    carry_optimizer: bool = setting(True, "Keep AdamW's moments from round to round (the best round's, saved as "
+                                    "optimizer.pt): a fresh AdamW's first steps swing small rounds "
+                                    "(benchmarks/results/round_stability.md).")
+    checkpointing: str = setting("auto", "Activation checkpointing while training: on, off, or auto (on from 50,000 "
+                                 "labels): training's activations set iterate's peak memory; about 25% more training "
+                                 "time (benchmarks/results/pypi-sources.md).")
+    merge_init: float = setting(0.5, "Weight-space merge with the initial encoder (WiSE-FT): the encoder a round hands "
+                                "out is merge_init x initial + (1 - merge_init) x trained; training goes on from the "
+                                "unmerged weights. 0 = off (for a teacher you trust); measured in "
+                                "benchmarks/results/merge_init.md.")
 
     def __post_init__(self):
         if not 0 <= self.merge_init < 1:
@@ -220,29 +228,27 @@ class TrainConfig:
 
 @dataclass
 class LoopConfig:
-    rounds: int = 5
-    seed: int = 0
-    docs: str = ""
-    labels: str = ""
-    eval_docs: str | None = None  # held-out documents with gold labels; default: the training docs' gold
-    max_docs: int | None = None  # use only the first N training documents
-    # stop when the teacher's mean P(yes) on the encoder's top-1 candidates stops rising (the LMTX code's
-    # label-free stopping rule); the run's best encoder is then the one the teacher agreed with most
-    early_stop: bool = False
-    # the never-worse guard: a fixed sample of the training documents is held out of training; after
-    # each round the teacher's mean P(yes) on each encoder's top-1 label for them decides whether the
-    # round's encoder replaces the best one so far (a worse round stays on disk, not promoted, and the
-    # next round starts from the best). A fraction (< 1) or a count; 0 turns the guard off.
-    guard_docs: float = 0.15
-    guard_min: int = 30  # at least this many held-out documents (if the corpus allows), at most 800
-    # a round is refused when its paired mean P(yes) is below the best round's by more than guard_z standard
-    # errors. 2, not 1: at 1 the guard refused six rounds of the measured 0.5B-teacher runs (debtags, sample), all
-    # between 1.1 and 1.5 standard errors, and five of them were better rounds on gold (the sample's round 1:
-    # 0.385 -> 0.502 refused); a clear drop (a wrecked encoder) is many standard errors
-    guard_z: float = 2.0
-    # per-round evaluation on a fixed sample of this many eval documents (by hash of their id); -1 = auto (all of
-    # them, or 1,000 when eval docs x labels > 1e9: extreme label sets); 0 = all. `lmtx evaluate` is always full.
-    eval_sample: int = -1
+    """The run: its inputs, its rounds, and the guard that keeps a worse round from being handed out."""
+
+    rounds: int = setting(5, "LMTX rounds.", "rounds")
+    seed: int = setting(0, "Random seed (training order, the guard's sample).", "seed")
+    docs: str = setting("", "Training documents (jsonl, csv or parquet: id, text[, labels]); labels are never used "
+                        "to train; neither this nor loop.labels given: the bundled sample.", "docs")
+    labels: str = setting("", "The label set (id, name, description).", "labels")
+    eval_docs: str | None = setting(None, "Held-out documents with gold labels, scored every round (reported, never "
+                                    "used); default: the training documents' gold, where they have it.", "eval-docs")
+    max_docs: int | None = setting(None, "Use only the first N training documents.", "max-docs")
+    early_stop: bool = setting(False, "End the run at the first round the guard does not promote.", "early-stop")
+    guard_docs: float = setting(0.15, "The never-worse guard: training documents held out (a fraction < 1, or a "
+                                "count; 0 = off). After each round the teacher rates each encoder's top-1 label for "
+                                "them, and a worse round is kept on disk but not promoted.", "guard-docs")
+    guard_min: int = setting(30, "At least this many held-out documents (if the corpus allows), at most 800.")
+    guard_z: float = setting(2.0, "A round is refused when its paired mean P(yes) is below the best round's by more "
+                             "than this many standard errors (at 1 the guard refused better rounds; "
+                             "benchmarks/results/debtags.md).")
+    eval_sample: int = setting(-1, "Per-round evaluation on a fixed sample of this many eval documents: -1 auto (all, "
+                               "or 1,000 when eval documents x labels > 1e9), 0 all. lmtx evaluate is always full.",
+                               "eval-sample")
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -269,23 +275,21 @@ RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
 
 @dataclass
 class RetrievalConfig:
-    """Lexical (BM25 over the label texts) and dense (the encoder's cosine) evidence, fused per document (lmtx.search.hybrid).
-    """
+    """Lexical (BM25 over the label texts) and dense (the encoder's cosine) evidence, fused per document."""
 
-    # what the run ranks with (evaluation, `lmtx tag --model RUN`, and the student's view in the pseudo-positive
-    # pick): auto (each encoder ranks at dense_weight unless the teacher, rating each weight's top-1 label on the
-    # guard's held-out documents, prefers another weight, dense only and lexical only included, by more than one
-    # standard error), dense, lexical, or hybrid (always at dense_weight)
-    mode: str = "auto"
-    # the dense side's weight (1 = dense only, 0 = BM25 only): hybrid's weight, and auto's starting point. 0.8: the
-    # best or near-best weight on gold in the measured rows, zero-shot and after training (results/hybrid.md)
-    dense_weight: float = 0.8
-
-    # the teacher's candidates: each document's top-j by the fused score at this dense weight (1 = the dense top-j,
-    # the recipe before hybrid retrieval). Fused candidates hold more gold per teacher pair than a union of each
-    # side's top labels or either side alone (benchmarks/results/hybrid.md)
-    candidate_weight: float = 0.65
-    pool: int = 200  # labels per side and document that the fusion scores (each side's top-pool)
+    mode: str = setting("auto", "What the run ranks with (evaluation, lmtx tag --model RUN, the student's view when "
+                        "picking pseudo-positives): auto (hybrid at retrieval.dense_weight unless the teacher, rating "
+                        "each weight's top-1 label on the guard's held-out documents, prefers another by more than "
+                        "one standard error; dense only and BM25 only included), dense, lexical or hybrid.",
+                        "retrieval")
+    dense_weight: float = setting(0.8, "The dense side's weight (1 = dense only, 0 = BM25 only): hybrid's weight and "
+                                  "auto's prior; best or near-best on gold in the measured rows "
+                                  "(benchmarks/results/hybrid.md).")
+    candidate_weight: float = setting(0.65, "The teacher's candidates: each document's top-j by the fused score at "
+                                      "this dense weight (1 = the encoder's own top-j); more gold per teacher pair "
+                                      "than a union or either side alone (benchmarks/results/hybrid.md).",
+                                      "candidate-weight")
+    pool: int = setting(200, "Labels per side and document that the fusion scores (each side's top-pool).")
 
     def __post_init__(self):
         one_of(self.mode, RETRIEVAL_MODES, "retrieval.mode")
@@ -356,13 +360,55 @@ def _coerce(value: str, typ, key: str):
     return value
 
 
+def settings() -> list[tuple[str, dataclasses.Field]]:
+    """Every config field as ('section.key', its dataclass field), in RunConfig's order."""
+    return [(f"{f.name}.{g.name}", g) for f in dataclasses.fields(RunConfig)
+            for g in dataclasses.fields(f.default_factory)]  # type: ignore[arg-type]
+
+
 def field_types() -> dict[str, object]:
     """'section.key' -> the field's annotated type, for every config field."""
-    out = {}
-    for f in dataclasses.fields(RunConfig):
-        for g in dataclasses.fields(f.default_factory):  # type: ignore[misc]
-            out[f"{f.name}.{g.name}"] = g.type
-    return out
+    return {k: f.type for k, f in settings()}
+
+
+def value_type(f: dataclasses.Field) -> type:
+    """The Python type a field holds (None aside): str, int, float or bool."""
+    t = str(f.type).replace("<class '", "").replace("'>", "").split("|")[0].strip()
+    return {"str": str, "int": int, "float": float, "bool": bool}[t]
+
+
+def _toml_value(v) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return json.dumps(v) if isinstance(v, str) else str(v)
+
+
+def render_config(d: dict | None = None, sources: dict[str, str] | None = None, width: int = 100) -> str:
+    """A config as TOML: each section's purpose, then each key with its help as comments above it. ``d``: the
+    values (default: the defaults); ``sources``: 'section.key' -> where a value came from, said beside it. A key
+    without a value (None) is written commented out. The output is a valid --config file."""
+    import textwrap
+
+    d = d or RunConfig().to_dict()
+    out = ["# lmtx run settings: every key, its help and its value (`lmtx config`; a valid --config file)"]
+    for sect in dataclasses.fields(RunConfig):
+        cls = sect.default_factory  # type: ignore[misc]
+        out += ["", f"[{sect.name}]"] + [f"# {x}" for x in textwrap.wrap((cls.__doc__ or "").strip(), width - 2)]
+        for g in dataclasses.fields(cls):
+            key = f"{sect.name}.{g.name}"
+            opt = g.metadata.get("option")
+            help_ = g.metadata["help"] + (f" (lmtx iterate --{opt})" if opt else "")
+            out += [""] + [f"# {x}" for x in textwrap.wrap(help_, width - 2)]
+            v = d[sect.name][g.name]
+            line = f"{g.name} = {_toml_value(v)}" if v is not None else f"# {g.name} = (unset)"
+            if sources is not None:
+                line += f"  # {sources.get(key, 'default')}"
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def apply_overrides(d: dict, overrides: list[str], source: str = "--set") -> dict:

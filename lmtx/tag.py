@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from .config import setting
 from .store import drill
 from .store.data import DataError, Doc, LabelSet, iter_records, parse_doc
 from .search.encoder import fingerprint_encoder as _fingerprint_encoder, fingerprint_labels as _fingerprint_labels
@@ -36,19 +37,25 @@ class TagError(ValueError):
 
 @dataclass
 class TagOptions:
-    top_k: int = 5
-    min_score: float | None = None
-    chunk_docs: int = 4096
-    batch_size: int = 64
-    label_text: str | None = None  # None: the run's, else config.DEFAULT_LABEL_TEXT
-    index_kind: str = "auto"  # auto | hnsw | exact
-    ef_search: int = 100
-    label_backend: str = "auto"  # how labels are encoded: auto | torch | onnx-int8 (lmtx.search.fast_encode)
-    # (i, n): tag only the documents whose id hashes to i modulo n, so n processes or machines share a corpus
-    # (each writes its own output; together they tag every document exactly once)
-    shard: tuple[int, int] | None = None
-    retrieval: str = "auto"  # auto (a run's own choice; dense for a plain encoder) | dense | lexical | hybrid
-    dense_weight: float | None = None  # hybrid: the dense side's weight (default: the run's, else retrieval.dense_weight's)
+    """How `lmtx tag` ranks and writes (its command-line options are generated from these fields)."""
+
+    top_k: int = setting(5, "Labels per document.", "top-k")
+    min_score: float | None = setting(None, "Drop predictions scoring below this (the cosine for dense retrieval, the "
+                                      "fused score for hybrid, BM25 for lexical).", "min-score")
+    chunk_docs: int = setting(4096, "Documents per streamed chunk (also the resume unit).", "chunk-docs")
+    batch_size: int = setting(64, "Texts per batch when embedding.")
+    label_text: str | None = setting(None, "name, description or name+description; unset: the run's, else "
+                                     "name+description.", "label-text")
+    index_kind: str = setting("auto", "The label index: auto, hnsw or exact.", "index")
+    ef_search: int = setting(100, "HNSW search-time beam width.")
+    label_backend: str = setting("auto", "Label encoding: torch, onnx-int8, torch-pool (LMTX_POOL_DEVICES), auto "
+                                 "(onnx-int8 from 50,000 labels).", "label-backend")
+    shard: tuple[int, int] | None = setting(None, "(i, n): tag only the documents whose id hashes to i modulo n, so n "
+                                            "processes or machines share a corpus, each writing its own output.")
+    retrieval: str = setting("auto", "auto (a run folder's own choice; dense for a plain encoder), dense, lexical or "
+                             "hybrid.", "retrieval")
+    dense_weight: float | None = setting(None, "hybrid: the dense side's weight in [0, 1]; unset: the run's, else "
+                                         "retrieval.dense_weight's.", "dense-weight")
 
     def __post_init__(self):
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):

@@ -6,26 +6,43 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lmtx.cli import ITERATE_KEYS, app, iterate
+from lmtx.cli import app, iterate
 from lmtx.config import ConfigError, RunConfig, apply_overrides, load_config_file
 
 runner = CliRunner()
-RUNTIME_OPTIONS = {"ctx", "config", "set_", "out", "teacher_url", "teacher_tokenizer", "teacher_timeout", "serve", "teacher_backend",
-                   "threads", "device", "dry_run", "progress"}
 
 
-def test_every_iterate_option_is_a_config_key_or_runtime_and_defaults_agree():
-    defaults = RunConfig().to_dict()
-    for name, p in inspect.signature(iterate).parameters.items():
-        if name in RUNTIME_OPTIONS:
-            continue
-        assert name in ITERATE_KEYS, f"--{name} is neither a config key nor a runtime option"
-        sect, k = ITERATE_KEYS[name].split(".")
-        d = p.default.default
-        if name in ("docs", "labels"):  # '' in the config: the bundled sample when neither is given
-            assert d is None and defaults[sect][k] == ""
-        else:
-            assert d == defaults[sect][k], (name, d, defaults[sect][k])
+def test_every_setting_has_help_and_every_option_is_a_setting():
+    from lmtx.cli import _setting_options
+    from lmtx.config import settings
+
+    fields = dict(settings())
+    assert len(fields) > 50 and all(f.metadata.get("help") for f in fields.values())
+    opts = _setting_options()
+    assert {key for _, key, _ in opts} <= set(fields)
+    names = set(inspect.signature(iterate).parameters)
+    assert {name for name, _, _ in opts} <= names  # generated onto iterate's signature
+    r = runner.invoke(app, ["iterate", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "Default: 10 (index.candidates)" in r.output and "-j" in r.output and "--no-union" in r.output
+
+
+def test_lmtx_config_is_a_valid_config_file_with_sources(tmp_path):
+    import tomllib
+
+    r = runner.invoke(app, ["config"])
+    assert r.exit_code == 0
+    assert RunConfig.from_dict(tomllib.loads(r.output)).to_dict() == RunConfig().to_dict()
+    f = tmp_path / "my.toml"
+    f.write_text("[train]\nlr = 5e-5\n[index]\ncandidates = 7\n")
+    r = runner.invoke(app, ["config", "--config", str(f), "--set", "index.candidates=3"])
+    assert r.exit_code == 0, r.output
+    assert f"lr = 5e-05  # from {f}" in r.output and "candidates = 3  # from --set" in r.output
+    assert "rounds = 5  # default" in r.output
+    r = runner.invoke(app, ["config", "--set", "train.lr=-1"])
+    assert r.exit_code == 2 and "train: lr > 0" in r.output
+    r = runner.invoke(app, ["config", "--out", str(tmp_path / "all.toml")])
+    assert r.exit_code == 0 and load_config_file(tmp_path / "all.toml")["loop"]["rounds"] == 5
 
 
 def test_config_file_then_options_then_set(tmp_path, small_data, tiny_encoder):
