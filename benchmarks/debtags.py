@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from lmtx.config import EncoderConfig, IndexConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
 from lmtx.evaluation.evaluate import evaluate  # noqa: E402
-from lmtx.loop.run import Runtime, _teacher_weaker, iterate  # noqa: E402
+from lmtx.learn.fuse import teacher_weaker as _teacher_weaker  # noqa: E402
+from lmtx.loop.run import Runtime, iterate  # noqa: E402
 
 COLS = ["P@1", "P@3", "P@5", "R@5", "nDCG@5", "PSP@5"]
 
@@ -327,7 +328,7 @@ def record_rounds(put, run_dir: Path, run_name, desc, label_text, teacher, round
                 "fused_auc": m.get("fused_auc"), "strong_teacher_auc": m.get("strong_teacher_auc"),
                 "pseudo_positive_precision": m.get("pseudo_positive_precision"),
                 "pseudo_positive_precision_teacher_only": m.get("pseudo_positive_precision_teacher_only"),
-                # recomputed from the round's label-free views with the current threshold (lmtx.loop.run._teacher_weaker)
+                # recomputed from the round's label-free views with the current threshold (lmtx.learn.fuse.teacher_weaker)
                 "views": m.get("views"), "teacher_weaker": _teacher_weaker((m.get("views") or {}).get("teacher")),
                 "docs": m.get("docs"), "guard_docs": (m.get("guard") or {}).get("docs"),
                 "merge_init": m.get("merge_init", 0.0), "unmerged_P@1": (m.get("unmerged") or {}).get("P@1"),

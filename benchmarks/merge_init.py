@@ -33,7 +33,7 @@ def main():
 
     from lmtx.store.data import load_docs, load_labels
     from lmtx.search.encoder import load_encoder
-    from lmtx.loop.run import merge_weights
+    from lmtx.learn.train import merge_weights
     from lmtx.evaluation.metrics import evaluate_encoder
 
     torch.set_num_threads(2)

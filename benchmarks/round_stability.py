@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from lmtx.config import RunConfig  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
 from lmtx.search.encoder import load_encoder  # noqa: E402
-from lmtx.loop.run import guard_split  # noqa: E402
+from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.evaluation.metrics import evaluate_encoder  # noqa: E402
 from lmtx.learn.select import decide, select_positives  # noqa: E402
 from lmtx.learn.train import train_round  # noqa: E402

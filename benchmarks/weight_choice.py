@@ -23,7 +23,7 @@ from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E
 from lmtx.search.hybrid import WEIGHTS, build_pools, choose_weight  # noqa: E402
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
-from lmtx.loop.run import guard_split  # noqa: E402
+from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
 from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.base import Pair  # noqa: E402

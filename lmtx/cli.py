@@ -151,7 +151,8 @@ def iterate(
                             backend=teacher_backend, dtype=cfg.teacher.dtype)
         if plan.backend in ("transformers", "vllm"):
             check_hub_weights(plan.spec)
-        from .loop.run import Runtime, count_pairs, iterate as run_loop, summary_line  # pandas, torch: after the checks
+        from .loop.count import count_pairs  # pandas, torch: after the checks
+        from .loop.run import Runtime, iterate as run_loop
 
         if dry_run:
             typer.echo(f"teacher {cfg.teacher.name}: {plan.describe()}" + (f" ({plan.hint})" if plan.hint else ""))
@@ -195,6 +196,50 @@ def config_cmd(
 
         write_text(Path(out), text)
         typer.echo(f"wrote {out}")
+
+
+def summary_line(res) -> str:
+    """The one line a finished round prints (res: a lmtx.loop.RoundResult)."""
+    m = res.metrics
+    parts = [f"round {res.round}"]
+    for k in ("P@1", "P@5", "nDCG@5"):
+        if k in m:
+            parts.append(f"{k} {m[k]:.3f}")
+    if "unmerged" in m:
+        parts.append(f"unmerged P@1 {m['unmerged']['P@1']:.3f}")
+    ret = m.get("retrieval") or {}
+    if "lexical" in ret:
+        parts.append(f"lexical P@1 {ret['lexical']['P@1']:.3f}")
+    if "final" in ret:
+        f = ret["final"]
+        how = f"hybrid w {f['dense_weight']:g}" if f["mode"] == "hybrid" else f["mode"]
+        parts.append(f"final P@1 {f['P@1']:.3f} ({how})")
+    if "pseudo_positive_precision" in m:
+        parts.append(f"pseudo-pos precision {m['pseudo_positive_precision']:.2f}")
+    if "pairs_asked" in m:
+        parts.append(f"asked {m['pairs_asked']}/{m['pairs_total']} pairs")
+    if m.get("strong_pairs_asked"):
+        parts.append(f"strong teacher {m['strong_pairs_asked']} pairs")
+    if "guard" in m:
+        parts.append("promoted" if m["promoted"] else f"NOT promoted (best: round {m['best_round']})")
+    if m.get("teacher_weaker"):
+        parts.append("teacher weaker than student")
+    ts = m.get("teacher_stats") or {}
+    if ts.get("requests"):
+        extra = [f"{ts[k]} {k.replace('_', ' ')}" for k in ("retries", "fallbacks", "unreadable", "missing_yes_mass",
+                                                            "missing_no_mass") if ts.get(k)]
+        parts.append(f"server: {ts['requests']} requests" + (f" ({', '.join(extra)})" if extra else ""))
+    if ts.get("prompts_cut"):
+        parts.append(f"{ts['prompts_cut']} prompts cut to the teacher's context")
+    if "docs_with_yes" in m:
+        parts.append(f"{m['docs_with_yes']}/{m['docs']} docs taught")
+    if "seconds" in m:
+        parts.append(f"{sum(m['seconds'].values()):.0f}s")
+    if m.get("simulated"):
+        parts.append("[SIMULATED teacher]")
+    if res.resumed:
+        parts.append("(finished earlier)")
+    return " | ".join(parts)
 
 
 def _dry_run_message(c: dict) -> str:

@@ -9,7 +9,8 @@ import torch
 
 from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
 from lmtx.learn.fuse import estimate_quality, fuse
-from lmtx.loop.run import Runtime, guard_split, iterate
+from lmtx.loop.job import guard_split
+from lmtx.loop.run import Runtime, iterate
 from lmtx.learn.losses import listwise_kl, ohnm_reference_inbatch
 from lmtx.learn.select import select_positives
 from lmtx.teacher.simulated import SimulatedTeacher
@@ -248,7 +249,7 @@ def test_prompt_without_description_drops_the_parenthesis():
 
 
 def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
-    from lmtx.loop.run import _guard_decision
+    from lmtx.loop.guard import decision as _guard_decision
 
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.1, 45)

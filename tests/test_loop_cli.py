@@ -161,11 +161,11 @@ def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, t
                                                            monkeypatch):
     """The guard is made to refuse round 2 (whatever the scores): the run stops there, hands out round 1, and a
     rerun stops at the same place; without --early-stop the same refusal lets the run go on to round 4."""
-    import lmtx.loop.run as L
+    import lmtx.loop.guard as L
     from lmtx.evaluation.evaluate import resolve_model
     from lmtx.store.rundir import RunDir
 
-    monkeypatch.setattr(L, "_guard_decision", lambda score, best, diff, r, best_round, n, z=2.0:
+    monkeypatch.setattr(L, "decision", lambda score, best, diff, r, best_round, n, z=2.0:
                         (r != 2, "refused by the test" if r == 2 else "promoted by the test"))
     out = tmp_path / "run"
     args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out), "--rounds", "4",

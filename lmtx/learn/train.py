@@ -156,3 +156,12 @@ def _batch_loss(model, batch: list[Example], doc_texts, label_texts, cfg: TrainC
         cm[i, :len(e.cands)] = True
         tg[i, :len(e.cands)] = torch.tensor(e.target)
     return loss + cfg.distill * distill_fn(d, lu[ci], cm, tg)  # cand: (B, C, H)
+
+
+def merge_weights(out, init: dict, trained, share_init: float) -> None:
+    """``out``'s weights := share_init * init + (1 - share_init) * trained's (floating-point tensors; the rest, e.g.
+    position ids, are trained's). ``init``: the initial encoder's state_dict (train.merge_init, WiSE-FT)."""
+    with torch.no_grad():
+        mixed = {k: (share_init * init[k].to(v.device) + (1 - share_init) * v) if v.is_floating_point() else v
+                 for k, v in trained.state_dict().items()}
+        out.load_state_dict(mixed)

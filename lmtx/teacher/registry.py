@@ -8,7 +8,7 @@ folder, ``vllm:NAME_OR_PATH`` for the in-process vLLM engine (GPU; ``--teacher-u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..config import FLOAT_DTYPES
 from .prompts import PromptTemplate
@@ -211,3 +211,24 @@ def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], to
     served = None if spec.startswith("hf:") else teacher_model_name(spec)
     return ServedTeacher(urls, template, model_id=model_id, served_model=served, chat_format=chat_format,
                          tokenizer=tok, log=progress, timeout=timeout)
+
+
+def strongest_offline() -> str:
+    """The registry's largest teacher whose weights ship offline (what a warning may suggest trying)."""
+    return max((s for s in REGISTRY.values() if s.asset), key=lambda s: s.params_b).name
+
+
+def run_teacher(name: str, teacher_cfg, template: PromptTemplate, gold, seed: int, *, device: str = "cpu",
+                threads: int | None = None, log=print, urls: Sequence[str] = (), tokenizer: str | None = None,
+                timeout: float = 300.0, served_dtype: str | None = None, plan=None):
+    """A run's teacher as its settings (config.TeacherConfig) and the machine's plan (lmtx.teacher.plan) say: served
+    at ``urls`` when given; else the backend the plan chose (e.g. vllm:NAME on a GPU with vLLM)."""
+    dtype = served_dtype if urls and served_dtype and teacher_cfg.dtype == "auto" else teacher_cfg.dtype
+    if plan is not None and plan.backend in ("transformers", "vllm") and not urls:
+        name = plan.spec
+        if plan.device == "cuda":
+            device = "cuda"
+            dtype = plan.dtype if teacher_cfg.dtype == "auto" else dtype
+    return make_teacher(name, template, gold=gold, seed=seed, prefix_reuse=teacher_cfg.prefix_reuse,
+                        batch_size=teacher_cfg.batch_size, device=device, threads=threads, progress=log,
+                        urls=list(urls), tokenizer=tokenizer, timeout=timeout, dtype=dtype)

@@ -1,0 +1,58 @@
+"""A round's encoder scored against gold: reported in metrics.json, never used by the run."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..evaluation.metrics import propensities, ranking_metrics
+from ..search.encoder import embed
+from ..search.hybrid import mode_of
+from .job import Job
+
+EVAL_SAMPLE_AUTO = 1_000  # eval documents per round when eval docs x labels exceeds EVAL_FULL_UP_TO
+EVAL_FULL_UP_TO = 1_000_000_000
+GOLD_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0)  # dense weights scored on gold (reported, not used)
+RETRIEVAL_KEYS = ("P@1", "P@3", "P@5", "R@10", "nDCG@5")
+
+
+def eval_sample(job: Job) -> list:
+    """The fixed sample of eval documents each round is scored on (the same every round and run: by hash of id)."""
+    docs = job.gold_eval_docs
+    n = job.cfg.loop.eval_sample
+    if n == -1:
+        n = EVAL_SAMPLE_AUTO if len(docs) * len(job.labels) > EVAL_FULL_UP_TO else 0
+    if n == 0 or n >= len(docs):
+        return docs
+    return sorted(docs, key=lambda d: hashlib.md5(f"eval\x00{d.id}".encode()).hexdigest())[:n]
+
+
+def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False,
+                  weight: float | None = None) -> dict:
+    """An encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled). The top-level
+    keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside it, P@1 at
+    every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run hands
+    out."""
+    docs = eval_sample(job)
+    texts = [d.text for d in docs]
+    demb = embed(model, texts, 64, show_progress, "embedding eval docs")
+    pools = job.pools(lemb, demb, "eval", texts, exact=True)
+    ids, gold = job.labels.ids, [set(d.labels) for d in docs]
+    prop = propensities([set(d.labels) for d in job.gold_eval_docs])
+
+    def score(w: float) -> dict:
+        idx, _ = pools.rank(w, 10)
+        return ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
+
+    m = score(1.0)
+    by_w = {f"{w:g}": round(score(w)["P@1"], 4) for w in GOLD_GRID}
+    best_w = max(by_w, key=lambda w: (by_w[w], float(w)))
+    lex = score(0.0)
+    ret = {"dense": {k: m[k] for k in RETRIEVAL_KEYS}, "lexical": {k: lex[k] for k in RETRIEVAL_KEYS},
+           "P@1_by_weight": by_w, "best_weight_on_gold": float(best_w)}
+    if weight is not None:
+        fin = score(weight)
+        ret["final"] = {"mode": mode_of(weight), "dense_weight": weight} | {k: fin[k] for k in RETRIEVAL_KEYS}
+    m["retrieval"] = ret
+    return m | {"eval_docs": len(docs), "eval_sampled": len(docs) < len(job.gold_eval_docs)}
