@@ -22,7 +22,8 @@ import pandas as pd
 
 from .config import setting
 from .store import drill
-from .store.data import DataError, Doc, LabelSet, iter_records, parse_doc
+from .store.files import replacing
+from .store.data import DataError, Doc, LabelSet, iter_docs, stable_key
 from .search.encoder import fingerprint_encoder as _fingerprint_encoder, fingerprint_labels as _fingerprint_labels
 from .search.index import LabelIndex
 from .store.assets import sha256_file
@@ -96,14 +97,8 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
     emb = label_embeddings(model, labels, label_text, opts.batch_size, cache_for=model_path,
                            backend=opts.label_backend, log=log)
     idx = build_index(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search), log=log)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    idx.save(tmp)
-    drill.point("write:label-index")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with replacing(folder, "write:label-index") as tmp:
+        idx.save(tmp)
     return idx
 
 
@@ -111,19 +106,14 @@ def in_shard(doc_id: str, shard: tuple[int, int] | None) -> bool:
     """Whether a document belongs to shard (i, n): md5 of its id modulo n (stable across machines and runs)."""
     if shard is None:
         return True
-    return int.from_bytes(hashlib.md5(doc_id.encode()).digest()[:8], "big") % shard[1] == shard[0]
+    return stable_key(doc_id) % shard[1] == shard[0]
 
 
 def iter_doc_chunks(path: str | Path, size: int, shard: tuple[int, int] | None = None) -> Iterator[list[Doc]]:
     """Documents (of the shard, if given) in chunks of ``size``; a document id seen earlier in the file is refused
     (file:line), whichever shard it falls in."""
     chunk: list[Doc] = []
-    seen: dict[str, str] = {}
-    for where, rec in iter_records(path, chunk_rows=size):
-        d = parse_doc(where, rec)
-        if d.id in seen:
-            raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
-        seen[d.id] = where
+    for _, d in iter_docs(path, chunk_rows=size):
         if not in_shard(d.id, shard):
             continue
         chunk.append(d)
@@ -135,20 +125,23 @@ def iter_doc_chunks(path: str | Path, size: int, shard: tuple[int, int] | None =
 
 
 def _write_part(df: pd.DataFrame, path: Path, fmt: str):
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        df.to_parquet(tmp, index=False)
-    elif fmt == "jsonl":
-        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    else:
-        df.to_csv(tmp, index=False)
-    drill.point("write:part")
-    os.replace(tmp, path)
+    with replacing(path, "write:part") as tmp:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        elif fmt == "jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_csv(tmp, index=False)
     drill.point("tag:part")
 
 
 def _join_parts(parts: list[Path], out: Path, fmt: str):
-    tmp = out.with_name(out.name + ".tmp")
+    with replacing(out, "write:tagged") as tmp:
+        _join_into(parts, tmp, fmt)
+    drill.point("tag:joined")
+
+
+def _join_into(parts: list[Path], tmp: Path, fmt: str):
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -169,9 +162,7 @@ def _join_parts(parts: list[Path], out: Path, fmt: str):
                     if fmt == "csv" and i > 0:
                         src.readline()  # header once
                     shutil.copyfileobj(src, dst, 1 << 20)
-    drill.point("write:tagged")
-    os.replace(tmp, out)
-    drill.point("tag:joined")
+
 
 
 def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Path, opts: TagOptions,

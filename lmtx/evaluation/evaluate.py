@@ -138,17 +138,14 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
         vec = TfidfVectorizer(sublinear_tf=True, stop_words="english")
         vec.fit(ltexts + [d.text for d in docs])
-        from ..search.index import query_chunk
+        from ..search.index import query_chunk, top_k_rows
 
         L = vec.transform(ltexts).T.tocsc()
         out = []
         step = query_chunk(len(ltexts))  # dense (chunk x labels) scores stay under the exact-search budget
         for s in range(0, len(docs), step):
             S = (vec.transform([d.text for d in docs[s:s + step]]) @ L).toarray().astype(np.float32)
-            part = np.argpartition(-S, k - 1, axis=1)[:, :k]
-            ps = np.take_along_axis(S, part, 1)
-            order = np.lexsort((part, -ps), axis=1)  # ties: lower label index first, as exact search
-            idx = np.take_along_axis(part, order, 1)
+            idx, _ = top_k_rows(S, k)  # ties: lower label index first, as exact search
             out.extend([[labels.ids[i] for i in row] for row in idx])
         return out
     if kind == "bm25":

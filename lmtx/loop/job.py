@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +14,7 @@ from ..config import RunConfig
 from ..search.encoder import label_embeddings, load_encoder
 from ..search.hybrid import Pools, build_pools
 from ..search.index import build_index, exact_topk
-from ..store.data import LabelSet, gold_of, load_docs, load_labels
+from ..store.data import LabelSet, gold_of, load_docs, load_labels, stable_key
 from ..store.rundir import RunDir
 from ..teacher.base import Pair
 from ..teacher.cache import AnswerCache, score_cached
@@ -62,8 +61,7 @@ def guard_split(docs: list, cfg: RunConfig) -> tuple[list, list]:
     k = min(max(k, cfg.loop.guard_min), 800, n // 3)
     if k < 1:
         return docs, []
-    key = lambda d: hashlib.md5(f"{cfg.loop.seed}\x00{d.id}".encode()).hexdigest()  # noqa: E731
-    held = {d.id for d in sorted(docs, key=key)[:k]}
+    held = {d.id for d in sorted(docs, key=lambda d: stable_key(str(cfg.loop.seed), d.id))[:k]}
     return [d for d in docs if d.id not in held], [d for d in docs if d.id in held]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from ..evaluation.metrics import propensities, ranking_metrics
 from ..search.encoder import embed
 from ..search.hybrid import mode_of
+from ..store.data import stable_key
 from .job import Job
 
 EVAL_SAMPLE_AUTO = 1_000  # eval documents per round when eval docs x labels exceeds EVAL_FULL_UP_TO
@@ -25,7 +24,7 @@ def eval_sample(job: Job) -> list:
         n = EVAL_SAMPLE_AUTO if len(docs) * len(job.labels) > EVAL_FULL_UP_TO else 0
     if n == 0 or n >= len(docs):
         return docs
-    return sorted(docs, key=lambda d: hashlib.md5(f"eval\x00{d.id}".encode()).hexdigest())[:n]
+    return sorted(docs, key=lambda d: stable_key("eval", d.id))[:n]
 
 
 def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False,

@@ -83,10 +83,8 @@ def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache
     emb, _ = encode_labels(model, texts, backend, batch_size, progress and len(texts) >= LARGE_LABEL_SET,
                            f"encoding {len(texts)} labels", log)
     if path is not None:
-        import os
+        from ..store.files import replacing
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)
+        with replacing(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, emb)
     return emb

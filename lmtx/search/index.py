@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.files import replacing
+
 
 def sized_hnsw(n: int, M: int = 32, ef_construction: int = 200, ef_search: int = 100) -> tuple[int, int, int]:
     """HNSW parameters grown with the label count (never below the configured ones): recall at a fixed ef falls
@@ -102,9 +104,8 @@ class LabelIndex:
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "labels.npy", self.emb)
         if self.kind == "hnsw":
-            tmp = folder / "hnsw.bin.tmp"
-            self._hnsw.save_index(str(tmp))
-            os.replace(tmp, folder / "hnsw.bin")
+            with replacing(folder / "hnsw.bin") as tmp:
+                self._hnsw.save_index(str(tmp))
         meta = {"kind": self.kind, "build": self.build, "search": {"ef_search": self.ef_search},
                 "n": len(self.emb), "dim": int(self.emb.shape[1]), "recall_at_10": self.recall_at_10}
         (folder / "index.json").write_text(json.dumps(meta, indent=1))
@@ -154,6 +155,25 @@ def query_chunk(n_labels: int, budget_bytes: int = EXACT_BUDGET_BYTES) -> int:
     return max(1, min(8192, budget_bytes // max(1, 3 * 4 * n_labels)))
 
 
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k best columns and their scores, best first; a tie (also one at the k-th place) goes to the lower
+    column index, so the ranking is the same on every run and machine. The one top-k of lmtx's exact rankings."""
+    scores = np.atleast_2d(scores)
+    n = scores.shape[1]
+    k = min(k, n)
+    if k < n:
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+        above = scores > kth
+        ties = scores == kth
+        keep = above | (ties & (np.cumsum(ties, axis=1) <= k - above.sum(axis=1, keepdims=True)))
+        part = np.nonzero(keep)[1].reshape(len(scores), k)
+    else:
+        part = np.broadcast_to(np.arange(n), scores.shape)
+    vals = np.take_along_axis(scores, part, 1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, 1).astype(np.int64), np.take_along_axis(vals, order, 1)
+
+
 def exact_topk(q: np.ndarray, emb: np.ndarray, k: int, chunk: int | None = None,
                budget_bytes: int = EXACT_BUDGET_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k of normalized vectors; ties keep the lower label index first."""
@@ -162,12 +182,7 @@ def exact_topk(q: np.ndarray, emb: np.ndarray, k: int, chunk: int | None = None,
     idx_out = np.empty((len(q), k), dtype=np.int64)
     sim_out = np.empty((len(q), k), dtype=np.float32)
     for s in range(0, len(q), chunk):
-        sims = q[s:s + chunk] @ emb.T  # (c, n_labels)
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        psims = np.take_along_axis(sims, part, 1)
-        order = np.lexsort((part, -psims), axis=1)
-        idx_out[s:s + chunk] = np.take_along_axis(part, order, 1)
-        sim_out[s:s + chunk] = np.take_along_axis(psims, order, 1)
+        idx_out[s:s + chunk], sim_out[s:s + chunk] = top_k_rows(q[s:s + chunk] @ emb.T, k)  # (c, n_labels) block
     return idx_out, sim_out
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import LARGE_LABEL_SET
+from ..store.files import replacing
+from .index import top_k_rows
 
 STOPWORDS = "en"
 
@@ -108,17 +110,7 @@ class LexicalIndex:
         sc = np.empty((len(texts), k), np.float32)
         for i, ids in enumerate(self._token_ids(texts)):
             s = (self.retriever.get_scores_from_ids(ids) if ids else np.zeros(self.n, np.float32)).astype(np.float32)
-            if k < self.n:  # the k best; labels tied with the k-th score by lower index (argpartition's pick is not)
-                part = np.argpartition(-s, k - 1)[:k]
-                kth = s[part].min()
-                above = part[s[part] > kth]
-                part = np.concatenate([above, np.flatnonzero(s == kth)[:k - len(above)]])
-            else:
-                part = np.arange(self.n)
-            ps = s[part]
-
-            order = np.lexsort((part, -ps))
-            idx[i], sc[i] = part[order], ps[order]
+            idx[i], sc[i] = (x[0] for x in top_k_rows(s, k))
         return idx, sc
 
     # -- persistence ----------------------------------------------------------------------------------------------
@@ -148,12 +140,8 @@ def lexical_index(labels, label_text: str, log=None) -> LexicalIndex:
     if log and len(labels) >= LARGE_LABEL_SET:
         log(f"[lmtx] building the BM25 index of {len(labels):,} label texts (once; cached in {folder})")
     idx = LexicalIndex.build([lab.text(label_text) for lab in labels.labels])
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    idx.save(tmp)
-    if not (tmp / "params.index.json").exists():  # what load() checks for; name it if bm25s renamed it
-        raise RuntimeError(f"bm25s did not write params.index.json into {tmp}")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    with replacing(folder, per_process=True) as tmp:
+        idx.save(tmp)
+        if not (tmp / "params.index.json").exists():  # what load() checks for; name it if bm25s renamed it
+            raise RuntimeError(f"bm25s did not write params.index.json into {tmp}")
     return idx

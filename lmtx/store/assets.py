@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import replacing
+
 
 class AssetError(RuntimeError):
     pass
@@ -305,15 +307,10 @@ def hf_folder(name: str, progress=print) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype="float32")
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    tmp = root / "hf.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    record_folder(tmp, ".complete", "dequantized from the sha256-checked GGUF")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:  # out: root / "hf", written as root / "hf.tmp"
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        record_folder(tmp, ".complete", "dequantized from the sha256-checked GGUF")
     return out
 
 

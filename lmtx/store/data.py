@@ -211,15 +211,31 @@ def load_labels(path: str | Path) -> LabelSet:
     return LabelSet(labels)
 
 
-def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | None = None,
-              split: str | None = None) -> list[Doc]:
-    docs: list[Doc] = []
+def iter_docs(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[str, Doc]]:
+    """(where, document) for every record of a documents file, streamed; an id seen earlier in the file is refused
+    (file:line of both)."""
     seen: dict[str, str] = {}
-    for where, rec in iter_records(path):
+    for where, rec in iter_records(path, chunk_rows=chunk_rows):
         d = parse_doc(where, rec)
         if d.id in seen:
             raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
         seen[d.id] = where
+        yield where, d
+
+
+def stable_key(*parts: str) -> int:
+    """The one stable hash behind lmtx's fixed samples (the guard's documents, the per-round eval sample), tag
+    shards and replica choice: md5 of the parts joined by NUL, its first 8 bytes big-endian. The same on every
+    machine and run."""
+    import hashlib
+
+    return int.from_bytes(hashlib.md5("\x00".join(parts).encode()).digest()[:8], "big")
+
+
+def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | None = None,
+              split: str | None = None) -> list[Doc]:
+    docs: list[Doc] = []
+    for where, d in iter_docs(path):
         if split is not None and d.split != split:
             continue
         if labels is not None and d.labels:

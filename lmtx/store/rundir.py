@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import drill
+from .files import replacing
 from ..config import ConfigError, config_diff
 
 
@@ -43,12 +43,8 @@ def read_parquet(path: Path):
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (a temporary sibling, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    drill.point(f"write:{path.name}")
-    os.replace(tmp, path)
+    with replacing(path, f"write:{Path(path).name}") as tmp:
+        tmp.write_text(text)
 
 
 def peak_rss_gb() -> float:
@@ -80,27 +76,16 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_parquet(path: Path, df) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    drill.point(f"write:{path.name}")
-    os.replace(tmp, path)
+    with replacing(path, f"write:{Path(path).name}") as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def save_encoder(model, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(str(tmp))
     from .assets import record_folder
 
-    record_folder(tmp, ".verified", "written by lmtx after training")  # sizes and sha256, checked on load
-    drill.point("write:encoder")
-    if path.exists():
-        shutil.rmtree(path)
-        drill.point("swap:encoder")
-    os.replace(tmp, path)
+    with replacing(path, "write:encoder", "swap:encoder") as tmp:
+        model.save(str(tmp))
+        record_folder(tmp, ".verified", "written by lmtx after training")  # sizes and sha256, checked on load
 
 
 class RunDir:
@@ -144,11 +129,8 @@ class RunDir:
         """The optimizer state after round r (train.carry_optimizer), written atomically."""
         import torch
 
-        p = self.round_dir(r) / "optimizer.pt"
-        tmp = p.with_name(p.name + ".tmp")
-        torch.save(state, tmp)
-        drill.point("write:optimizer.pt")
-        os.replace(tmp, p)
+        with replacing(self.round_dir(r) / "optimizer.pt", "write:optimizer.pt") as tmp:
+            torch.save(state, tmp)
 
     def load_optimizer(self, r: int) -> dict | None:
         import torch

@@ -88,6 +88,25 @@ def answer_token_ids(tokenizer=None, encode=None) -> tuple[list[int], list[int]]
 
 
 
+def prompt_text(template, pair: Pair, chat_format: str | None, tokenizer=None) -> str:
+    """The teacher's prompt for a pair, as every backend renders it (the answer cache assumes they agree): the
+    template's message in the registry's chat format, else in the tokenizer's chat template, else the bare message
+    followed by "Answer:". A served teacher without a local tokenizer sends prompt_messages instead."""
+    msg = template.render(pair.doc, pair.label, pair.description)
+    if chat_format:
+        return chat_format.format(msg=msg)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(prompt_messages(template, pair, msg), add_generation_prompt=True,
+                                             tokenize=False)
+    return msg + "\nAnswer:"
+
+
+def prompt_messages(template, pair: Pair, msg: str | None = None) -> list[dict]:
+    """The prompt as chat messages (for a server that applies its own chat template)."""
+    return [{"role": "user", "content": msg if msg is not None else
+             template.render(pair.doc, pair.label, pair.description)}]
+
+
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of a rendered prompt, the same for every backend: the text as written, plus the BOS token the
     tokenizer would add itself (Llama-style models; none for Qwen/SmolLM2), never EOS. A server given the text

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .prompts import PromptTemplate
-from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context
+from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context, prompt_text
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:
@@ -70,14 +70,7 @@ class HFTeacher:
 
     # -- prompts -------------------------------------------------------------------------------------------
     def render(self, pair: Pair) -> str:
-        msg = self.template.render(pair.doc, pair.label, pair.description)
-        if self.chat_format:
-            return self.chat_format.format(msg=msg)
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": msg}], add_generation_prompt=True, tokenize=False
-            )
-        return msg + "\nAnswer:"
+        return prompt_text(self.template, pair, self.chat_format, self.tokenizer)
 
     def encode(self, pair: Pair) -> list[int]:
         """The prompt's ids, the document cut by tokens where the prompt would overflow the context."""

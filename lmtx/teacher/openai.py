@@ -23,9 +23,10 @@ import random
 import time
 from typing import Sequence
 
+from ..store.data import stable_key
 from .prompts import PromptTemplate
 from .base import (Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids, context_limit, encode_prompt,
-                   fit_context)
+                   fit_context, prompt_messages, prompt_text)
 from .logprobs import Reading, judge, read_entries
 
 # a prompt the server answered without any yes/no mass: never a yes (mass 0), neutral in the fused score
@@ -158,18 +159,18 @@ class ServedTeacher:
         return fit_context(self._render, pair, self.context, self.tokenizer, self.stats)
 
     def _render(self, pair: Pair) -> list[int] | str:
-        msg = self.template.render(pair.doc, pair.label, pair.description)
+        # token ids as the local backend builds them (BOS included where the tokenizer adds one); without a local
+        # tokenizer a chat-format text goes as is (the server adds its BOS the same way), and chat messages go to
+        # the server's /tokenize, which applies the model's chat template
+        if self.tokenizer is not None:
+            return encode_prompt(self.tokenizer, prompt_text(self.template, pair, self.chat_format, self.tokenizer))
         if self.chat_format:
-            text = self.chat_format.format(msg=msg)
-            # token ids as the local backend builds them (BOS included where the tokenizer adds one); without a
-            # local tokenizer the text goes as is and the server adds its BOS the same way
-            return encode_prompt(self.tokenizer, text) if self.tokenizer is not None else text
-        return self._tokenize(messages=[{"role": "user", "content": msg}])
+            return prompt_text(self.template, pair, self.chat_format)
+        return self._tokenize(messages=prompt_messages(self.template, pair))
 
     # -- scoring --------------------------------------------------------------------------------------------
     def _replica(self, doc_id: str) -> str:
-        h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big")
-        return self.urls[h % len(self.urls)]
+        return self.urls[stable_key(doc_id) % len(self.urls)]
 
     def _reading(self, choice) -> Reading:
         return judge(read_entries(choice.get("logprobs")), self.yes_ids, self.no_ids, exact=self.exact_ids)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import FLOAT_DTYPES
-from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context
+from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context, prompt_text
 
 
 def free_port() -> int:
@@ -187,12 +187,7 @@ class InProcessVLLMTeacher:
         return fit_context(self._encode, p, self.context, self.tokenizer, self.stats)
 
     def _encode(self, p: Pair) -> list[int]:
-        msg = self.template.render(p.doc, p.label, p.description)
-        if self.chat_format:
-            return encode_prompt(self.tokenizer, self.chat_format.format(msg=msg))
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True,
-                                                  tokenize=False)
-        return encode_prompt(self.tokenizer, text)
+        return encode_prompt(self.tokenizer, prompt_text(self.template, p, self.chat_format, self.tokenizer))
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         from .logprobs import judge
