@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./run.sh          set up (venv, dependencies, offline weights), then run the default job
-# ./run.sh test     set up, then run the whole test suite (fast, real-weights and real-vLLM tests), then the
+# ./run.sh test     set up, then ruff (lint, format), the whole test suite (fast, real-weights and real-vLLM tests), then the
 #                   fast tests on the oldest transformers / sentence-transformers pyproject.toml allows
 # ./run.sh floor    set up, then only that floor check
 # ./run.sh setup    set up only
@@ -77,6 +77,9 @@ case "${1:-}" in
         shift
         setup
         setup_vllm
+        # lint and format check (ruff, configured in pyproject.toml)
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
         # everything: fast tests, real offline weights (slow), and a real vLLM server (vllm)
         "$VENV/bin/python" -m pytest -m "" -q "$@"
         # then the fast tests again on the oldest transformers / sentence-transformers pyproject allows

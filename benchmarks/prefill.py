@@ -8,6 +8,7 @@ that later merge this cache (benchmarks/debtags.py --seed-cache) ask only what i
 still count every pair they used as paid (the cache only moves the time). Interrupt and rerun: nothing
 asked twice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.store.data import load_docs, load_labels  # noqa: E402
-from lmtx.search.encoder import load_encoder  # noqa: E402
-from lmtx.teacher.prompts import load_template  # noqa: E402
-from lmtx.teacher.cache import AnswerCache, score_cached  # noqa: E402
-from lmtx.teacher.registry import make_teacher  # noqa: E402
 from lmtx.evaluation.teacher_eval import candidate_pairs  # noqa: E402
+from lmtx.search.encoder import load_encoder  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.teacher.cache import AnswerCache, score_cached  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
+from lmtx.teacher.registry import make_teacher  # noqa: E402
 
 
 def main():
@@ -55,10 +56,14 @@ def main():
         def tick(n):
             done[0] += n
             if done[0] % 100 < n:
-                print(f"  ranks {lo}-{lo + a.band - 1}: {done[0]}/{len(pairs)} pairs, {time.time() - t0:.0f}s", flush=True)
+                print(
+                    f"  ranks {lo}-{lo + a.band - 1}: {done[0]}/{len(pairs)} pairs, {time.time() - t0:.0f}s", flush=True
+                )
 
         _, asked = score_cached(teacher, tpl.hash, pairs, cache, progress=tick)
-        print(f"ranks {lo}-{lo + a.band - 1}: asked {asked} of {len(pairs)} pairs ({time.time() - t0:.0f}s)", flush=True)
+        print(
+            f"ranks {lo}-{lo + a.band - 1}: asked {asked} of {len(pairs)} pairs ({time.time() - t0:.0f}s)", flush=True
+        )
     cache.close()
 
 

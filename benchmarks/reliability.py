@@ -39,7 +39,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
 
 from conftest import build_tiny_encoder, write_small_data  # noqa: E402
 
@@ -48,11 +50,28 @@ LMTX = [sys.executable, "-c", "import sys; from lmtx.cli import main; sys.argv[0
 
 # ---------------------------------------------------------------------------------------------- kill drills
 ITERATE_POINTS = [
-    "write:config.json", "write:metrics.json:1", "write:manifest.json:1", "write:candidates.parquet:1",
-    "teach:committed:1", "teach:committed:2", "write:judgments.parquet:1", "train:step:1", "train:step:2",
-    "write:encoder:1", "write:optimizer.pt:1", "write:guard.parquet:1", "write:metrics.json:2",
-    "write:manifest.json:2", "write:candidates.parquet:2", "teach:committed:5", "write:judgments.parquet:2",
-    "write:optimizer.pt:2", "write:encoder:2", "write:guard.parquet:2", "write:metrics.json:3", "write:manifest.json:3",
+    "write:config.json",
+    "write:metrics.json:1",
+    "write:manifest.json:1",
+    "write:candidates.parquet:1",
+    "teach:committed:1",
+    "teach:committed:2",
+    "write:judgments.parquet:1",
+    "train:step:1",
+    "train:step:2",
+    "write:encoder:1",
+    "write:optimizer.pt:1",
+    "write:guard.parquet:1",
+    "write:metrics.json:2",
+    "write:manifest.json:2",
+    "write:candidates.parquet:2",
+    "teach:committed:5",
+    "write:judgments.parquet:2",
+    "write:optimizer.pt:2",
+    "write:encoder:2",
+    "write:guard.parquet:2",
+    "write:metrics.json:3",
+    "write:manifest.json:3",
 ]
 TAG_POINTS = ["write:label-index", "write:part:1", "tag:part:1", "tag:part:3", "write:tagged", "tag:joined"]
 
@@ -94,9 +113,26 @@ def _final(out: Path) -> dict:
 
 
 def kill_drills(work: Path, data: dict, enc: str, only: set | None = None) -> list[dict]:
-    base = ["iterate", "--docs", data["docs"], "--labels", data["labels"], "--eval-docs", data["eval"],
-            "--rounds", "2", "--teacher", "simulated:0.1", "-j", "3", "--encoder", enc, "--batch-size", "8",
-            "--no-progress"]
+    base = [
+        "iterate",
+        "--docs",
+        data["docs"],
+        "--labels",
+        data["labels"],
+        "--eval-docs",
+        data["eval"],
+        "--rounds",
+        "2",
+        "--teacher",
+        "simulated:0.1",
+        "-j",
+        "3",
+        "--encoder",
+        enc,
+        "--batch-size",
+        "8",
+        "--no-progress",
+    ]
     rows = []
     ref_out = work / "ref"
     rc, log, _ = _run(base + ["--out", str(ref_out)])
@@ -112,17 +148,34 @@ def kill_drills(work: Path, data: dict, enc: str, only: set | None = None) -> li
         rc2, log2, _ = _run(base + ["--out", str(out)], env)
         asked2 = _log_keys(dlog, "asked")[n1:]
         final_cache = _cache_keys(out / "teacher-cache.sqlite")
-        row = {"kind": "iterate", "point": point, "reached": rc1 == -9, "resumed": rc2 == 0,
-               "answers_lost": len(committed1 - final_cache),
-               "pairs_asked_twice": len(committed1 & set(asked2)),
-               "in_flight_reasked": len((set(asked1) - committed1) & set(asked2)),
-               "leftovers": _leftovers(out) if out.exists() else [],
-               "same_result": rc2 == 0 and _final(out) == ref}
+        row = {
+            "kind": "iterate",
+            "point": point,
+            "reached": rc1 == -9,
+            "resumed": rc2 == 0,
+            "answers_lost": len(committed1 - final_cache),
+            "pairs_asked_twice": len(committed1 & set(asked2)),
+            "in_flight_reasked": len((set(asked1) - committed1) & set(asked2)),
+            "leftovers": _leftovers(out) if out.exists() else [],
+            "same_result": rc2 == 0 and _final(out) == ref,
+        }
         rows.append(_checked(row, rc1, log1, rc2, log2))
     # tag
     model = str(ref_out)
-    tag_base = ["tag", "--model", model, "--labels", data["labels"], "--docs", data["eval"], "--chunk-docs", "10",
-                "--top-k", "3", "--no-progress"]
+    tag_base = [
+        "tag",
+        "--model",
+        model,
+        "--labels",
+        data["labels"],
+        "--docs",
+        data["eval"],
+        "--chunk-docs",
+        "10",
+        "--top-k",
+        "3",
+        "--no-progress",
+    ]
     ref_tag = work / "tag-ref.jsonl"
     rc, log, _ = _run(tag_base + ["--out", str(ref_tag)])
     if rc != 0:
@@ -133,10 +186,17 @@ def kill_drills(work: Path, data: dict, enc: str, only: set | None = None) -> li
         env = {"LMTX_HOME": str(work / f"home-{point.replace(':', '_')}")}
         rc1, log1, _ = _run(tag_base + ["--out", str(out)], {**env, "LMTX_DRILL_KILL": point})
         rc2, log2, _ = _run(tag_base + ["--out", str(out)], env)
-        row = {"kind": "tag", "point": point, "reached": rc1 == -9, "resumed": rc2 == 0, "answers_lost": 0,
-               "pairs_asked_twice": 0, "in_flight_reasked": 0,
-               "leftovers": [p.name for p in out.parent.glob(out.name + ".*")],
-               "same_result": rc2 == 0 and out.read_text() == ref_tag.read_text()}
+        row = {
+            "kind": "tag",
+            "point": point,
+            "reached": rc1 == -9,
+            "resumed": rc2 == 0,
+            "answers_lost": 0,
+            "pairs_asked_twice": 0,
+            "in_flight_reasked": 0,
+            "leftovers": [p.name for p in out.parent.glob(out.name + ".*")],
+            "same_result": rc2 == 0 and out.read_text() == ref_tag.read_text(),
+        }
         rows.append(_checked(row, rc1, log1, rc2, log2))
     return rows
 
@@ -155,25 +215,48 @@ def _checked(row: dict, rc1: int, log1: str, rc2: int, log2: str) -> dict:
 def server_faults() -> list[dict]:
     from fake_openai import FakeServer, exact_p_yes
 
-    from lmtx.teacher.prompts import load_template
     from lmtx.teacher.base import Pair, PartialAnswers, TeacherError
     from lmtx.teacher.cache import AnswerCache, score_cached
     from lmtx.teacher.openai import ServedTeacher
+    from lmtx.teacher.prompts import load_template
 
-    pairs = [Pair(d, text, l, name, desc)
-             for d, text in [("d1", "audio player for music files"), ("d2", "a strategy game with network play")]
-             for l, name, desc in [("audio", "Audio", "sound and music"), ("game", "Games", "games and play")]]
+    pairs = [
+        Pair(d, text, l, name, desc)
+        for d, text in [("d1", "audio player for music files"), ("d2", "a strategy game with network play")]
+        for l, name, desc in [("audio", "Audio", "sound and music"), ("game", "Games", "games and play")]
+    ]
 
     def teacher(srv, **kw):
-        return ServedTeacher(["http://fake:8000/v1"], load_template("paper"), model_id="fake",
-                             chat_format="USER: {msg} ASSISTANT:", transport=srv.transport, log=lambda m: None, **kw)
+        return ServedTeacher(
+            ["http://fake:8000/v1"],
+            load_template("paper"),
+            model_id="fake",
+            chat_format="USER: {msg} ASSISTANT:",
+            transport=srv.transport,
+            log=lambda m: None,
+            **kw,
+        )
 
-    cases = [(f"server shape {k}", k, [], {}) for k in
-             ("vllm", "vllm-strings", "vllm-old", "vllm-400", "sglang", "llamacpp", "top1", "nologprobs", "mass>1",
-              "positive")]
+    cases = [
+        (f"server shape {k}", k, [], {})
+        for k in (
+            "vllm",
+            "vllm-strings",
+            "vllm-old",
+            "vllm-400",
+            "sglang",
+            "llamacpp",
+            "top1",
+            "nologprobs",
+            "mass>1",
+            "positive",
+        )
+    ]
     cases += [(f"transient {f} x2", "vllm", [f, f], {}) for f in (429, 503, 500, "timeout", "malformed", "short")]
-    cases += [(f"persistent {f}", "vllm", [f] * 10, {"retries": 2, "prime": False, "max_wait": 0})
-              for f in ("timeout", "malformed", "short", 500, 429)]
+    cases += [
+        (f"persistent {f}", "vllm", [f] * 10, {"retries": 2, "prime": False, "max_wait": 0})
+        for f in ("timeout", "malformed", "short", 500, 429)
+    ]
     rows = []
     for name, kind, faults, kw in cases:
         srv = FakeServer(kind, faults=faults)
@@ -199,16 +282,38 @@ def server_faults() -> list[dict]:
             rows.append({"fault": "failure after some answers", "outcome": "SILENT"})
         except PartialAnswers as e:
             kept = sum(k is not None for k in cache.get_many("fake", "tpl", pairs))
-            rows.append({"fault": "failure after some answers", "outcome": "clear error" if kept == 2 else "LOST",
-                         "kept": kept, "message": str(e).splitlines()[0][:200]})
+            rows.append(
+                {
+                    "fault": "failure after some answers",
+                    "outcome": "clear error" if kept == 2 else "LOST",
+                    "kept": kept,
+                    "message": str(e).splitlines()[0][:200],
+                }
+            )
         cache.close()
     return rows
 
 
 def file_faults(work: Path, data: dict, enc: str) -> list[dict]:
     """Damaged files: each rerun must stop with a clear one-line error (exit 2), or recover."""
-    base = ["iterate", "--docs", data["docs"], "--labels", data["labels"], "--rounds", "2", "--teacher",
-            "simulated:0.1", "-j", "3", "--encoder", enc, "--batch-size", "8", "--no-progress"]
+    base = [
+        "iterate",
+        "--docs",
+        data["docs"],
+        "--labels",
+        data["labels"],
+        "--rounds",
+        "2",
+        "--teacher",
+        "simulated:0.1",
+        "-j",
+        "3",
+        "--encoder",
+        enc,
+        "--batch-size",
+        "8",
+        "--no-progress",
+    ]
     ok = work / "ok"
     rc, log, _ = _run(base[:-1] + ["--rounds", "1", "--no-progress", "--out", str(ok)])
     if rc != 0:
@@ -230,8 +335,11 @@ def file_faults(work: Path, data: dict, enc: str) -> list[dict]:
         damage(out)
         rc, log, _ = _run(base + ["--out", str(out)])
         # losing a file lmtx can rebuild may be recovered from (the round is redone); damaged weights may not
-        rows.append(_judge_exit(name, rc, log, recover_ok=name in ("teacher cache deleted",
-                                                                   "metrics.json of a finished round deleted")))
+        rows.append(
+            _judge_exit(
+                name, rc, log, recover_ok=name in ("teacher cache deleted", "metrics.json of a finished round deleted")
+            )
+        )
     return rows
 
 
@@ -335,7 +443,9 @@ def bad_inputs(work: Path, data: dict, enc: str) -> list[dict]:
     n = 0
     for name, (which, bad) in _bad_records().items():
         for fmt in ("jsonl", "jsonl.gz", "csv", "parquet"):
-            if fmt == "csv" and any(isinstance(v, (list, bool, int, float)) or v is None for r in bad for v in r.values()):
+            if fmt == "csv" and any(
+                isinstance(v, (list, bool, int, float)) or v is None for r in bad for v in r.values()
+            ):
                 continue  # CSV has no types: a list, a boolean, a number or a null is just text there
             n += 1
             p = work / f"bad{n}.{fmt}"
@@ -346,8 +456,24 @@ def bad_inputs(work: Path, data: dict, enc: str) -> list[dict]:
                 _write_rows(p, bad, fmt, good_labels)
                 args, named = ["--docs", data["docs"], "--labels", str(p)], p.name
             out = work / f"out{n}"
-            attempt(f"{name} ({fmt})", ["iterate", *args, "--out", str(out), "--encoder", enc, "--teacher",
-                                        "simulated:0", "--rounds", "1", "--no-progress"], out, named)
+            attempt(
+                f"{name} ({fmt})",
+                [
+                    "iterate",
+                    *args,
+                    "--out",
+                    str(out),
+                    "--encoder",
+                    enc,
+                    "--teacher",
+                    "simulated:0",
+                    "--rounds",
+                    "1",
+                    "--no-progress",
+                ],
+                out,
+                named,
+            )
     # broken files
     broken = {
         "invalid JSON line": lambda p: p.write_text(json.dumps(good_docs[0]) + "\n{not json\n"),
@@ -362,8 +488,13 @@ def bad_inputs(work: Path, data: dict, enc: str) -> list[dict]:
         "CSV ragged row": lambda p: p.write_text('id,text\na,hello\nb,"x",extra,more\n'),
         "unknown extension": lambda p: p.write_text("id\ttext\na\thello\n"),
     }
-    suffix = {"truncated gzip": ".jsonl.gz", "corrupt parquet": ".parquet", "CSV without a text column": ".csv",
-              "CSV ragged row": ".csv", "unknown extension": ".tsv"}
+    suffix = {
+        "truncated gzip": ".jsonl.gz",
+        "corrupt parquet": ".parquet",
+        "CSV without a text column": ".csv",
+        "CSV ragged row": ".csv",
+        "unknown extension": ".tsv",
+    }
     for which in ("docs", "labels", "eval-docs"):
         for name, make in broken.items():
             n += 1
@@ -376,31 +507,90 @@ def bad_inputs(work: Path, data: dict, enc: str) -> list[dict]:
                 args[which] = str(p)
             flat = [x for k, v in args.items() for x in (f"--{k}", v)]
             out = work / f"out{n}"
-            attempt(f"{which}: {name}", ["iterate", *flat, "--out", str(out), "--encoder", enc, "--teacher",
-                                         "simulated:0", "--rounds", "1", "--no-progress"], out, p.name)
+            attempt(
+                f"{which}: {name}",
+                [
+                    "iterate",
+                    *flat,
+                    "--out",
+                    str(out),
+                    "--encoder",
+                    enc,
+                    "--teacher",
+                    "simulated:0",
+                    "--rounds",
+                    "1",
+                    "--no-progress",
+                ],
+                out,
+                p.name,
+            )
     # bad options
-    opts = [["--decision", "abs:5"], ["--decision", "quantile:2"], ["--decision", "abs:1.2.3"], ["--decision", "rel:-1"],
-            ["--decision", "foo:1"], ["--max-docs", "0"], ["--max-docs", "-5"], ["--candidates", "0"],
-            ["--candidates", "-1"], ["--rounds", "-1"], ["--teacher", "qwen05b"], ["--teacher", "simulated:2"],
-            ["--encoder", str(work / "no-such-encoder")], ["--prompt", "no-such-prompt"],
-            ["--prompt-file", str(work / "missing.txt")], ["--select", "best"], ["--fusion", "magic"],
-            ["--loss", "mse"], ["--start", "cold"], ["--index", "faiss"], ["--guard-docs", "-1"], ["--lr", "-1"],
-            ["--lr", "0"], ["--batch-size", "0"], ["--batch-size", "1"], ["--epochs", "0"], ["--margin", "-1"],
-            ["--distill", "-1"], ["--strong-budget", "-5"], ["--strong-budget", "10"], ["--hnsw-m", "0"],
-            ["--ef-search", "0"], ["--teacher-dtype", "fp64"], ["--set", "train.lr"], ["--set", "train.nope=1"],
-            ["--set", "nosection.lr=1"], ["--set", "train.lr=abc"], ["--set", "loop.rounds=2.5"],
-            ["--config", str(work / "missing.toml")], ["--config", "BADTOML"], ["--config", "BADJSON"],
-            ["--teacher-timeout", "0"], ["--docs", data["docs"]]]
+    opts = [
+        ["--decision", "abs:5"],
+        ["--decision", "quantile:2"],
+        ["--decision", "abs:1.2.3"],
+        ["--decision", "rel:-1"],
+        ["--decision", "foo:1"],
+        ["--max-docs", "0"],
+        ["--max-docs", "-5"],
+        ["--candidates", "0"],
+        ["--candidates", "-1"],
+        ["--rounds", "-1"],
+        ["--teacher", "qwen05b"],
+        ["--teacher", "simulated:2"],
+        ["--encoder", str(work / "no-such-encoder")],
+        ["--prompt", "no-such-prompt"],
+        ["--prompt-file", str(work / "missing.txt")],
+        ["--select", "best"],
+        ["--fusion", "magic"],
+        ["--loss", "mse"],
+        ["--start", "cold"],
+        ["--index", "faiss"],
+        ["--guard-docs", "-1"],
+        ["--lr", "-1"],
+        ["--lr", "0"],
+        ["--batch-size", "0"],
+        ["--batch-size", "1"],
+        ["--epochs", "0"],
+        ["--margin", "-1"],
+        ["--distill", "-1"],
+        ["--strong-budget", "-5"],
+        ["--strong-budget", "10"],
+        ["--hnsw-m", "0"],
+        ["--ef-search", "0"],
+        ["--teacher-dtype", "fp64"],
+        ["--set", "train.lr"],
+        ["--set", "train.nope=1"],
+        ["--set", "nosection.lr=1"],
+        ["--set", "train.lr=abc"],
+        ["--set", "loop.rounds=2.5"],
+        ["--config", str(work / "missing.toml")],
+        ["--config", "BADTOML"],
+        ["--config", "BADJSON"],
+        ["--teacher-timeout", "0"],
+        ["--docs", data["docs"]],
+    ]
     (work / "bad.toml").write_text("[train\nlr = 1\n")
-    (work / "bad.json").write_text("{\"train\": ")
+    (work / "bad.json").write_text('{"train": ')
     (work / "tpl.txt").write_text("no placeholders here\n")
     opts += [["--prompt-file", str(work / "tpl.txt")]]
     for o in opts:
         o = [str(work / "bad.toml") if x == "BADTOML" else str(work / "bad.json") if x == "BADJSON" else x for x in o]
         n += 1
         out = work / f"out{n}"
-        base = ["iterate", "--out", str(out), "--encoder", enc, "--teacher", "simulated:0", "--rounds", "1",
-                "--no-progress"]
+        base = [
+            "iterate",
+            "--out",
+            str(out),
+            "--encoder",
+            enc,
+            "--teacher",
+            "simulated:0",
+            "--rounds",
+            "1",
+            "--no-progress",
+        ]
         if o[0] == "--docs":
             args = base + o  # --docs without --labels
         else:
@@ -408,15 +598,36 @@ def bad_inputs(work: Path, data: dict, enc: str) -> list[dict]:
         attempt(f"iterate {' '.join(Path(x).name if '/' in x else x for x in o)}", args, out, None)
     # tag and evaluate
     run = work / "run-for-tag"
-    runner.invoke(app, ["iterate", "--docs", data["docs"], "--labels", data["labels"], "--out", str(run), "--encoder",
-                        enc, "--teacher", "simulated:0", "--rounds", "1", "--no-progress"])
+    runner.invoke(
+        app,
+        [
+            "iterate",
+            "--docs",
+            data["docs"],
+            "--labels",
+            data["labels"],
+            "--out",
+            str(run),
+            "--encoder",
+            enc,
+            "--teacher",
+            "simulated:0",
+            "--rounds",
+            "1",
+            "--no-progress",
+        ],
+    )
     dup = work / "dup.jsonl"
     dup.write_text((json.dumps(good_docs[0]) + "\n") * 2)
     tag_cases = {
-        "tag --top-k 0": ["--top-k", "0"], "tag --top-k -3": ["--top-k", "-3"],
-        "tag duplicate ids": ["--docs", str(dup)], "tag unknown output suffix": ["--out", str(work / "t.xlsx")],
-        "tag missing model": ["--model", str(work / "nothing")], "tag --chunk-docs 0": ["--chunk-docs", "0"],
-        "tag missing docs": ["--docs", str(work / "none.jsonl")], "tag --label-text foo": ["--label-text", "foo"],
+        "tag --top-k 0": ["--top-k", "0"],
+        "tag --top-k -3": ["--top-k", "-3"],
+        "tag duplicate ids": ["--docs", str(dup)],
+        "tag unknown output suffix": ["--out", str(work / "t.xlsx")],
+        "tag missing model": ["--model", str(work / "nothing")],
+        "tag --chunk-docs 0": ["--chunk-docs", "0"],
+        "tag missing docs": ["--docs", str(work / "none.jsonl")],
+        "tag --label-text foo": ["--label-text", "foo"],
     }
     for name, extra in tag_cases.items():
         n += 1
@@ -426,9 +637,13 @@ def bad_inputs(work: Path, data: dict, enc: str) -> list[dict]:
             args[k] = v
         written = Path(args["--out"])
         attempt(name, ["tag", *[x for kv in args.items() for x in kv], "--no-progress"], written, None)
-    ev_cases = {"evaluate --k 0": ["--k", "0"], "evaluate --k abc": ["--k", "abc"],
-                "evaluate unknown model": ["--model", str(work / "nothing")],
-                "evaluate --baseline foo": ["--baseline", "foo"], "evaluate --label-text foo": ["--label-text", "foo"]}
+    ev_cases = {
+        "evaluate --k 0": ["--k", "0"],
+        "evaluate --k abc": ["--k", "abc"],
+        "evaluate unknown model": ["--model", str(work / "nothing")],
+        "evaluate --baseline foo": ["--baseline", "foo"],
+        "evaluate --label-text foo": ["--label-text", "foo"],
+    }
     for name, extra in ev_cases.items():
         args = {"--model": str(run), "--docs": data["eval"], "--labels": data["labels"]}
         for k, v in zip(extra[::2], extra[1::2]):
@@ -451,8 +666,8 @@ def prompt_injection(data: dict, teachers: list[str]) -> list[dict]:
     import random
 
     from lmtx.store.data import load_docs, load_labels
-    from lmtx.teacher.prompts import load_template
     from lmtx.teacher.base import Pair
+    from lmtx.teacher.prompts import load_template
     from lmtx.teacher.registry import make_teacher
 
     labels = load_labels(data["labels"])
@@ -486,10 +701,16 @@ def prompt_injection(data: dict, teachers: list[str]) -> list[dict]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="kill,faults,bad,injection")
-    ap.add_argument("--kill-points", default=None, help="comma-separated: run only these kill points (their rows "
-                    "replace the earlier ones in reliability.json)")
-    ap.add_argument("--injection-teachers", default="smollm2,qwen0.5b",
-                    help="real offline teachers for the prompt-injection measurement")
+    ap.add_argument(
+        "--kill-points",
+        default=None,
+        help="comma-separated: run only these kill points (their rows replace the earlier ones in reliability.json)",
+    )
+    ap.add_argument(
+        "--injection-teachers",
+        default="smollm2,qwen0.5b",
+        help="real offline teachers for the prompt-injection measurement",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     a = ap.parse_args()
@@ -512,7 +733,11 @@ def main():
     if "kill" in only:
         pts = set(a.kill_points.split(",")) if a.kill_points else None
         new = kill_drills(work / "kill", data, enc, pts)
-        old = [k for k in res.get("kills", []) if pts and k["point"] not in pts and k["point"] in ITERATE_POINTS + TAG_POINTS]
+        old = [
+            k
+            for k in res.get("kills", [])
+            if pts and k["point"] not in pts and k["point"] in ITERATE_POINTS + TAG_POINTS
+        ]
         res["kills"] = sorted(old + new, key=lambda k: (ITERATE_POINTS + TAG_POINTS).index(k["point"]))
     if "injection" in only:
         res["injection"] = prompt_injection(data, a.injection_teachers.split(","))
@@ -528,11 +753,20 @@ def _totals(res: dict):
     kills, faults, bad = res.get("kills", []), res.get("faults", []), res.get("bad_inputs", [])
     fail = []
     for k in kills:
-        if not (k["reached"] and k["resumed"] and k["answers_lost"] == 0 and k["pairs_asked_twice"] == 0
-                and not k["leftovers"] and k["same_result"]):
+        if not (
+            k["reached"]
+            and k["resumed"]
+            and k["answers_lost"] == 0
+            and k["pairs_asked_twice"] == 0
+            and not k["leftovers"]
+            and k["same_result"]
+        ):
             fail.append(f"kill {k['kind']} {k['point']}: " + k.get("error", json.dumps(k)))
-    fail += [f"fault {f['fault']}: {f['outcome']} {f.get('message', '')}" for f in faults
-             if f["outcome"] not in ("scored", "clear error", "recovered")]
+    fail += [
+        f"fault {f['fault']}: {f['outcome']} {f.get('message', '')}"
+        for f in faults
+        if f["outcome"] not in ("scored", "clear error", "recovered")
+    ]
     fail += [f"bad input {b['input']}: {b['outcome']} {b['message']}" for b in bad if b["outcome"] != "clear error"]
     res["totals"] = {
         "kill_points": sum(k["reached"] for k in kills),
@@ -552,34 +786,55 @@ def _totals(res: dict):
 
 def _markdown(res: dict) -> str:
     t = res["totals"]
-    lines = ["# Fault drills (benchmarks/reliability.py)", "",
-             "Kill drills use the SIMULATED teacher (gold labels, 10% flipped) and a tiny random encoder: they test "
-             "the bookkeeping (resume, cache, atomic writes), not teaching quality.", "",
-             "| kill points | answers lost | pairs asked twice | in-flight pairs re-asked | resumed to the same result "
-             "| faults injected | bad inputs tried | silent failures | tracebacks | half-written | unclear messages |",
-             "|---|---|---|---|---|---|---|---|---|---|---|",
-             f"| {t['kill_points']} | {t['answers_lost']} | {t['pairs_asked_twice']} | {t['in_flight_reasked']} | "
-             f"{t['resumed_to_the_same_result']} / {len(res.get('kills', []))} | {t['faults_injected']} | "
-             f"{t['bad_inputs_tried']} | {t['silent_failures']} | {t['tracebacks']} | {t['half_written']} | "
-             f"{t['unclear']} |", "", f"Wall time of the last invocation (the sections it ran): {res.get('seconds', 0)} s.", ""]
+    lines = [
+        "# Fault drills (benchmarks/reliability.py)",
+        "",
+        "Kill drills use the SIMULATED teacher (gold labels, 10% flipped) and a tiny random encoder: they test "
+        "the bookkeeping (resume, cache, atomic writes), not teaching quality.",
+        "",
+        "| kill points | answers lost | pairs asked twice | in-flight pairs re-asked | resumed to the same result "
+        "| faults injected | bad inputs tried | silent failures | tracebacks | half-written | unclear messages |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {t['kill_points']} | {t['answers_lost']} | {t['pairs_asked_twice']} | {t['in_flight_reasked']} | "
+        f"{t['resumed_to_the_same_result']} / {len(res.get('kills', []))} | {t['faults_injected']} | "
+        f"{t['bad_inputs_tried']} | {t['silent_failures']} | {t['tracebacks']} | {t['half_written']} | "
+        f"{t['unclear']} |",
+        "",
+        f"Wall time of the last invocation (the sections it ran): {res.get('seconds', 0)} s.",
+        "",
+    ]
     if t["failures"]:
         lines += ["## Failures", ""] + [f"- {f}" for f in t["failures"]] + [""]
     if res.get("kills"):
-        lines += ["## Kill points", "", "| run | point | reached | resumed | answers lost | asked twice | same result |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {k['kind']} | `{k['point']}` | {k['reached']} | {k['resumed']} | {k['answers_lost']} | "
-                  f"{k['pairs_asked_twice']} | {k['same_result']} |" for k in res["kills"]]
+        lines += [
+            "## Kill points",
+            "",
+            "| run | point | reached | resumed | answers lost | asked twice | same result |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k['kind']} | `{k['point']}` | {k['reached']} | {k['resumed']} | {k['answers_lost']} | "
+            f"{k['pairs_asked_twice']} | {k['same_result']} |"
+            for k in res["kills"]
+        ]
         lines.append("")
     if res.get("faults"):
         lines += ["## Faults", "", "| fault | outcome | message |", "|---|---|---|"]
-        lines += [f"| {f['fault']} | {f['outcome']} | {f.get('message', '').replace('|', '/')} |" for f in res["faults"]]
+        lines += [
+            f"| {f['fault']} | {f['outcome']} | {f.get('message', '').replace('|', '/')} |" for f in res["faults"]
+        ]
         lines.append("")
     if res.get("injection"):
-        lines += ["## Prompt injection (real offline teachers)", "",
-                  "30 sample documents x 2 labels that are not theirs; the document text clean, or with "
-                  f"\"{INJECTIONS['start'].strip()}\" before it, or \"{INJECTIONS['end'].strip()}\" after it. "
-                  "Mean P(yes) and the share with P(yes) >= 0.5:", "",
-                  "| teacher | pairs | clean | injected at the start | injected at the end |", "|---|---|---|---|---|"]
+        lines += [
+            "## Prompt injection (real offline teachers)",
+            "",
+            "30 sample documents x 2 labels that are not theirs; the document text clean, or with "
+            f'"{INJECTIONS["start"].strip()}" before it, or "{INJECTIONS["end"].strip()}" after it. '
+            "Mean P(yes) and the share with P(yes) >= 0.5:",
+            "",
+            "| teacher | pairs | clean | injected at the start | injected at the end |",
+            "|---|---|---|---|---|",
+        ]
         for r in res["injection"]:
             cell = lambda w: f"{r[w + '_mean_p_yes']:.3f} ({r[w + '_yes_rate']:.2f})"  # noqa: E731
             lines.append(f"| {r['teacher']} | {r['pairs']} | {cell('clean')} | {cell('start')} | {cell('end')} |")

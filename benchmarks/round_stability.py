@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmtx.config import RunConfig  # noqa: E402
-from lmtx.store.data import load_docs, load_labels  # noqa: E402
-from lmtx.search.encoder import load_encoder  # noqa: E402
-from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.evaluation.metrics import evaluate_encoder  # noqa: E402
 from lmtx.learn.select import decide, select_positives  # noqa: E402
 from lmtx.learn.train import train_round  # noqa: E402
+from lmtx.loop.job import guard_split  # noqa: E402
+from lmtx.search.encoder import load_encoder  # noqa: E402
+from lmtx.store.data import load_docs, load_labels  # noqa: E402
 
 
 def variant_cfg(base, name: str):
@@ -90,22 +90,29 @@ def main():
             train_round(model, doc_texts, label_texts, examples, tcfg, cfg.loop.seed + k, False, opt_state=state)
             if start is not None:
                 import torch
+
                 with torch.no_grad():
                     for n, p in model.named_parameters():
                         p.mul_(alpha).add_(start[n], alpha=1 - alpha)
             traj.append(evaluate_encoder(model, eval_docs, labels, cfg.encoder.label_text)["P@1"])
             print(f"{v}: round {k}: P@1 {traj[-1]:.3f}", flush=True)
         res["rows"] = [x for x in res["rows"] if x["variant"] != v] + [
-            {"variant": v, "P@1": traj, "seconds": round(time.time() - t0, 1)}]
+            {"variant": v, "P@1": traj, "seconds": round(time.time() - t0, 1)}
+        ]
         out_path.write_text(json.dumps(res, indent=1))
-        lines = [f"# Round stability: {len(examples)} fixed training examples (judgments of {run} round {r}), "
-                 f"{len(eval_docs)} eval docs, no teacher calls", "",
-                 "| variant | " + " | ".join(f"round {i}" for i in range(a.rounds + 1)) + " | max drop | seconds |",
-                 "|---|" + "---|" * (a.rounds + 3)]
+        lines = [
+            f"# Round stability: {len(examples)} fixed training examples (judgments of {run} round {r}), "
+            f"{len(eval_docs)} eval docs, no teacher calls",
+            "",
+            "| variant | " + " | ".join(f"round {i}" for i in range(a.rounds + 1)) + " | max drop | seconds |",
+            "|---|" + "---|" * (a.rounds + 3),
+        ]
         for x in res["rows"]:
             t = x["P@1"]
             drop = max([t[i - 1] - t[i] for i in range(1, len(t))] + [0])
-            lines.append(f"| {x['variant']} | " + " | ".join(f"{p:.3f}" for p in t) + f" | {drop:.3f} | {x['seconds']} |")
+            lines.append(
+                f"| {x['variant']} | " + " | ".join(f"{p:.3f}" for p in t) + f" | {drop:.3f} | {x['seconds']} |"
+            )
         Path(a.out + ".md").write_text("\n".join(lines) + "\n")
 
 

@@ -7,6 +7,7 @@ run's cache (pairs it never asked are skipped).
 
 Writes benchmarks/results/weight_choice.{json,md}.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,18 +20,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lmtx.config import RunConfig  # noqa: E402
+from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
 from lmtx.search.hybrid import WEIGHTS, build_pools, choose_weight  # noqa: E402
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
-from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
-from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.base import Pair  # noqa: E402
 from lmtx.teacher.cache import AnswerCache  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
 
-RULES = {"prior 0.8, 1 SE (the default)": (0.8, 1.0), "prior 0.8, 2 SE": (0.8, 2.0), "prior 1 (dense), 1 SE": (1.0, 1.0),
-         "prior 1 (dense), 2 SE": (1.0, 2.0), "argmax": (None, 0.0)}
+RULES = {
+    "prior 0.8, 1 SE (the default)": (0.8, 1.0),
+    "prior 0.8, 2 SE": (0.8, 2.0),
+    "prior 1 (dense), 1 SE": (1.0, 1.0),
+    "prior 1 (dense), 2 SE": (1.0, 2.0),
+    "argmax": (None, 0.0),
+}
 
 
 def replay(run: Path) -> list[dict]:
@@ -55,15 +61,25 @@ def replay(run: Path) -> list[dict]:
         pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, texts)
         tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in sorted({*WEIGHTS, 0.8}, reverse=True)}
         keys = sorted({(i, l) for t in tops.values() for i, l in enumerate(t)})
-        got = cache.get_many(model_id, tpl.hash, [Pair(guard[i].id, guard[i].text, labels[l].id, labels[l].name,
-                                                        labels[l].description) for i, l in keys])
+        got = cache.get_many(
+            model_id,
+            tpl.hash,
+            [Pair(guard[i].id, guard[i].text, labels[l].id, labels[l].name, labels[l].description) for i, l in keys],
+        )
         ans = {k: g.p_yes for k, g in zip(keys, got) if g is not None}
         ok = [i for i in range(len(guard)) if all((i, t[i]) in ans for t in tops.values())]
         ratings = {w: np.array([ans[(i, t[i])] for i in ok]) for w, t in tops.items()}
         m = json.loads((run / f"round-{r:02d}" / "metrics.json").read_text())
         by_w = (m.get("retrieval") or {}).get("P@1_by_weight") or {}
-        row = {"run": run.name, "round": r, "guard_docs": len(ok), "P@1_by_weight": by_w,
-               "best_on_gold": max(by_w.values()) if by_w else None, "dense": by_w.get("1"), "choices": {}}
+        row = {
+            "run": run.name,
+            "round": r,
+            "guard_docs": len(ok),
+            "P@1_by_weight": by_w,
+            "best_on_gold": max(by_w.values()) if by_w else None,
+            "dense": by_w.get("1"),
+            "choices": {},
+        }
         for name, (prior, z) in RULES.items():
             if prior is None:
                 means = {w: float(v.mean()) for w, v in ratings.items()}
@@ -72,8 +88,11 @@ def replay(run: Path) -> list[dict]:
                 w, _ = choose_weight(ratings, prior, z)
             row["choices"][name] = {"weight": w, "P@1": by_w.get(f"{w:g}")}
         out.append(row)
-        print(json.dumps({k: row[k] for k in ("run", "round", "dense", "best_on_gold")}),
-              {k: (v["weight"], v["P@1"]) for k, v in row["choices"].items()}, flush=True)
+        print(
+            json.dumps({k: row[k] for k in ("run", "round", "dense", "best_on_gold")}),
+            {k: (v["weight"], v["P@1"]) for k, v in row["choices"].items()},
+            flush=True,
+        )
     cache.close()
     return out
 
@@ -82,15 +101,22 @@ def main():
     rows = [x for a in sys.argv[1:] for x in replay(Path(a))]
     res = ROOT / "benchmarks" / "results" / "weight_choice"
     res.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    lines = ["# The label-free choice of the ranking weight, replayed", "",
-             "Written by `benchmarks/weight_choice.py`: for each encoder of a finished run, the teacher's cached P(yes) "
-             "of each dense weight's top-1 label on the guard's held-out documents, the weight each rule picks, and "
-             "that weight's P@1 on gold (the round's eval documents). No teacher call.", "",
-             "| run | round | dense P@1 | best on gold | " + " | ".join(RULES) + " |", "|---|---|---|---|" + "---|" * len(RULES)]
+    lines = [
+        "# The label-free choice of the ranking weight, replayed",
+        "",
+        "Written by `benchmarks/weight_choice.py`: for each encoder of a finished run, the teacher's cached P(yes) "
+        "of each dense weight's top-1 label on the guard's held-out documents, the weight each rule picks, and "
+        "that weight's P@1 on gold (the round's eval documents). No teacher call.",
+        "",
+        "| run | round | dense P@1 | best on gold | " + " | ".join(RULES) + " |",
+        "|---|---|---|---|" + "---|" * len(RULES),
+    ]
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for r in rows:
         cells = [f"{c['weight']:g}: {f(c['P@1'])}" for c in r["choices"].values()]
-        lines.append(f"| {r['run']} | {r['round']} | {f(r['dense'])} | {f(r['best_on_gold'])} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['run']} | {r['round']} | {f(r['dense'])} | {f(r['best_on_gold'])} | " + " | ".join(cells) + " |"
+        )
     res.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {res}.md")
 

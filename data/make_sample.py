@@ -3,7 +3,10 @@
 train docs: 300 'dev' documents (gold kept, for evaluation only); eval docs: 600 'test' documents;
 labels: all 411 tags (the ones the sample uses plus the rest as distractors). Chosen by md5 of the id.
 """
-import hashlib, json, sys
+
+import hashlib
+import json
+import sys
 from pathlib import Path
 
 src = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/benchmarks/debtags")

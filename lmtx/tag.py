@@ -8,9 +8,7 @@ The label index is built once per (model, label set) and reused from ``$LMTX_HOM
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from .config import setting
-from .store import drill
-from .store.files import replacing
-from .store.data import DataError, Doc, LabelSet, iter_docs, stable_key
-from .search.encoder import fingerprint_encoder as _fingerprint_encoder, fingerprint_labels as _fingerprint_labels
+from .search.encoder import fingerprint_encoder as _fingerprint_encoder
+from .search.encoder import fingerprint_labels as _fingerprint_labels
 from .search.index import LabelIndex
+from .store import drill
 from .store.assets import sha256_file
+from .store.data import Doc, LabelSet, iter_docs, stable_key
+from .store.files import replacing
 from .store.rundir import read_json, write_text
 
 OUT_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
@@ -41,22 +40,37 @@ class TagOptions:
     """How `lmtx tag` ranks and writes (its command-line options are generated from these fields)."""
 
     top_k: int = setting(5, "Labels per document.", "top-k")
-    min_score: float | None = setting(None, "Drop predictions scoring below this (the cosine for dense retrieval, the "
-                                      "fused score for hybrid, BM25 for lexical).", "min-score")
+    min_score: float | None = setting(
+        None,
+        "Drop predictions scoring below this (the cosine for dense retrieval, the "
+        "fused score for hybrid, BM25 for lexical).",
+        "min-score",
+    )
     chunk_docs: int = setting(4096, "Documents per streamed chunk (also the resume unit).", "chunk-docs")
     batch_size: int = setting(64, "Texts per batch when embedding.")
-    label_text: str | None = setting(None, "name, description or name+description; unset: the run's, else "
-                                     "name+description.", "label-text")
+    label_text: str | None = setting(
+        None, "name, description or name+description; unset: the run's, else name+description.", "label-text"
+    )
     index_kind: str = setting("auto", "The label index: auto, hnsw or exact.", "index")
     ef_search: int = setting(100, "HNSW search-time beam width.")
-    label_backend: str = setting("auto", "Label encoding: torch, onnx-int8, torch-pool (LMTX_POOL_DEVICES), auto "
-                                 "(onnx-int8 from 50,000 labels).", "label-backend")
-    shard: tuple[int, int] | None = setting(None, "(i, n): tag only the documents whose id hashes to i modulo n, so n "
-                                            "processes or machines share a corpus, each writing its own output.")
-    retrieval: str = setting("auto", "auto (a run folder's own choice; dense for a plain encoder), dense, lexical or "
-                             "hybrid.", "retrieval")
-    dense_weight: float | None = setting(None, "hybrid: the dense side's weight in [0, 1]; unset: the run's, else "
-                                         "retrieval.dense_weight's.", "dense-weight")
+    label_backend: str = setting(
+        "auto",
+        "Label encoding: torch, onnx-int8, torch-pool (LMTX_POOL_DEVICES), auto (onnx-int8 from 50,000 labels).",
+        "label-backend",
+    )
+    shard: tuple[int, int] | None = setting(
+        None,
+        "(i, n): tag only the documents whose id hashes to i modulo n, so n "
+        "processes or machines share a corpus, each writing its own output.",
+    )
+    retrieval: str = setting(
+        "auto", "auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid.", "retrieval"
+    )
+    dense_weight: float | None = setting(
+        None,
+        "hybrid: the dense side's weight in [0, 1]; unset: the run's, else retrieval.dense_weight's.",
+        "dense-weight",
+    )
 
     def __post_init__(self):
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
@@ -75,14 +89,15 @@ class TagOptions:
         one_of(self.label_backend, BACKENDS, "--label-backend", TagError)
 
 
-def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=print,
-                label_text: str | None = None) -> LabelIndex:
+def label_index(
+    model, model_path: str, labels: LabelSet, opts: TagOptions, log=print, label_text: str | None = None
+) -> LabelIndex:
     """The label index for (model, label set), from the on-disk cache or built once and saved there."""
-    from .store.assets import lmtx_home
     from .config import IndexConfig
     from .search.encoder import label_embeddings
     from .search.fast_encode import resolve_backend
     from .search.index import build_index
+    from .store.assets import lmtx_home
 
     label_text = label_text or opts.label_text
     key = f"{_fingerprint_encoder(model_path)}-{_fingerprint_labels(labels, label_text)}-{opts.index_kind}"
@@ -94,8 +109,9 @@ def label_index(model, model_path: str, labels: LabelSet, opts: TagOptions, log=
         idx.ef_search = max(idx.ef_search, opts.ef_search)
         return idx
     log(f"[lmtx] building the label index for {len(labels)} labels (once; cached in {folder})")
-    emb = label_embeddings(model, labels, label_text, opts.batch_size, cache_for=model_path,
-                           backend=opts.label_backend, log=log)
+    emb = label_embeddings(
+        model, labels, label_text, opts.batch_size, cache_for=model_path, backend=opts.label_backend, log=log
+    )
     idx = build_index(emb, IndexConfig(kind=opts.index_kind, ef_search=opts.ef_search), log=log)
     with replacing(folder, "write:label-index") as tmp:
         idx.save(tmp)
@@ -164,16 +180,23 @@ def _join_into(parts: list[Path], tmp: Path, fmt: str):
                     shutil.copyfileobj(src, dst, 1 << 20)
 
 
-
-def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Path, opts: TagOptions,
-        verify=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+def tag(
+    model_spec: str,
+    labels: LabelSet,
+    docs_path: str | Path,
+    out: str | Path,
+    opts: TagOptions,
+    verify=None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks).
 
     Chunks are written as parts next to ``out`` and joined at the end; a rerun after an interruption keeps the
     finished parts (only with the same input file, model, labels and options)."""
     from tqdm.auto import tqdm
 
-    from .evaluation.evaluate import make_ranker, resolve_model, resolve_retrieval
+    from .evaluation.evaluate import resolve_model, resolve_retrieval
 
     out = Path(out)
     fmt = OUT_FORMATS.get(out.suffix.lower())
@@ -208,37 +231,60 @@ def tag(model_spec: str, labels: LabelSet, docs_path: str | Path, out: str | Pat
     _join_parts(parts, out, fmt)
     shutil.rmtree(parts_dir)
     secs = time.time() - t0
-    return {"docs": n_docs, "chunks": len(parts), "resumed_chunks": resumed, "seconds": secs,
-            "docs_per_s": n_docs / secs if secs else None, "out": str(out), "retrieval": ranker.describe()}
+    return {
+        "docs": n_docs,
+        "chunks": len(parts),
+        "resumed_chunks": resumed,
+        "seconds": secs,
+        "docs_per_s": n_docs / secs if secs else None,
+        "out": str(out),
+        "retrieval": ranker.describe(),
+    }
 
 
 def _ranker(model_spec: str, labels: LabelSet, opts: TagOptions, how: dict, log):
     """The ranking tag uses: the encoder's cached label index (HNSW or exact) and, unless dense, the labels' BM25."""
     from .evaluation.evaluate import make_ranker
 
-    return make_ranker(model_spec, labels, how, batch_size=opts.batch_size, log=log,
-                       index_for=lambda model, path: label_index(model, path, labels, opts, log, how["label_text"]))
+    return make_ranker(
+        model_spec,
+        labels,
+        how,
+        batch_size=opts.batch_size,
+        log=log,
+        index_for=lambda model, path: label_index(model, path, labels, opts, log, how["label_text"]),
+    )
 
 
-def _open_parts(out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool,
-                how: dict) -> Path:
+def _open_parts(
+    out: Path, docs_path, model_path: str, labels: LabelSet, opts: TagOptions, verify: bool, how: dict
+) -> Path:
     """The folder of finished chunks beside ``out``; refuses one left by a run with other input or options."""
     parts_dir = out.with_name(out.name + ".parts")
-    state = {"docs": str(Path(docs_path).resolve()), "model": _fingerprint_encoder(model_path),
-             "labels": _fingerprint_labels(labels, how["label_text"]), "top_k": opts.top_k,
-             "retrieval": [how["mode"], how["dense_weight"]],
-             "min_score": opts.min_score, "chunk_docs": opts.chunk_docs, "verify": verify,
-             "shard": list(opts.shard) if opts.shard else None,
-             "docs_sha256": sha256_file(docs_path)}  # a resume must read the very same input
+    state = {
+        "docs": str(Path(docs_path).resolve()),
+        "model": _fingerprint_encoder(model_path),
+        "labels": _fingerprint_labels(labels, how["label_text"]),
+        "top_k": opts.top_k,
+        "retrieval": [how["mode"], how["dense_weight"]],
+        "min_score": opts.min_score,
+        "chunk_docs": opts.chunk_docs,
+        "verify": verify,
+        "shard": list(opts.shard) if opts.shard else None,
+        "docs_sha256": sha256_file(docs_path),
+    }  # a resume must read the very same input
     state_file = parts_dir / "state.json"
     has_parts = parts_dir.exists() and any(parts_dir.glob("part-*"))
     if has_parts and state_file.exists():
         old = read_json(state_file)
         diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
         if diff:
-            raise TagError(f"{parts_dir} holds the finished chunks of an unfinished run that differs in "
-                           f"{', '.join(diff)}" + (" (the input file changed)" if "docs_sha256" in diff else "")
-                           + f"; remove {parts_dir} to start over, or rerun with the same input and options")
+            raise TagError(
+                f"{parts_dir} holds the finished chunks of an unfinished run that differs in "
+                f"{', '.join(diff)}"
+                + (" (the input file changed)" if "docs_sha256" in diff else "")
+                + f"; remove {parts_dir} to start over, or rerun with the same input and options"
+            )
     write_text(state_file, json.dumps(state))
     return parts_dir
 
@@ -247,13 +293,15 @@ def _tag_chunk(ranker, labels: LabelSet, chunk: list[Doc], opts: TagOptions, ver
     """The top-k labels of each document of a chunk (rank from 1), above min_score, with P(yes) if verified."""
     idx, sim = ranker.rank([d.text for d in chunk], opts.top_k)
     k = idx.shape[1]
-    df = pd.DataFrame({
-        "doc_id": np.repeat([d.id for d in chunk], k),
-        "rank": np.tile(np.arange(1, k + 1), len(chunk)),
-        "label_id": [labels[int(i)].id for i in idx.ravel()],
-        "label_name": [labels[int(i)].name for i in idx.ravel()],
-        "score": sim.ravel().astype(np.float32),
-    })
+    df = pd.DataFrame(
+        {
+            "doc_id": np.repeat([d.id for d in chunk], k),
+            "rank": np.tile(np.arange(1, k + 1), len(chunk)),
+            "label_id": [labels[int(i)].id for i in idx.ravel()],
+            "label_name": [labels[int(i)].name for i in idx.ravel()],
+            "score": sim.ravel().astype(np.float32),
+        }
+    )
     if opts.min_score is not None:
         df = df[df["score"] >= opts.min_score]
     if verify is not None:
@@ -278,8 +326,14 @@ def make_verifier(teacher, template, labels: LabelSet, cache):
     return verify
 
 
-def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, opts: TagOptions | None = None,
-              target_precision: float | None = None) -> dict:
+def calibrate(
+    model_spec: str,
+    labels: LabelSet,
+    sample: list[Doc],
+    top_k: int,
+    opts: TagOptions | None = None,
+    target_precision: float | None = None,
+) -> dict:
     """Pick a score threshold on a small labelled sample: max F1, or the lowest one reaching a target precision.
     Reports the precision / recall that the threshold buys on the sample (rows = top-k predictions), ranked the way
     ``opts`` (retrieval, label text) tags."""
@@ -308,6 +362,12 @@ def calibrate(model_spec: str, labels: LabelSet, sample: list[Doc], top_k: int, 
         i = int(ok.max()) if len(ok) else 0
     else:
         i = int(f1.argmax())
-    return {"threshold": float(scores[order][i]), "precision": float(prec[i]), "recall": float(rec[i]),
-            "f1": float(f1[i]), "sample_docs": len(sample), "top_k": top_k,
-            "rule": f"precision>={target_precision}" if target_precision is not None else "max F1"}
+    return {
+        "threshold": float(scores[order][i]),
+        "precision": float(prec[i]),
+        "recall": float(rec[i]),
+        "f1": float(f1[i]),
+        "sample_docs": len(sample),
+        "top_k": top_k,
+        "rule": f"precision>={target_precision}" if target_precision is not None else "max F1",
+    }

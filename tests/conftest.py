@@ -24,8 +24,16 @@ def _word_tokenizer(path: Path, extra_words=()):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", bos_token="<s>", eos_token="</s>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
 
 
 def build_tiny_encoder(d: Path) -> str:
@@ -37,8 +45,14 @@ def build_tiny_encoder(d: Path) -> str:
     torch.manual_seed(0)
     hf = d / "hf"
     tok = _word_tokenizer(hf)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=256)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
     BertModel(cfg).save_pretrained(hf)
     tok.save_pretrained(hf)
     t = models.Transformer(str(hf), max_seq_length=128)
@@ -54,11 +68,22 @@ def build_tiny_teacher(d: Path) -> str:
 
     torch.manual_seed(0)
     tok = _word_tokenizer(d)
-    tok.chat_template = ("{% for m in messages %}<|user|> {{ m['content'] }} </s>{% endfor %}"
-                         "{% if add_generation_prompt %} <|assistant|>{% endif %}")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=1024,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    tok.chat_template = (
+        "{% for m in messages %}<|user|> {{ m['content'] }} </s>{% endfor %}"
+        "{% if add_generation_prompt %} <|assistant|>{% endif %}"
+    )
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
     return str(d)

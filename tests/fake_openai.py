@@ -73,7 +73,7 @@ def _choice(kind: str, prompt, body: dict, index: int) -> dict:
     if kind == "top1":
         k = min(k, 1)
     sampled = ranked[0]
-    shown = [sampled] + [i for i in want if i != sampled] if want else ranked[:max(k, 1)]
+    shown = [sampled] + [i for i in want if i != sampled] if want else ranked[: max(k, 1)]
     if kind == "nologprobs":
         return {"index": index, "text": ID2TOK.get(sampled, "x"), "logprobs": None, "finish_reason": "length"}
     vals = {i: d[i] for i in shown}
@@ -83,13 +83,34 @@ def _choice(kind: str, prompt, body: dict, index: int) -> dict:
         vals[sampled] = 0.7
     if kind == "llamacpp":
         top = [{"id": i, "token": ID2TOK.get(i, f"<{i}>"), "logprob": vals[i], "bytes": []} for i in shown]
-        return {"index": index, "text": ID2TOK.get(sampled, "x"), "finish_reason": "length",
-                "logprobs": {"content": [{"id": sampled, "token": ID2TOK.get(sampled), "logprob": vals[sampled],
-                                          "bytes": [], "top_logprobs": top}]}}
+        return {
+            "index": index,
+            "text": ID2TOK.get(sampled, "x"),
+            "finish_reason": "length",
+            "logprobs": {
+                "content": [
+                    {
+                        "id": sampled,
+                        "token": ID2TOK.get(sampled),
+                        "logprob": vals[sampled],
+                        "bytes": [],
+                        "top_logprobs": top,
+                    }
+                ]
+            },
+        }
     top = {_tok(i, ids): vals[i] for i in shown}
-    return {"index": index, "text": ID2TOK.get(sampled, "x"), "finish_reason": "length",
-            "logprobs": {"text_offset": [0], "token_logprobs": [vals[sampled]], "tokens": [_tok(sampled, ids)],
-                         "top_logprobs": [top]}}
+    return {
+        "index": index,
+        "text": ID2TOK.get(sampled, "x"),
+        "finish_reason": "length",
+        "logprobs": {
+            "text_offset": [0],
+            "token_logprobs": [vals[sampled]],
+            "tokens": [_tok(sampled, ids)],
+            "top_logprobs": [top],
+        },
+    }
 
 
 class FakeServer:
@@ -120,11 +141,21 @@ class FakeServer:
             return httpx.Response(200, content=b'{"choices": [ {"index": 0, "logpr')
         if self.kind == "vllm-400" and "logprob_token_ids" in body:
             return httpx.Response(400, json={"error": {"message": "unknown field: logprob_token_ids"}})
-        prompts = body["prompt"] if isinstance(body["prompt"], list) and body["prompt"] and not isinstance(
-            body["prompt"][0], int) else [body["prompt"]]
+        prompts = (
+            body["prompt"]
+            if isinstance(body["prompt"], list) and body["prompt"] and not isinstance(body["prompt"][0], int)
+            else [body["prompt"]]
+        )
         choices = [_choice(self.kind, p, body, i) for i, p in enumerate(prompts)]
         if fault == "short":
             choices = choices[:-1]
-        return httpx.Response(200, json={"id": "cmpl-1", "object": "text_completion", "model": self.model,
-                                         "choices": choices[::-1],  # order by "index", not by position
-                                         "usage": {"prompt_tokens": 10 * len(prompts), "completion_tokens": 1}})
+        return httpx.Response(
+            200,
+            json={
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "model": self.model,
+                "choices": choices[::-1],  # order by "index", not by position
+                "usage": {"prompt_tokens": 10 * len(prompts), "completion_tokens": 1},
+            },
+        )

@@ -1,4 +1,5 @@
 """Offline weight assets: the registry is consistent and archives unpack safely (no download here)."""
+
 import hashlib
 import zipfile
 

@@ -13,9 +13,25 @@ runner = CliRunner()
 
 
 def base(small_data, out, tiny_encoder, *extra):
-    return ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out),
-            "--rounds", "1", "--teacher", "simulated:0.1", "--encoder", tiny_encoder, "-j", "3", "--no-progress",
-            *extra]
+    return [
+        "iterate",
+        "--docs",
+        small_data["docs"],
+        "--labels",
+        small_data["labels"],
+        "--out",
+        str(out),
+        "--rounds",
+        "1",
+        "--teacher",
+        "simulated:0.1",
+        "--encoder",
+        tiny_encoder,
+        "-j",
+        "3",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def user_error(r, *needles):
@@ -26,23 +42,26 @@ def user_error(r, *needles):
         assert n in r.output, (n, r.output)
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--teacher", "qwen05b"], "did you mean 'qwen0.5b'"),
-    (["--strong-teacher", "qwen15b", "--strong-budget", "5"], "unknown teacher 'qwen15b'"),
-    (["--decision", "abs:5"], "teacher.decision 'abs:5'"),
-    (["--decision", "abs:1.2.3"], "teacher.decision must look like"),
-    (["--decision", "quantile:2"], "teacher.decision 'quantile:2'"),
-    (["--max-docs", "0"], "loop.max_docs must be >= 1"),
-    (["--max-docs", "-5"], "loop.max_docs must be >= 1"),
-    (["--encoder", "no-such-encoder-xyz"], "could not load encoder 'no-such-encoder-xyz'"),
-    (["--prompt", "no-such-prompt"], "no-such-prompt"),
-    (["--teacher", "simulated:2"], "error rate must be in [0, 1]"),
-    (["--margin", "-1"], "margin >= 0"),
-    (["--hnsw-m", "0"], "M >= 2"),
-    (["--teacher-dtype", "fp64"], "teacher.dtype must be one of"),
-    (["--label-backend", "gpu"], "encoder.label_backend must be one of"),
-    (["--eval-sample", "-2"], "loop.eval_sample must be -1"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--teacher", "qwen05b"], "did you mean 'qwen0.5b'"),
+        (["--strong-teacher", "qwen15b", "--strong-budget", "5"], "unknown teacher 'qwen15b'"),
+        (["--decision", "abs:5"], "teacher.decision 'abs:5'"),
+        (["--decision", "abs:1.2.3"], "teacher.decision must look like"),
+        (["--decision", "quantile:2"], "teacher.decision 'quantile:2'"),
+        (["--max-docs", "0"], "loop.max_docs must be >= 1"),
+        (["--max-docs", "-5"], "loop.max_docs must be >= 1"),
+        (["--encoder", "no-such-encoder-xyz"], "could not load encoder 'no-such-encoder-xyz'"),
+        (["--prompt", "no-such-prompt"], "no-such-prompt"),
+        (["--teacher", "simulated:2"], "error rate must be in [0, 1]"),
+        (["--margin", "-1"], "margin >= 0"),
+        (["--hnsw-m", "0"], "M >= 2"),
+        (["--teacher-dtype", "fp64"], "teacher.dtype must be one of"),
+        (["--label-backend", "gpu"], "encoder.label_backend must be one of"),
+        (["--eval-sample", "-2"], "loop.eval_sample must be -1"),
+    ],
+)
 def test_bad_options_write_nothing_and_the_corrected_command_runs(tmp_path, small_data, tiny_encoder, extra, needle):
     out = tmp_path / "run"
     user_error(runner.invoke(app, base(small_data, out, tiny_encoder, *extra)), needle)
@@ -116,8 +135,20 @@ def test_tag_refuses_duplicates_top_k_0_and_a_changed_input(tmp_path, small_data
     docs = tmp_path / "docs.jsonl"
     lines = open(small_data["docs"]).read().splitlines()
     docs.write_text("\n".join(lines[:10] + [lines[2]]) + "\n")
-    args = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs), "--out", str(out),
-            "--no-progress", "--chunk-docs", "4"]
+    args = [
+        "tag",
+        "--model",
+        tiny_encoder,
+        "--labels",
+        small_data["labels"],
+        "--docs",
+        str(docs),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--chunk-docs",
+        "4",
+    ]
     user_error(runner.invoke(app, args), f"{docs}:11: field 'id': duplicate document id")
     assert not out.exists()
     user_error(runner.invoke(app, [*args, "--top-k", "0"]), "--top-k")
@@ -140,8 +171,18 @@ def test_tag_after_an_early_failure_runs_with_corrected_input(tmp_path, small_da
     docs = tmp_path / "docs.jsonl"
     lines = open(small_data["docs"]).read().splitlines()
     docs.write_text("\n".join(lines[:2] + ["not json"] + lines[2:6]) + "\n")
-    args = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs), "--out", str(out),
-            "--no-progress"]
+    args = [
+        "tag",
+        "--model",
+        tiny_encoder,
+        "--labels",
+        small_data["labels"],
+        "--docs",
+        str(docs),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     user_error(runner.invoke(app, args), f"{docs}:3: bad JSON")
     docs.write_text("\n".join(lines[:6]) + "\n")
     r = runner.invoke(app, args)
@@ -183,7 +224,9 @@ def test_damaged_run_files_are_one_line_errors_naming_the_file(tmp_path, small_d
         out = tmp_path / needle
         shutil.copytree(ok, out)
         damage(out)
-        user_error(runner.invoke(app, base(small_data, out, tiny_encoder, "--guard-docs", "0", "--rounds", "2")), needle)
+        user_error(
+            runner.invoke(app, base(small_data, out, tiny_encoder, "--guard-docs", "0", "--rounds", "2")), needle
+        )
 
 
 def _flip(p):

@@ -49,8 +49,8 @@ def test_config_file_then_options_then_set(tmp_path, small_data, tiny_encoder):
     cfg = tmp_path / "run.toml"
     cfg.write_text(f"""
 [loop]
-docs = "{small_data['docs']}"
-labels = "{small_data['labels']}"
+docs = "{small_data["docs"]}"
+labels = "{small_data["labels"]}"
 rounds = 1
 [teacher]
 name = "simulated:0.1"
@@ -63,8 +63,23 @@ lr = 0.5
 batch_size = 16
 """)
     out = tmp_path / "run"
-    r = runner.invoke(app, ["iterate", "--config", str(cfg), "--out", str(out), "--lr", "0.01",
-                            "--set", "train.lr=1e-4", "--epochs", "2", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "iterate",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--lr",
+            "0.01",
+            "--set",
+            "train.lr=1e-4",
+            "--epochs",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     saved = json.loads((out / "config.json").read_text())
     # the file beats the defaults, a typed option beats the file, --set beats both
@@ -74,20 +89,53 @@ batch_size = 16
     r = runner.invoke(app, ["iterate", "--config", str(out / "config.json"), "--out", str(out), "--no-progress"])
     assert r.exit_code == 0 and "(finished earlier)" in r.output, r.output
     # speed-only settings may change on a resume; a learning rate may not, and the field is named
-    r = runner.invoke(app, ["iterate", "--config", str(cfg), "--out", str(out), "--set", "train.lr=1e-4",
-                            "--set", "train.epochs=2", "--set", "teacher.batch_size=4", "--device", "cpu",
-                            "--no-prefix-reuse", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "iterate",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--set",
+            "train.lr=1e-4",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "teacher.batch_size=4",
+            "--device",
+            "cpu",
+            "--no-prefix-reuse",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["iterate", "--config", str(cfg), "--out", str(out), "--set", "train.lr=3e-4",
-                            "--set", "train.epochs=2", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "iterate",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--set",
+            "train.lr=3e-4",
+            "--set",
+            "train.epochs=2",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 2 and "train.lr: 0.0001 (saved) != 0.0003 (now)" in r.output, r.output
 
 
-@pytest.mark.parametrize("text,match", [
-    ("[train]\nlrr = 1\n", "unknown key train.lrr"),
-    ("[train\n", "not valid TOML"),
-    ("[training]\nlr = 1\n", "unknown key training.lr"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("[train]\nlrr = 1\n", "unknown key train.lrr"),
+        ("[train\n", "not valid TOML"),
+        ("[training]\nlr = 1\n", "unknown key training.lr"),
+    ],
+)
 def test_bad_config_files_are_named(tmp_path, text, match):
     p = tmp_path / "bad.toml"
     p.write_text(text)
@@ -96,12 +144,18 @@ def test_bad_config_files_are_named(tmp_path, text, match):
 
 
 def test_set_coerces_by_field_type_and_names_bad_keys():
-    d = apply_overrides(RunConfig().to_dict(), ["train.fn_mask=false", "loop.max_docs=7", "teacher.strong=none",
-                                                "select.union=yes", "train.lr=2e-5"])
+    d = apply_overrides(
+        RunConfig().to_dict(),
+        ["train.fn_mask=false", "loop.max_docs=7", "teacher.strong=none", "select.union=yes", "train.lr=2e-5"],
+    )
     assert d["train"]["fn_mask"] is False and d["loop"]["max_docs"] == 7 and d["teacher"]["strong"] is None
     assert d["select"]["union"] is True and d["train"]["lr"] == 2e-5
-    for bad, match in [("train.lr", "use section.key=value"), ("train.lrr=1", "did you mean train.lr"),
-                       ("loop.rounds=two", "expected int"), ("select.union=maybe", "expected bool")]:
+    for bad, match in [
+        ("train.lr", "use section.key=value"),
+        ("train.lrr=1", "did you mean train.lr"),
+        ("loop.rounds=two", "expected int"),
+        ("select.union=maybe", "expected bool"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             apply_overrides(RunConfig().to_dict(), [bad])
 

@@ -13,8 +13,10 @@ def write(p, lines):
 
 @pytest.fixture()
 def labels(tmp_path):
-    return write(tmp_path / "labels.jsonl", [json.dumps({"id": "a", "name": "A", "description": "about a"}),
-                                             json.dumps({"id": "b", "name": "B"})])
+    return write(
+        tmp_path / "labels.jsonl",
+        [json.dumps({"id": "a", "name": "A", "description": "about a"}), json.dumps({"id": "b", "name": "B"})],
+    )
 
 
 def test_loads_jsonl_csv_parquet(tmp_path, labels):
@@ -31,13 +33,19 @@ def test_loads_jsonl_csv_parquet(tmp_path, labels):
         assert [d.id for d in docs] == ["1", "2"] and docs[1].labels == ["a", "b"], p
 
 
-@pytest.mark.parametrize("lines,msg", [
-    (['{"id": "1", "text": "x"}', '{"id": "1", "text": "y"}'], r"d.jsonl:2: field 'id': duplicate document id '1'"),
-    (['{"id": "1", "text": "x"}', '{"id": "2", "text": "  "}'], r"d.jsonl:2: field 'text' is empty"),
-    (['{"id": "1", "text": "x"}', '{"id": "2", "text": "x", "labels": ["zz"]}'], r"d.jsonl:2: field 'labels': unknown label id"),
-    (['{"id": "1", "text": "x"}', '{"id": "2", "text": '], r"d.jsonl:2: bad JSON"),
-    (['{"id": "1", "body": "x"}'], r"d.jsonl:1: missing field\(s\) \['text'\]"),
-])
+@pytest.mark.parametrize(
+    "lines,msg",
+    [
+        (['{"id": "1", "text": "x"}', '{"id": "1", "text": "y"}'], r"d.jsonl:2: field 'id': duplicate document id '1'"),
+        (['{"id": "1", "text": "x"}', '{"id": "2", "text": "  "}'], r"d.jsonl:2: field 'text' is empty"),
+        (
+            ['{"id": "1", "text": "x"}', '{"id": "2", "text": "x", "labels": ["zz"]}'],
+            r"d.jsonl:2: field 'labels': unknown label id",
+        ),
+        (['{"id": "1", "text": "x"}', '{"id": "2", "text": '], r"d.jsonl:2: bad JSON"),
+        (['{"id": "1", "body": "x"}'], r"d.jsonl:1: missing field\(s\) \['text'\]"),
+    ],
+)
 def test_bad_docs_name_file_line_field(tmp_path, labels, lines, msg):
     p = write(tmp_path / "d.jsonl", lines)
     with pytest.raises(DataError, match=msg):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from conftest import build_tiny_encoder
 
 from lmtx.config import ConfigError, EncoderConfig
@@ -15,8 +14,12 @@ def tiny(tmp_path_factory):
     return load_encoder(build_tiny_encoder(tmp_path_factory.mktemp("enc")))
 
 
-TEXTS = [f"label {i} about {w} and {v}" for i, (w, v) in
-         enumerate(zip(["parsing", "networks", "audio", "web", "games"] * 8, ["tools", "servers", "video"] * 14))]
+TEXTS = [
+    f"label {i} about {w} and {v}"
+    for i, (w, v) in enumerate(
+        zip(["parsing", "networks", "audio", "web", "games"] * 8, ["tools", "servers", "video"] * 14)
+    )
+]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -50,8 +53,8 @@ def test_torch_pool_matches_torch(tiny):
 def test_cache_names_the_backend_that_really_encoded(tiny, tmp_path, monkeypatch):
     """A model onnx-int8 cannot export is encoded with torch, and its cached matrix says torch (no -onnx-int8)."""
     import lmtx.search.fast_encode as F
-    from lmtx.store.data import Label, LabelSet
     from lmtx.search.encoder import label_embeddings
+    from lmtx.store.data import Label, LabelSet
 
     monkeypatch.setenv("LMTX_HOME", str(tmp_path))
     labels = LabelSet([Label(f"l{i}", f"n{i}", t) for i, t in enumerate(TEXTS[:6])])

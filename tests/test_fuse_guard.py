@@ -9,10 +9,10 @@ import torch
 
 from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
 from lmtx.learn.fuse import estimate_quality, fuse
-from lmtx.loop.job import guard_split
-from lmtx.loop.run import Runtime, iterate
 from lmtx.learn.losses import listwise_kl, ohnm_reference_inbatch
 from lmtx.learn.select import select_positives
+from lmtx.loop.job import guard_split
+from lmtx.loop.run import Runtime, iterate
 from lmtx.teacher.simulated import SimulatedTeacher
 
 
@@ -22,7 +22,7 @@ def _views(n_docs=400, j=5, r=(0.8, 0.3, 0.5), seed=0):
     doc = np.repeat(np.arange(n_docs), j)
     y = rng.random(n_docs * j) < 0.3
     yc = (y - y.mean()) / y.std()
-    out = [ri * yc + np.sqrt(1 - ri ** 2) * rng.standard_normal(len(y)) for ri in r]
+    out = [ri * yc + np.sqrt(1 - ri**2) * rng.standard_normal(len(y)) for ri in r]
     return doc, y, out
 
 
@@ -44,9 +44,14 @@ def test_triad_estimate_recovers_view_quality_and_weights_the_better_view():
 def test_fuse_modes_and_fused_selection():
     # doc 0: the teacher barely prefers label 1, the student clearly prefers label 2 -> student wins under equal
     # weights; doc 1: the teacher is sure of label 3 -> the teacher wins
-    j = pd.DataFrame({"doc": [0, 0, 0, 1, 1, 1], "label": [1, 2, 0, 3, 4, 0],
-                      "p_yes": [0.52, 0.50, 0.10, 0.99, 0.30, 0.20],
-                      "similarity": [0.40, 0.60, 0.10, 0.40, 0.45, 0.30]})
+    j = pd.DataFrame(
+        {
+            "doc": [0, 0, 0, 1, 1, 1],
+            "label": [1, 2, 0, 3, 4, 0],
+            "p_yes": [0.52, 0.50, 0.10, 0.99, 0.30, 0.20],
+            "similarity": [0.40, 0.60, 0.10, 0.40, 0.45, 0.30],
+        }
+    )
     texts = ["alpha beta", "gamma delta"]
     ltexts = ["zero", "alpha", "beta", "gamma", "delta"]
     f, _ = fuse(j, texts, ltexts, "equal")
@@ -63,7 +68,9 @@ def test_fuse_modes_and_fused_selection():
         np.testing.assert_allclose(fuse(j, texts, ltexts, mode)[0], fuse(j, texts, ltexts, same)[0])
     f, q = fuse(j, texts, ltexts, "w:0.8")
     assert (q.w_teacher, q.w_student) == pytest.approx((0.8, 0.2))
-    np.testing.assert_allclose(f, 0.8 * fuse(j, texts, ltexts, "teacher")[0] + 0.2 * fuse(j, texts, ltexts, "student")[0])
+    np.testing.assert_allclose(
+        f, 0.8 * fuse(j, texts, ltexts, "teacher")[0] + 0.2 * fuse(j, texts, ltexts, "student")[0]
+    )
     for bad in ("w:1.5", "w:-0.1", "w:x", "w:nan"):
         with pytest.raises(ValueError, match="teacher's weight"):
             fuse(j, texts, ltexts, bad)
@@ -88,11 +95,19 @@ def test_guard_split_is_fixed_and_bounded():
 
 
 def _cfg(small_data, enc, rounds, name="simulated:0", **kw):
-    return RunConfig(encoder=EncoderConfig(model=enc), teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
-                     select=SelectConfig(**kw.pop("select", {})),
-                     train=TrainConfig(batch_size=8, **kw.pop("train", {})),
-                     loop=LoopConfig(rounds=rounds, docs=small_data["docs"], labels=small_data["labels"],
-                                     eval_docs=small_data["eval"], **kw.pop("loop", {})))
+    return RunConfig(
+        encoder=EncoderConfig(model=enc),
+        teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
+        select=SelectConfig(**kw.pop("select", {})),
+        train=TrainConfig(batch_size=8, **kw.pop("train", {})),
+        loop=LoopConfig(
+            rounds=rounds,
+            docs=small_data["docs"],
+            labels=small_data["labels"],
+            eval_docs=small_data["eval"],
+            **kw.pop("loop", {}),
+        ),
+    )
 
 
 class InitialEncoderJudge:
@@ -101,8 +116,8 @@ class InitialEncoderJudge:
     simulated, model_id = False, "judge"
 
     def __init__(self, enc, labels_path):
-        from lmtx.store.data import load_labels
         from lmtx.search.encoder import embed, load_encoder
+        from lmtx.store.data import load_labels
 
         self.m, self.embed = load_encoder(enc), embed
         labels = load_labels(labels_path)
@@ -168,8 +183,9 @@ def test_cascade_spends_at_most_its_budget_on_disagreements(tmp_path, small_data
     weak, strong = SimulatedTeacher(gold, 0.4, seed=1), SimulatedTeacher(gold, 0.0, seed=2)
     cfg = _cfg(small_data, tiny_encoder, 2, teacher={"strong": "simulated:0", "strong_budget": 30})
     cfg.index.candidates = 3
-    res = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None, teacher=weak,
-                                                      strong_teacher=strong)))
+    res = list(
+        iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None, teacher=weak, strong_teacher=strong))
+    )
     asked = [r.metrics["strong_pairs_asked"] for r in res[1:]]
     # later rounds' new candidates of documents already under the strong teacher count against the budget too
     assert 0 < sum(asked) <= 30 and asked[0] <= 15  # the budget is spread over the rounds
@@ -289,11 +305,16 @@ def test_cascade_never_exceeds_a_tight_budget(tmp_path, small_data, tiny_encoder
 
     gold = gold_of(load_docs(small_data["docs"]))
     for budget in (7, 12):
-        cfg = _cfg(small_data, tiny_encoder, 3, teacher={"strong": "simulated:0", "strong_budget": budget},
-                   train={"lr": 0.05})
+        cfg = _cfg(
+            small_data, tiny_encoder, 3, teacher={"strong": "simulated:0", "strong_budget": budget}, train={"lr": 0.05}
+        )
         cfg.index.candidates = 3
-        rt = Runtime(progress=False, log=lambda s: None, teacher=SimulatedTeacher(gold, 0.4, seed=1),
-                     strong_teacher=SimulatedTeacher(gold, 0.0, seed=2))
+        rt = Runtime(
+            progress=False,
+            log=lambda s: None,
+            teacher=SimulatedTeacher(gold, 0.4, seed=1),
+            strong_teacher=SimulatedTeacher(gold, 0.0, seed=2),
+        )
         res = list(iterate(cfg, tmp_path / f"run{budget}", rt))
         assert sum(r.metrics["strong_pairs_asked"] for r in res[1:]) <= budget
 
@@ -302,8 +323,9 @@ def _step(state: dict) -> int:
     return int(next(iter(state["state"].values()))["step"])
 
 
-def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_path, small_data, tiny_encoder,
-                                                                         monkeypatch):
+def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(
+    tmp_path, small_data, tiny_encoder, monkeypatch
+):
     import lmtx.learn.train as T
     from lmtx.learn.train import train_round as real_train
 
@@ -317,14 +339,22 @@ def test_optimizer_state_carries_from_round_to_round_and_across_a_resume(tmp_pat
 
     monkeypatch.setattr(T, "train_round", spy)
     out = tmp_path / "run"
-    list(iterate(_cfg(small_data, tiny_encoder, 2, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)))
+    list(
+        iterate(
+            _cfg(small_data, tiny_encoder, 2, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)
+        )
+    )
     assert seen[0][0] is None and seen[0][1] >= 1  # round 1: a fresh AdamW
     assert seen[1][0] == seen[0][1]  # round 2 continues round 1's moments
     assert sorted(p.parent.name for p in out.glob("round-*/optimizer.pt")) == ["round-02"]  # only the best's
     saved_step = _step(torch.load(out / "round-02" / "optimizer.pt", weights_only=True))
     assert saved_step == seen[1][1]
     seen.clear()
-    list(iterate(_cfg(small_data, tiny_encoder, 3, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)))
+    list(
+        iterate(
+            _cfg(small_data, tiny_encoder, 3, loop={"guard_docs": 0}), out, Runtime(progress=False, log=lambda s: None)
+        )
+    )
     assert len(seen) == 1 and seen[0][0] == saved_step  # the resumed run read round 2's state back
     assert sorted(p.parent.name for p in out.glob("round-*/optimizer.pt")) == ["round-03"]
 
@@ -334,8 +364,13 @@ def test_optimizer_state_off_starts_every_round_fresh(tmp_path, small_data, tiny
 
     calls = []
     monkeypatch.setattr(T, "train_round", lambda *a, opt_state=None, **kw: calls.append(opt_state) or {"steps": 0})
-    list(iterate(_cfg(small_data, tiny_encoder, 2, train={"carry_optimizer": False}), tmp_path / "run",
-                 Runtime(progress=False, log=lambda s: None)))
+    list(
+        iterate(
+            _cfg(small_data, tiny_encoder, 2, train={"carry_optimizer": False}),
+            tmp_path / "run",
+            Runtime(progress=False, log=lambda s: None),
+        )
+    )
     assert calls == [None, None] and not list((tmp_path / "run").glob("round-*/optimizer.pt"))
 
 
@@ -344,9 +379,9 @@ def test_training_on_a_carried_state_leaves_the_callers_copy_unchanged(small_dat
     import copy
 
     from lmtx.config import TrainConfig
-    from lmtx.search.encoder import load_encoder
     from lmtx.learn.select import Example
     from lmtx.learn.train import train_round
+    from lmtx.search.encoder import load_encoder
 
     model = load_encoder(tiny_encoder, 64, "cpu", lambda s: None)
     docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
@@ -373,20 +408,30 @@ def test_start_init_retrains_from_the_initial_encoder_each_round(tmp_path, small
         return real_train(model, *a, **kw)
 
     monkeypatch.setattr(T, "train_round", spy)
-    list(iterate(_cfg(small_data, tiny_encoder, 2, train={"start": "init", "lr": 0.01}, loop={"guard_docs": 0}),
-                 tmp_path / "a", Runtime(progress=False, log=lambda s: None)))
+    list(
+        iterate(
+            _cfg(small_data, tiny_encoder, 2, train={"start": "init", "lr": 0.01}, loop={"guard_docs": 0}),
+            tmp_path / "a",
+            Runtime(progress=False, log=lambda s: None),
+        )
+    )
     assert len(starts) == 2 and starts[1] == starts[0]  # round 2 began from the initial weights again
     starts.clear()
-    list(iterate(_cfg(small_data, tiny_encoder, 2, train={"lr": 0.01}, loop={"guard_docs": 0}),
-                 tmp_path / "b", Runtime(progress=False, log=lambda s: None)))
+    list(
+        iterate(
+            _cfg(small_data, tiny_encoder, 2, train={"lr": 0.01}, loop={"guard_docs": 0}),
+            tmp_path / "b",
+            Runtime(progress=False, log=lambda s: None),
+        )
+    )
     assert starts[1] != starts[0]  # warm (default): round 2 began from round 1's encoder
 
 
 def test_random_strategy_redraws_the_positive_among_yes_labels(tiny_encoder, monkeypatch):
     import lmtx.learn.train as T
     from lmtx.config import TrainConfig
-    from lmtx.search.encoder import load_encoder
     from lmtx.learn.select import Example
+    from lmtx.search.encoder import load_encoder
 
     drawn = []
     real = T.InBatchTripletLoss
@@ -410,24 +455,30 @@ def test_checkpointed_training_gives_the_same_weights(tiny_encoder):
     """train.checkpointing replays the forward pass (dropout masks included): the same update, less memory; auto
     leaves small label sets alone, and the model is left without checkpointing after training."""
     from lmtx.config import ConfigError, TrainConfig
-    from lmtx.search.encoder import load_encoder
     from lmtx.learn.select import Example
     from lmtx.learn.train import train_round
+    from lmtx.search.encoder import load_encoder
 
     docs, labels = [f"doc {i} audio game" for i in range(8)], [f"label {i}" for i in range(4)]
     ex = [Example(i, [i % 4], frozenset([i % 4])) for i in range(8)]
     out = {}
     for mode in ("off", "on", "auto"):
         model = load_encoder(tiny_encoder, 64, "cpu", lambda s: None)
-        log = train_round(model, docs, labels, ex, TrainConfig(batch_size=4, warmup_steps=0, checkpointing=mode), 0,
-                          False)
+        log = train_round(
+            model, docs, labels, ex, TrainConfig(batch_size=4, warmup_steps=0, checkpointing=mode), 0, False
+        )
         assert log["checkpointing"] is (mode == "on")
         hf = model[0].auto_model
-        assert not (hf.is_activation_checkpointing if hasattr(hf, "is_activation_checkpointing")
-                    else hf.is_gradient_checkpointing)
+        assert not (
+            hf.is_activation_checkpointing
+            if hasattr(hf, "is_activation_checkpointing")
+            else hf.is_gradient_checkpointing
+        )
         out[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])
-    assert not torch.equal(out["off"], torch.cat([p.detach().flatten() for p in
-                                                  load_encoder(tiny_encoder, 64, "cpu", lambda s: None).parameters()]))
+    assert not torch.equal(
+        out["off"],
+        torch.cat([p.detach().flatten() for p in load_encoder(tiny_encoder, 64, "cpu", lambda s: None).parameters()]),
+    )
     torch.testing.assert_close(out["on"], out["off"], rtol=1e-5, atol=1e-6)
     assert torch.equal(out["auto"], out["off"])
     with pytest.raises(ConfigError, match="checkpointing"):
@@ -437,13 +488,17 @@ def test_checkpointed_training_gives_the_same_weights(tiny_encoder):
 def _weights(path_or_model):
     from lmtx.search.encoder import load_encoder
 
-    m = load_encoder(str(path_or_model), 64, "cpu", lambda s: None) if not hasattr(path_or_model, "state_dict") \
+    m = (
+        load_encoder(str(path_or_model), 64, "cpu", lambda s: None)
+        if not hasattr(path_or_model, "state_dict")
         else path_or_model
+    )
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-def test_merge_hands_out_the_mix_and_trains_on_from_the_unmerged_weights(tmp_path, small_data, tiny_encoder,
-                                                                          monkeypatch):
+def test_merge_hands_out_the_mix_and_trains_on_from_the_unmerged_weights(
+    tmp_path, small_data, tiny_encoder, monkeypatch
+):
     """train.merge_init 0.5: round r's encoder (retrieval, guard, evaluate, tag) is the average of the initial
     weights and the trained ones; the next round trains on from the trained ones (round-NN/trained), also after
     a resume; only the best round keeps them."""
@@ -459,8 +514,7 @@ def test_merge_hands_out_the_mix_and_trains_on_from_the_unmerged_weights(tmp_pat
 
     monkeypatch.setattr(T, "train_round", spy)
     out = tmp_path / "run"
-    cfg = lambda n: _cfg(small_data, tiny_encoder, n, train={"lr": 0.01, "warmup_steps": 0},
-                         loop={"guard_docs": 0})
+    cfg = lambda n: _cfg(small_data, tiny_encoder, n, train={"lr": 0.01, "warmup_steps": 0}, loop={"guard_docs": 0})
     assert cfg(1).train.merge_init == 0.5  # the default
     res = list(iterate(cfg(2), out, Runtime(progress=False, log=lambda s: None)))
     init = _weights(tiny_encoder)
@@ -489,8 +543,13 @@ def test_merge_hands_out_the_mix_and_trains_on_from_the_unmerged_weights(tmp_pat
 
 def test_merge_off_trains_the_handed_out_encoder(tmp_path, small_data, tiny_encoder):
     out = tmp_path / "run"
-    res = list(iterate(_cfg(small_data, tiny_encoder, 1, train={"merge_init": 0.0}, loop={"guard_docs": 0}), out,
-                       Runtime(progress=False, log=lambda s: None)))
+    res = list(
+        iterate(
+            _cfg(small_data, tiny_encoder, 1, train={"merge_init": 0.0}, loop={"guard_docs": 0}),
+            out,
+            Runtime(progress=False, log=lambda s: None),
+        )
+    )
     assert not list(out.glob("round-*/trained")) and "unmerged" not in res[-1].metrics
     with pytest.raises(ConfigError, match="merge_init"):
         TrainConfig(merge_init=1.0)
@@ -500,9 +559,9 @@ def test_interrupted_training_leaves_the_model_as_it_found_it(tiny_encoder, monk
     """Ctrl-C during a step: the model is back in eval mode, with its max length and without checkpointing."""
     import lmtx.store.drill as D
     from lmtx.config import TrainConfig
-    from lmtx.search.encoder import load_encoder
     from lmtx.learn.select import Example
     from lmtx.learn.train import train_round
+    from lmtx.search.encoder import load_encoder
 
     model = load_encoder(tiny_encoder, 48, "cpu", lambda s: None)
     hf = model[0].auto_model

@@ -6,16 +6,31 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lmtx.store.data import Label, LabelSet, load_docs, load_labels
-from lmtx.search.hybrid import Pools, build_pools, choose_weight
+from lmtx.search.hybrid import build_pools, choose_weight
 from lmtx.search.index import exact_topk
 from lmtx.search.lexical import LexicalIndex, lexical_index
+from lmtx.store.data import Label, LabelSet, load_docs, load_labels
 
-LABELS = ["python library for audio files", "a game of strategy and puzzle", "text editor for the terminal",
-          "web server and client", "database tool for science data", "font files", "the music player",
-          "shell debug tool", "kernel driver for network hardware", "image and video editor"]
-DOCS = ["an audio library written in python", "play a puzzle game", "edit text files in a terminal editor",
-        "no shared words here zzz", "music player with audio plugin support", "debug the kernel driver"]
+LABELS = [
+    "python library for audio files",
+    "a game of strategy and puzzle",
+    "text editor for the terminal",
+    "web server and client",
+    "database tool for science data",
+    "font files",
+    "the music player",
+    "shell debug tool",
+    "kernel driver for network hardware",
+    "image and video editor",
+]
+DOCS = [
+    "an audio library written in python",
+    "play a puzzle game",
+    "edit text files in a terminal editor",
+    "no shared words here zzz",
+    "music player with audio plugin support",
+    "debug the kernel driver",
+]
 
 
 def test_lexical_topk_is_bm25s_ranking_and_pair_scores_agree():
@@ -116,10 +131,12 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     from lmtx.evaluation.evaluate import evaluate
     from lmtx.loop.run import Runtime, iterate
 
-    cfg = RunConfig(encoder=EncoderConfig(model=tiny_encoder), teacher=TeacherConfig(name="simulated:0.1"),
-                    train=TrainConfig(batch_size=8),
-                    loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"],
-                                    eval_docs=small_data["eval"]))
+    cfg = RunConfig(
+        encoder=EncoderConfig(model=tiny_encoder),
+        teacher=TeacherConfig(name="simulated:0.1"),
+        train=TrainConfig(batch_size=8),
+        loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"], eval_docs=small_data["eval"]),
+    )
     out = tmp_path / "run"
     res = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))
     m1 = res[-1].metrics
@@ -148,8 +165,23 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     from lmtx.evaluation.evaluate import rank_with_encoder
 
     tagged = tmp_path / "tags.jsonl"
-    r = CliRunner().invoke(app, ["tag", "--model", str(out), "--labels", small_data["labels"], "--docs",
-                                 small_data["eval"], "--out", str(tagged), "--top-k", "3", "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            str(out),
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            small_data["eval"],
+            "--out",
+            str(tagged),
+            "--top-k",
+            "3",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = [json.loads(l) for l in tagged.read_text().splitlines()]
     top1 = {x["doc_id"]: x["label_id"] for x in rows if x["rank"] == 1}
@@ -163,12 +195,23 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     assert "## Retrieval: dense, lexical (BM25) and the run's choice" in rep and (out / "report_retrieval.png").exists()
 
 
-
 def test_bad_retrieval_options(small_data):
     from lmtx.cli import app
 
-    r = CliRunner().invoke(app, ["evaluate", "--baseline", "bm25", "--docs", small_data["eval"], "--labels",
-                                 small_data["labels"], "--label-text", "names"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--baseline",
+            "bm25",
+            "--docs",
+            small_data["eval"],
+            "--labels",
+            small_data["labels"],
+            "--label-text",
+            "names",
+        ],
+    )
     assert r.exit_code == 2 and "--label-text" in r.output
     from lmtx.config import ConfigError, RetrievalConfig
 

@@ -1,9 +1,9 @@
-import pytest
 import numpy as np
+import pytest
 import torch
 
-from lmtx.search.index import LabelIndex, exact_topk, recall_at_k
 from lmtx.learn.losses import InBatchTripletLoss, topk_softmax_inbatch, triplet_inbatch
+from lmtx.search.index import LabelIndex, exact_topk, recall_at_k
 
 
 def _unit(n, d, seed):
@@ -71,7 +71,9 @@ def test_topk_variant_weights_hardest_negatives():
         ref += sum(wk * max(0, n - s[i, i] + 0.3) for wk, n in zip(w, negs))
     assert abs(got - ref / 8) < 1e-5
     # with k = all negatives and tau -> large, it is the mean hinge: bounded by the triplet sum
-    assert float(topk_softmax_inbatch(d, l, ids, None, 0.3, 7, 1e6)) <= float(triplet_inbatch(d, l, ids, None, 0.3)) + 1e-6
+    assert (
+        float(topk_softmax_inbatch(d, l, ids, None, 0.3, 7, 1e6)) <= float(triplet_inbatch(d, l, ids, None, 0.3)) + 1e-6
+    )
 
 
 def test_loss_module_gradient_moves_positive_closer():

@@ -6,8 +6,19 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "lmtx"
 # a part: a subpackage, or a top-level module; its layer: what it may import (its own layer's other parts: no)
-LAYERS = {"version": 0, "config": 0, "store": 1, "search": 2, "teacher": 3, "learn": 4, "evaluation": 5,
-          "loop": 6, "tag": 6, "api": 7, "cli": 8}
+LAYERS = {
+    "version": 0,
+    "config": 0,
+    "store": 1,
+    "search": 2,
+    "teacher": 3,
+    "learn": 4,
+    "evaluation": 5,
+    "loop": 6,
+    "tag": 6,
+    "api": 7,
+    "cli": 8,
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -28,7 +39,7 @@ def _imports(mod: str, path: Path, known: set[str]) -> set[str]:
     for n in ast.walk(ast.parse(path.read_text())):
         if isinstance(n, ast.ImportFrom):
             if n.level:
-                base = pkg[:len(pkg) - (n.level - 1)] if n.level > 1 else pkg
+                base = pkg[: len(pkg) - (n.level - 1)] if n.level > 1 else pkg
                 target = ".".join(base + ([n.module] if n.module else []))
             elif n.module and (n.module == "lmtx" or n.module.startswith("lmtx.")):
                 target = n.module[5:]
@@ -76,7 +87,7 @@ def test_no_import_cycles():
 
     def visit(m):
         if m in stack:
-            cycles.append(stack[stack.index(m):] + [m])
+            cycles.append(stack[stack.index(m) :] + [m])
             return
         if m in seen:
             return

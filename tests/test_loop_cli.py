@@ -18,16 +18,23 @@ def test_help():
     assert r.exit_code == 0 and "iterate" in r.output
     r = runner.invoke(app, ["iterate", "--help"])
     assert r.exit_code == 0 and "--teacher" in r.output and "--dry-run" in r.output
-    for cmd in (["evaluate", "--help"], ["tag", "--help"], ["report", "--help"], ["fetch", "--help"],
-                ["teacher", "serve", "--help"], ["prompts", "eval", "--help"]):
+    for cmd in (
+        ["evaluate", "--help"],
+        ["tag", "--help"],
+        ["report", "--help"],
+        ["fetch", "--help"],
+        ["teacher", "serve", "--help"],
+        ["prompts", "eval", "--help"],
+    ):
         assert runner.invoke(app, cmd).exit_code == 0, cmd
     r = runner.invoke(app, ["teacher", "list"])
     assert r.exit_code == 0 and "wizardlm" in r.output and "simulated" in r.output
 
 
 def test_console_script_points_at_the_app():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     mod, _, fn = scripts["lmtx"].partition(":")
@@ -38,9 +45,30 @@ def test_console_script_points_at_the_app():
 
 def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder, tiny_teacher):
     out = tmp_path / "run"
-    args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--eval-docs", small_data["eval"],
-            "--out", str(out), "--rounds", "2", "--teacher", f"hf:{tiny_teacher}", "--encoder", tiny_encoder,
-            "-j", "3", "--batch-size", "8", "--decision", "rel:0.05", "--no-progress"]
+    args = [
+        "iterate",
+        "--docs",
+        small_data["docs"],
+        "--labels",
+        small_data["labels"],
+        "--eval-docs",
+        small_data["eval"],
+        "--out",
+        str(out),
+        "--rounds",
+        "2",
+        "--teacher",
+        f"hf:{tiny_teacher}",
+        "--encoder",
+        tiny_encoder,
+        "-j",
+        "3",
+        "--batch-size",
+        "8",
+        "--decision",
+        "rel:0.05",
+        "--no-progress",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     lines = [l for l in r.output.splitlines() if l.startswith("round ")]
@@ -77,9 +105,12 @@ def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder
 
 
 def _cfg(small_data, tiny_encoder, rounds, **train):
-    return RunConfig(encoder=EncoderConfig(model=tiny_encoder), teacher=TeacherConfig(name="simulated:0.1"),
-                     train=TrainConfig(batch_size=8, **train),
-                     loop=LoopConfig(rounds=rounds, docs=small_data["docs"], labels=small_data["labels"]))
+    return RunConfig(
+        encoder=EncoderConfig(model=tiny_encoder),
+        teacher=TeacherConfig(name="simulated:0.1"),
+        train=TrainConfig(batch_size=8, **train),
+        loop=LoopConfig(rounds=rounds, docs=small_data["docs"], labels=small_data["labels"]),
+    )
 
 
 class Dying(SimulatedTeacher):
@@ -137,8 +168,21 @@ def test_mismatched_config_refused(tmp_path, small_data, tiny_encoder):
 
 
 def test_dry_run(small_data):
-    r = runner.invoke(app, ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "-j", "5",
-                            "--rounds", "3", "--dry-run"])
+    r = runner.invoke(
+        app,
+        [
+            "iterate",
+            "--docs",
+            small_data["docs"],
+            "--labels",
+            small_data["labels"],
+            "-j",
+            "5",
+            "--rounds",
+            "3",
+            "--dry-run",
+        ],
+    )
     assert r.exit_code == 0 and "27 documents x 5 candidates = 135 teacher calls" in r.output
     assert "13 held-out documents" in r.output
 
@@ -157,20 +201,45 @@ def test_config_roundtrip():
         TeacherConfig(decision="maybe")
 
 
-def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, tiny_encoder, tiny_teacher,
-                                                           monkeypatch):
+def test_early_stop_ends_at_the_first_round_not_promoted(tmp_path, small_data, tiny_encoder, tiny_teacher, monkeypatch):
     """The guard is made to refuse round 2 (whatever the scores): the run stops there, hands out round 1, and a
     rerun stops at the same place; without --early-stop the same refusal lets the run go on to round 4."""
     import lmtx.loop.guard as L
     from lmtx.evaluation.evaluate import resolve_model
     from lmtx.store.rundir import RunDir
 
-    monkeypatch.setattr(L, "decision", lambda score, best, diff, r, best_round, n, z=2.0:
-                        (r != 2, "refused by the test" if r == 2 else "promoted by the test"))
+    monkeypatch.setattr(
+        L,
+        "decision",
+        lambda score, best, diff, r, best_round, n, z=2.0: (
+            r != 2,
+            "refused by the test" if r == 2 else "promoted by the test",
+        ),
+    )
     out = tmp_path / "run"
-    args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out), "--rounds", "4",
-            "--teacher", f"hf:{tiny_teacher}", "--encoder", tiny_encoder, "-j", "3", "--batch-size", "8", "--lr", "0.01",
-            "--early-stop", "--no-progress"]
+    args = [
+        "iterate",
+        "--docs",
+        small_data["docs"],
+        "--labels",
+        small_data["labels"],
+        "--out",
+        str(out),
+        "--rounds",
+        "4",
+        "--teacher",
+        f"hf:{tiny_teacher}",
+        "--encoder",
+        tiny_encoder,
+        "-j",
+        "3",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--early-stop",
+        "--no-progress",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     man = RunDir(out).manifest()
@@ -198,9 +267,29 @@ def test_kill_9_mid_round_then_resume_loses_no_answer(tmp_path, small_data, tiny
     import sys
 
     out, log = tmp_path / "run", tmp_path / "drill.log"
-    cmd = [sys.executable, "-c", "from lmtx.cli import main; main()", "iterate", "--docs", small_data["docs"],
-           "--labels", small_data["labels"], "--out", str(out), "--rounds", "1", "--teacher", "simulated:0.1",
-           "-j", "3", "--encoder", tiny_encoder, "--batch-size", "8", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from lmtx.cli import main; main()",
+        "iterate",
+        "--docs",
+        small_data["docs"],
+        "--labels",
+        small_data["labels"],
+        "--out",
+        str(out),
+        "--rounds",
+        "1",
+        "--teacher",
+        "simulated:0.1",
+        "-j",
+        "3",
+        "--encoder",
+        tiny_encoder,
+        "--batch-size",
+        "8",
+        "--no-progress",
+    ]
     env = {**os.environ, "LMTX_DRILL_LOG": str(log)}
     first = subprocess.run(cmd, env={**env, "LMTX_DRILL_KILL": point}, capture_output=True, text=True)
     assert first.returncode == -9, first.stderr[-1000:]
@@ -209,7 +298,9 @@ def test_kill_9_mid_round_then_resume_loses_no_answer(tmp_path, small_data, tiny
     assert committed
     second = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-1000:]
-    asked_again = {tuple(x.split("\t")[1:]) for x in log.read_text().splitlines()[len(lines):] if x.startswith("asked")}
+    asked_again = {
+        tuple(x.split("\t")[1:]) for x in log.read_text().splitlines()[len(lines) :] if x.startswith("asked")
+    }
     assert not committed & asked_again
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert json.loads((out / "manifest.json").read_text())["rounds"]["1"]
@@ -219,9 +310,31 @@ def test_report_shows_each_rounds_metrics_guard_and_plots(tmp_path, small_data, 
     """`lmtx report RUN`: report.md carries every finished round's P@1 as metrics.json has it, the guard's
     decision per round and the best round, and writes its two plots."""
     out = tmp_path / "run"
-    r = runner.invoke(app, ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--eval-docs",
-                            small_data["eval"], "--out", str(out), "--rounds", "2", "--teacher", "simulated:0.1", "-j",
-                            "3", "--encoder", tiny_encoder, "--batch-size", "8", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "iterate",
+            "--docs",
+            small_data["docs"],
+            "--labels",
+            small_data["labels"],
+            "--eval-docs",
+            small_data["eval"],
+            "--out",
+            str(out),
+            "--rounds",
+            "2",
+            "--teacher",
+            "simulated:0.1",
+            "-j",
+            "3",
+            "--encoder",
+            tiny_encoder,
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["report", str(out)])
     assert r.exit_code == 0, r.output
@@ -256,15 +369,17 @@ def test_eval_sample_and_round_label_embeddings_cached(tmp_path, small_data, tin
     assert len(cached) == 2  # the initial encoder's and round 1's
     calls, real = [], fe.encode_labels
     monkeypatch.setattr(fe, "encode_labels", lambda *a, **k: calls.append(1) or (np.zeros((0, 32)), "torch"))
-    from lmtx.store.data import load_docs, load_labels
     from lmtx.evaluation.evaluate import evaluate
+    from lmtx.store.data import load_docs, load_labels
 
     labels = load_labels(small_data["labels"])
     m = evaluate(str(tmp_path / "run"), load_docs(small_data["eval"], labels), labels)
     assert 0 <= m["P@1"] <= 1 and calls == []
     # resuming loads the best round's label matrix from the cache too
     cfg.loop.eval_sample = 0
-    assert [r.resumed for r in iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None))] == [True] * 2
+    assert [r.resumed for r in iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None))] == [
+        True
+    ] * 2
     assert calls == []
     monkeypatch.setattr(fe, "encode_labels", real)
     # the full eval set when the sample is turned off (resuming with another eval_sample is allowed)

@@ -44,14 +44,30 @@ def test_evaluate_cli_baselines_and_run_folder(tmp_path, small_data, tiny_encode
     from lmtx.cli import app
 
     r = CliRunner()
-    res = r.invoke(app, ["evaluate", "--baseline", "tfidf", "--docs", small_data["eval"], "--labels", small_data["labels"],
-                         "--out", str(tmp_path / "m.json")])
+    res = r.invoke(
+        app,
+        [
+            "evaluate",
+            "--baseline",
+            "tfidf",
+            "--docs",
+            small_data["eval"],
+            "--labels",
+            small_data["labels"],
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["n_docs"] == 40 and 0 < m["P@1"] <= 1 and "PSP@5" in m
-    res = r.invoke(app, ["evaluate", "--baseline", "bm25", "--docs", small_data["eval"], "--labels", small_data["labels"]])
+    res = r.invoke(
+        app, ["evaluate", "--baseline", "bm25", "--docs", small_data["eval"], "--labels", small_data["labels"]]
+    )
     assert res.exit_code == 0 and "P@1" in res.output
-    res = r.invoke(app, ["evaluate", "--model", tiny_encoder, "--docs", small_data["eval"], "--labels", small_data["labels"]])
+    res = r.invoke(
+        app, ["evaluate", "--model", tiny_encoder, "--docs", small_data["eval"], "--labels", small_data["labels"]]
+    )
     assert res.exit_code == 0 and "nDCG@5" in res.output
     res = r.invoke(app, ["evaluate", "--docs", small_data["eval"], "--labels", small_data["labels"]])
     assert res.exit_code == 2

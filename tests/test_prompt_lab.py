@@ -14,10 +14,33 @@ def _naive_auc(p, g):
 
 def test_prompts_eval_numbers_by_hand(tmp_path, small_data, tiny_encoder, tiny_teacher):
     out = tmp_path / "pe"
-    r = CliRunner().invoke(app, ["prompts", "eval", "--teacher", f"hf:{tiny_teacher},simulated:0", "--prompts", "paper,paper-desc",
-                                 "--docs", small_data["eval"], "--labels", small_data["labels"], "--pairs", "30", "-j", "3",
-                                 "--encoder", tiny_encoder, "--decision", "abs:0.5", "--cache", str(tmp_path / "c.sqlite"),
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "prompts",
+            "eval",
+            "--teacher",
+            f"hf:{tiny_teacher},simulated:0",
+            "--prompts",
+            "paper,paper-desc",
+            "--docs",
+            small_data["eval"],
+            "--labels",
+            small_data["labels"],
+            "--pairs",
+            "30",
+            "-j",
+            "3",
+            "--encoder",
+            tiny_encoder,
+            "--decision",
+            "abs:0.5",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "prompts_eval.json").read_text())
     assert len(rows) == 4 and (out / "prompts_eval.png").stat().st_size > 1000
@@ -34,9 +57,31 @@ def test_prompts_eval_numbers_by_hand(tmp_path, small_data, tiny_encoder, tiny_t
     assert all(r["auc"] == 1.0 and r["precision"] == 1.0 and r["recall"] == 1.0 for r in sim)
     assert "| hf:" in r.output and "AUC" in r.output
     # re-evaluating is free: every answer comes from the cache
-    r = CliRunner().invoke(app, ["prompts", "eval", "--teacher", f"hf:{tiny_teacher}", "--prompts", "paper",
-                                 "--docs", small_data["eval"], "--labels", small_data["labels"], "--pairs", "30", "-j", "3",
-                                 "--encoder", tiny_encoder, "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "prompts",
+            "eval",
+            "--teacher",
+            f"hf:{tiny_teacher}",
+            "--prompts",
+            "paper",
+            "--docs",
+            small_data["eval"],
+            "--labels",
+            small_data["labels"],
+            "--pairs",
+            "30",
+            "-j",
+            "3",
+            "--encoder",
+            tiny_encoder,
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0 and json.loads((out / "prompts_eval.json").read_text())[0]["asked"] == 0
 
 

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lmtx.cli import app
-from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.registry import make_teacher
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,23 @@ def test_gpu_registry_teacher_fails_clearly_offline():
 
 def test_one_round_with_real_encoder_and_teacher(tmp_path):
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["iterate", "--max-docs", "12", "-j", "3", "--rounds", "1", "--out", str(out),
-                                 "--batch-size", "8", "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "iterate",
+            "--max-docs",
+            "12",
+            "-j",
+            "3",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     m0 = json.loads((out / "round-00" / "metrics.json").read_text())
     m1 = json.loads((out / "round-01" / "metrics.json").read_text())

@@ -17,8 +17,15 @@ from lmtx.teacher.base import TeacherError
 
 FIXTURE = Path(__file__).parent / "data" / "resume-fixture"
 # figures of wall time, of this process, or of what the teacher was asked (zero now, by design): not results
-VOLATILE = {"seconds", "peak_rss_gb", "memory_gb_after_step", "teacher_pairs_per_s", "pairs_asked",
-            "guard_pairs_asked", "teacher_stats"}
+VOLATILE = {
+    "seconds",
+    "peak_rss_gb",
+    "memory_gb_after_step",
+    "teacher_pairs_per_s",
+    "pairs_asked",
+    "guard_pairs_asked",
+    "teacher_stats",
+}
 
 
 class NoCalls:

@@ -1,4 +1,5 @@
 """run.sh's own checks (the shell functions, run on their own: no install is started)."""
+
 import subprocess
 from pathlib import Path
 
@@ -6,11 +7,16 @@ RUN_SH = Path(__file__).resolve().parent.parent / "run.sh"
 
 
 def _need_disk(gb: int, where: Path, **env) -> subprocess.CompletedProcess:
-    fn = subprocess.run(["sed", "-n", "/^need_disk()/,/^}/p", str(RUN_SH)], capture_output=True, text=True,
-                        check=True).stdout
+    fn = subprocess.run(
+        ["sed", "-n", "/^need_disk()/,/^}/p", str(RUN_SH)], capture_output=True, text=True, check=True
+    ).stdout
     assert fn.startswith("need_disk()"), "run.sh lost its need_disk function"
-    return subprocess.run(["bash", "-c", f'{fn}\nneed_disk {gb} "{where}" && echo passed'], capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", **env})
+    return subprocess.run(
+        ["bash", "-c", f'{fn}\nneed_disk {gb} "{where}" && echo passed'],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
 
 
 def test_disk_check_refuses_with_a_clear_message_and_passes_when_there_is_room(tmp_path):

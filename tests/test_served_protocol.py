@@ -5,24 +5,39 @@ a clear TeacherError: none may come back as a silent P(yes) = 0.5.
 """
 
 import pytest
-
 from fake_openai import FakeServer, exact_p_yes
-from lmtx.teacher.prompts import load_template
+
 from lmtx.teacher.base import Pair, PartialAnswers, TeacherError
 from lmtx.teacher.cache import AnswerCache, score_cached
 from lmtx.teacher.logprobs import judge, read_entries
 from lmtx.teacher.openai import ServedTeacher
+from lmtx.teacher.prompts import load_template
 
-PAIRS = [Pair(d, text, l, name, desc)
-         for d, text in [("d1", "audio player for music files"), ("d2", "a strategy game with network play"),
-                         ("d3", "a web server written in C")]
-         for l, name, desc in [("audio", "Audio", "sound and music"), ("game", "Games", "games and play"),
-                               ("web", "Web", "web server")]]
+PAIRS = [
+    Pair(d, text, l, name, desc)
+    for d, text in [
+        ("d1", "audio player for music files"),
+        ("d2", "a strategy game with network play"),
+        ("d3", "a web server written in C"),
+    ]
+    for l, name, desc in [
+        ("audio", "Audio", "sound and music"),
+        ("game", "Games", "games and play"),
+        ("web", "Web", "web server"),
+    ]
+]
 
 
 def teacher(srv: FakeServer, logs=None, **kw):
-    return ServedTeacher(["http://fake:8000/v1"], load_template("paper"), model_id="fake", chat_format="USER: {msg} ASSISTANT:",
-                         transport=srv.transport, log=(logs.append if logs is not None else (lambda m: None)), **kw)
+    return ServedTeacher(
+        ["http://fake:8000/v1"],
+        load_template("paper"),
+        model_id="fake",
+        chat_format="USER: {msg} ASSISTANT:",
+        transport=srv.transport,
+        log=(logs.append if logs is not None else (lambda m: None)),
+        **kw,
+    )
 
 
 def prompts_of(t):
@@ -30,8 +45,14 @@ def prompts_of(t):
 
 
 # (server kind, how close to the exact answer: exact ids are exact; top-20 misses variants below the 20th token)
-READABLE = [("vllm", 1e-9), ("vllm-strings", 2e-3), ("vllm-old", 2e-3), ("vllm-400", 2e-3), ("sglang", 2e-3),
-            ("llamacpp", 2e-3)]
+READABLE = [
+    ("vllm", 1e-9),
+    ("vllm-strings", 2e-3),
+    ("vllm-old", 2e-3),
+    ("vllm-400", 2e-3),
+    ("sglang", 2e-3),
+    ("llamacpp", 2e-3),
+]
 
 
 @pytest.mark.parametrize("kind,tol", READABLE)
@@ -95,8 +116,10 @@ def test_retry_after_is_honoured(monkeypatch):
     assert len(slept) == 2 and 0.5 <= slept[0] <= 1.5 and 1.0 <= slept[1] <= 3.0
 
 
-@pytest.mark.parametrize("fault,match", [("timeout", "ReadTimeout"), ("malformed", "malformed"),
-                                         ("short", "2 choices for 3 prompts"), (500, "HTTP 500")])
+@pytest.mark.parametrize(
+    "fault,match",
+    [("timeout", "ReadTimeout"), ("malformed", "malformed"), ("short", "2 choices for 3 prompts"), (500, "HTTP 500")],
+)
 def test_persistent_faults_end_in_a_clear_error(fault, match):
     t = teacher(FakeServer("vllm", faults=[fault] * 10), retries=2, prime=False, max_wait=0)
     with pytest.raises(TeacherError, match=match):
@@ -121,11 +144,19 @@ def test_answers_that_arrived_before_a_failure_are_kept(tmp_path):
 
 
 def test_reader_parses_each_shape():
-    ids = {"top_logprobs": [{"token_id:5": -0.1, "token_id:7": -2.5}], "tokens": ["token_id:5"], "token_logprobs": [-0.1]}
+    ids = {
+        "top_logprobs": [{"token_id:5": -0.1, "token_id:7": -2.5}],
+        "tokens": ["token_id:5"],
+        "token_logprobs": [-0.1],
+    }
     assert read_entries(ids) == {5: -0.1, 7: -2.5}
     strings = {"top_logprobs": [{"Yes": -0.1, "No": -2.5}]}
     assert read_entries(strings) == {"Yes": -0.1, "No": -2.5}
-    chat = {"content": [{"id": 5, "token": "Yes", "logprob": -0.1, "top_logprobs": [{"id": 7, "token": "No", "logprob": -2.5}]}]}
+    chat = {
+        "content": [
+            {"id": 5, "token": "Yes", "logprob": -0.1, "top_logprobs": [{"id": 7, "token": "No", "logprob": -2.5}]}
+        ]
+    }
     assert read_entries(chat) == {5: -0.1, 7: -2.5}
     assert read_entries(None) == {}
     # a top-1-only answer would read 0.5 with the floor bound: it is unreadable instead
@@ -141,8 +172,22 @@ def _llama_style_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    words = ["<unk>", "<s>", "</s>", "USER:", "ASSISTANT:", "yes", "no", "Yes", "No", "document", "tag", "audio",
-             "YES", "NO"]
+    words = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "USER:",
+        "ASSISTANT:",
+        "yes",
+        "no",
+        "Yes",
+        "No",
+        "document",
+        "tag",
+        "audio",
+        "YES",
+        "NO",
+    ]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -166,8 +211,15 @@ def test_local_and_served_renderings_are_the_same_token_ids(tmp_path):
 
     tok = _llama_style_tokenizer()
     fmt = "USER: {msg} ASSISTANT:"
-    served = ServedTeacher(["http://fake:8000/v1"], load_template("paper"), model_id="m", chat_format=fmt,
-                           tokenizer=tok, transport=FakeServer("vllm").transport, log=lambda m: None)
+    served = ServedTeacher(
+        ["http://fake:8000/v1"],
+        load_template("paper"),
+        model_id="m",
+        chat_format=fmt,
+        tokenizer=tok,
+        transport=FakeServer("vllm").transport,
+        log=lambda m: None,
+    )
     for p in PAIRS[:3]:
         local = encode_prompt(tok, fmt.format(msg=load_template("paper").render(p.doc, p.label, p.description)))
         assert served.render(p) == local and local[0] == 1

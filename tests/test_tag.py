@@ -1,6 +1,6 @@
-import numpy as np
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -24,10 +24,33 @@ def _corpus(path, n):
 def test_tag_streams_chunks_and_writes_every_format(tmp_path, small_data, tiny_encoder, ext):
     docs = _corpus(tmp_path / "new.jsonl", 250)
     out = tmp_path / f"tags{ext}"
-    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs),
-                            "--out", str(out), "--top-k", "3", "--chunk-docs", "64", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            str(docs),
+            "--out",
+            str(out),
+            "--top-k",
+            "3",
+            "--chunk-docs",
+            "64",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    df = pd.read_parquet(out) if ext == ".parquet" else pd.read_json(out, lines=True) if ext == ".jsonl" else pd.read_csv(out)
+    df = (
+        pd.read_parquet(out)
+        if ext == ".parquet"
+        else pd.read_json(out, lines=True)
+        if ext == ".jsonl"
+        else pd.read_csv(out)
+    )
     assert len(df) == 250 * 3 and list(df.columns) == ["doc_id", "rank", "label_id", "label_name", "score"]
     assert df["doc_id"].nunique() == 250 and set(df["rank"]) == {1, 2, 3}
     assert not (tmp_path / f"tags{ext}.parts").exists()
@@ -58,8 +81,11 @@ def test_tag_resumes_after_interruption(tmp_path, small_data, tiny_encoder, monk
     import lmtx.store.assets as A
 
     real_resolve = A.resolve_encoder
-    monkeypatch.setattr(A, "resolve_encoder", lambda spec, progress=print: real_resolve(
-        tiny_encoder if spec == "tiny-by-name" else spec, progress))
+    monkeypatch.setattr(
+        A,
+        "resolve_encoder",
+        lambda spec, progress=print: real_resolve(tiny_encoder if spec == "tiny-by-name" else spec, progress),
+    )
     s = tag("tiny-by-name", labels, docs, out, opts, progress=False, log=lambda s: None)
     assert s["resumed_chunks"] == 3 and s["chunks"] == 6
     df = pd.read_parquet(out)
@@ -72,12 +98,33 @@ def test_tag_resumes_after_interruption(tmp_path, small_data, tiny_encoder, monk
 
 def test_unseen_labels_and_min_score(tmp_path, tiny_encoder):
     labels = tmp_path / "new_labels.jsonl"
-    labels.write_text("".join(json.dumps({"id": f"n{i}", "name": n, "description": f"about {n}"}) + "\n"
-                              for i, n in enumerate(["audio", "games", "mail", "fonts"])))
+    labels.write_text(
+        "".join(
+            json.dumps({"id": f"n{i}", "name": n, "description": f"about {n}"}) + "\n"
+            for i, n in enumerate(["audio", "games", "mail", "fonts"])
+        )
+    )
     docs = _corpus(tmp_path / "d.jsonl", 20)
     out = tmp_path / "t.jsonl"
-    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", str(labels), "--docs", str(docs), "--out", str(out),
-                            "--top-k", "4", "--min-score", "0.0", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            str(labels),
+            "--docs",
+            str(docs),
+            "--out",
+            str(out),
+            "--top-k",
+            "4",
+            "--min-score",
+            "0.0",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     df = pd.read_json(out, lines=True)
     # exactly what the encoder says about labels it never saw: the cosine ranking of the new file, recomputed here
@@ -96,15 +143,42 @@ def test_unseen_labels_and_min_score(tmp_path, tiny_encoder):
 
 def test_calibrate_on_a_labelled_sample(tmp_path, small_data, tiny_encoder):
     docs = _corpus(tmp_path / "d.jsonl", 30)
-    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs),
-                            "--out", str(tmp_path / "t.csv"), "--calibrate-on", small_data["eval"], "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            str(docs),
+            "--out",
+            str(tmp_path / "t.csv"),
+            "--calibrate-on",
+            small_data["eval"],
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "calibrated --min-score" in r.output and "precision" in r.output
 
 
 def test_bad_output_suffix(tmp_path, small_data, tiny_encoder):
-    r = runner.invoke(app, ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", small_data["docs"],
-                            "--out", str(tmp_path / "t.txt")])
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            small_data["docs"],
+            "--out",
+            str(tmp_path / "t.txt"),
+        ],
+    )
     assert r.exit_code == 2 and "must end in .parquet" in r.output
 
 
@@ -113,8 +187,23 @@ def test_verify_adds_teacher_p_yes_through_the_cache(tmp_path, small_data, tiny_
 
     docs = _corpus(tmp_path / "d.jsonl", 12)
     cache = tmp_path / "answers.sqlite"
-    args = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs), "--top-k", "2",
-            "--verify", "--teacher", f"hf:{tiny_teacher}", "--cache", str(cache), "--no-progress"]
+    args = [
+        "tag",
+        "--model",
+        tiny_encoder,
+        "--labels",
+        small_data["labels"],
+        "--docs",
+        str(docs),
+        "--top-k",
+        "2",
+        "--verify",
+        "--teacher",
+        f"hf:{tiny_teacher}",
+        "--cache",
+        str(cache),
+        "--no-progress",
+    ]
     r = runner.invoke(app, args + ["--out", str(tmp_path / "v.parquet")])
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(tmp_path / "v.parquet")
@@ -126,8 +215,20 @@ def test_shards_tag_every_document_exactly_once(tmp_path, small_data, tiny_encod
     """--shard I/N: N runs over one corpus, each writing its own output; together they hold exactly the rows of
     one unsharded run. A bad spec is a one-line error."""
     docs = _corpus(tmp_path / "new.jsonl", 120)
-    base = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", str(docs), "--top-k", "2",
-            "--chunk-docs", "16", "--no-progress"]
+    base = [
+        "tag",
+        "--model",
+        tiny_encoder,
+        "--labels",
+        small_data["labels"],
+        "--docs",
+        str(docs),
+        "--top-k",
+        "2",
+        "--chunk-docs",
+        "16",
+        "--no-progress",
+    ]
     assert runner.invoke(app, base + ["--out", str(tmp_path / "all.jsonl")]).exit_code == 0
     full = pd.read_json(tmp_path / "all.jsonl", lines=True)
     parts = []

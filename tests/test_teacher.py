@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmtx.teacher.prompts import PromptError, PromptTemplate, load_template
 from lmtx.learn.select import decide, select_positives
 from lmtx.teacher.base import Pair, TeacherError, answer_token_ids
 from lmtx.teacher.cache import AnswerCache, score_cached
 from lmtx.teacher.hf import HFTeacher
+from lmtx.teacher.prompts import PromptError, PromptTemplate, load_template
 from lmtx.teacher.registry import make_teacher
 from lmtx.teacher.simulated import SimulatedTeacher
 
@@ -14,8 +14,12 @@ DOCS = {
     "d1": "audio player for music files with a plugin system",
     "d2": "a strategy game with network play and sound",
 }
-LABELS = [("audio", "Audio", "sound and music"), ("game", "Games", "games and play"), ("web", "Web", "web server"),
-          ("mail", "Mail", "mail client")]
+LABELS = [
+    ("audio", "Audio", "sound and music"),
+    ("game", "Games", "games and play"),
+    ("web", "Web", "web server"),
+    ("mail", "Mail", "mail client"),
+]
 
 
 def pairs():
@@ -33,7 +37,11 @@ def test_prefix_reuse_equals_full_prompts(tiny_teacher):
     assert all(0 < x.p_yes < 1 and 0 < x.mass <= 1 for x in a)
     # rendered through the model's chat template, document before label
     r = t.render(pairs()[0])
-    assert r.startswith("<|user|> document = ") and r.endswith(" <|assistant|>") and r.index("audio player") < r.index('"Audio"')
+    assert (
+        r.startswith("<|user|> document = ")
+        and r.endswith(" <|assistant|>")
+        and r.index("audio player") < r.index('"Audio"')
+    )
 
 
 def test_prefix_reuse_runs_fewer_tokens(tiny_teacher):
@@ -105,8 +113,14 @@ def test_cache_asks_only_what_is_new_and_never_caches_failures(tmp_path):
 
 
 def test_decision_rules_and_selection():
-    j = pd.DataFrame({"doc": [0, 0, 0, 1, 1, 1], "label": [5, 6, 7, 5, 8, 9],
-                      "p_yes": [0.9, 0.88, 0.2, 0.3, 0.1, 0.05], "similarity": [0.1, 0.5, 0.9, 0.9, 0.2, 0.1]})
+    j = pd.DataFrame(
+        {
+            "doc": [0, 0, 0, 1, 1, 1],
+            "label": [5, 6, 7, 5, 8, 9],
+            "p_yes": [0.9, 0.88, 0.2, 0.3, 0.1, 0.05],
+            "similarity": [0.1, 0.5, 0.9, 0.9, 0.2, 0.1],
+        }
+    )
     assert decide(j, "abs:0.5").tolist() == [True, True, False, False, False, False]
     assert decide(j, "rel:0.05").tolist() == [True, True, False, True, False, False]
     assert decide(j, "quantile:0.5").sum() == 3
@@ -120,7 +134,10 @@ def test_decision_rules_and_selection():
 
 def test_templates():
     t = load_template("paper")
-    assert t.render("some doc", "Games") == 'document = "some doc". Is the tag "Games" relevant to the document? answer yes or no'
+    assert (
+        t.render("some doc", "Games")
+        == 'document = "some doc". Is the tag "Games" relevant to the document? answer yes or no'
+    )
     with pytest.raises(PromptError, match="must come before"):
         PromptTemplate("x", "{label} {doc}")
     with pytest.raises(PromptError, match="unknown field"):
@@ -151,9 +168,13 @@ def test_user_prompts_folder_is_listed_and_shadows_built_ins(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "my.txt").write_text('Text: "{doc}". Does "{label}" fit? yes or no')
-    (tmp_path / "prompts" / "paper.txt").write_text('{doc} / {label}: yes or no')
+    (tmp_path / "prompts" / "paper.txt").write_text("{doc} / {label}: yes or no")
     t = find_templates()
-    assert t["my"].endswith("prompts/my.txt") and t["paper"].endswith("prompts/paper.txt") and t["paper-desc"] == "built-in"
+    assert (
+        t["my"].endswith("prompts/my.txt")
+        and t["paper"].endswith("prompts/paper.txt")
+        and t["paper-desc"] == "built-in"
+    )
     assert load_template("my").render("a b", "Audio") == 'Text: "a b". Does "Audio" fit? yes or no'
     assert load_template("paper").text == "{doc} / {label}: yes or no"  # the user's copy wins
     r = CliRunner().invoke(app, ["prompts", "list"])

@@ -7,20 +7,35 @@ import types
 
 import pytest
 
-from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair, TeacherError
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.registry import check_teacher_spec, make_teacher, teacher_model_id
 from lmtx.teacher.vllm import server_args
 
 
 def test_gpu_server_args():
-    args, env, dev = server_args("/m", "127.0.0.1", 8000, "wizardlm-13b", device="gpu", gpu_memory_utilization=0.85,
-                                 tensor_parallel=2, data_parallel=2)
+    args, env, dev = server_args(
+        "/m",
+        "127.0.0.1",
+        8000,
+        "wizardlm-13b",
+        device="gpu",
+        gpu_memory_utilization=0.85,
+        tensor_parallel=2,
+        data_parallel=2,
+    )
     assert dev == "gpu" and env == {}
     assert "--enforce-eager" not in args and "float32" not in args
     s = " ".join(args)
-    for flag in ("--dtype auto", "--enable-prefix-caching", "--gpu-memory-utilization 0.85", "--tensor-parallel-size 2",
-                 "--data-parallel-size 2", "--max-logprobs 20", "--served-model-name wizardlm-13b"):
+    for flag in (
+        "--dtype auto",
+        "--enable-prefix-caching",
+        "--gpu-memory-utilization 0.85",
+        "--tensor-parallel-size 2",
+        "--data-parallel-size 2",
+        "--max-logprobs 20",
+        "--served-model-name wizardlm-13b",
+    ):
         assert flag in s, flag
 
 
@@ -82,8 +97,11 @@ def test_in_process_backend_is_reachable_and_reads_logprobs(monkeypatch, tiny_te
             seen["prompts"] = prompts
             out = []
             for i, _ in enumerate(prompts):
-                lp = {yes[0]: LP(math.log(0.6 if i % 2 else 0.2)), no[0]: LP(math.log(0.2 if i % 2 else 0.6)),
-                      **{t: LP(math.log(0.02)) for t in range(5)}}
+                lp = {
+                    yes[0]: LP(math.log(0.6 if i % 2 else 0.2)),
+                    no[0]: LP(math.log(0.2 if i % 2 else 0.6)),
+                    **{t: LP(math.log(0.02)) for t in range(5)},
+                }
                 out.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(logprobs=[lp])]))
             return out
 
@@ -129,10 +147,14 @@ def test_a_server_lmtx_did_not_start_gets_an_unknown_precision_unless_declared(m
     import lmtx.teacher.openai as O
     from lmtx.teacher.registry import make_served_teacher
 
-    monkeypatch.setattr(O.ServedTeacher, "__init__", lambda self, urls, template, model_id, **kw:
-                        setattr(self, "model_id", model_id))
+    monkeypatch.setattr(
+        O.ServedTeacher, "__init__", lambda self, urls, template, model_id, **kw: setattr(self, "model_id", model_id)
+    )
     t = make_teacher("hf:/some/model", load_template("paper"), urls=["http://x:1/v1"])
     assert t.model_id.endswith("@unknown")
     t = make_teacher("hf:/some/model", load_template("paper"), urls=["http://x:1/v1"], dtype="float32")
     assert t.model_id == "/some/model"
-    assert make_served_teacher("hf:/m", load_template("paper"), ["http://x:1/v1"], dtype="bfloat16").model_id == "/m@bfloat16"
+    assert (
+        make_served_teacher("hf:/m", load_template("paper"), ["http://x:1/v1"], dtype="bfloat16").model_id
+        == "/m@bfloat16"
+    )

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lmtx.cli import app
-from lmtx.teacher.prompts import load_template
 from lmtx.teacher.base import Pair, TeacherError
+from lmtx.teacher.prompts import load_template
 from lmtx.teacher.registry import make_served_teacher, make_teacher
 from lmtx.teacher.vllm import VLLMServer, find_vllm, free_port
 
@@ -21,9 +21,15 @@ pytestmark = pytest.mark.vllm
 
 GAME = "0ad: Real-time strategy game of ancient warfare. Build an empire, train armies and fight battles."
 MAIL = "mutt: text-based mail client. Reads and sends e-mail over IMAP and SMTP, with PGP support."
-PAIRS = [Pair(d, t, l, n, desc) for d, t in (("g", GAME), ("m", MAIL)) for l, n, desc in
-         (("game", "Strategy", "Games: strategy games"), ("mail", "Email client", "Mail: reading and sending e-mail"),
-          ("web", "Web server", "Web: serving web pages"))]
+PAIRS = [
+    Pair(d, t, l, n, desc)
+    for d, t in (("g", GAME), ("m", MAIL))
+    for l, n, desc in (
+        ("game", "Strategy", "Games: strategy games"),
+        ("mail", "Email client", "Mail: reading and sending e-mail"),
+        ("web", "Web server", "Web: serving web pages"),
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,12 @@ def server(tmp_path_factory):
     except TeacherError as e:
         pytest.fail(f"vLLM is not installed for the vllm tests: {e}")
     d = tmp_path_factory.mktemp("vllm")
-    srv = VLLMServer(local_model_path("smollm2"), served_name="smollm2-135m", log_path=d / "server.log",
-                     env={"VLLM_CACHE_ROOT": str(d / "cache")})
+    srv = VLLMServer(
+        local_model_path("smollm2"),
+        served_name="smollm2-135m",
+        log_path=d / "server.log",
+        env={"VLLM_CACHE_ROOT": str(d / "cache")},
+    )
     srv.start(timeout=900)
     yield srv
     srv.stop()
@@ -73,11 +83,32 @@ def test_iterate_against_server_killed_mid_run_resumes(tmp_path, small_data, mon
     monkeypatch.setenv("LMTX_TEACHER_API_KEY", "sk-test-secret-4242")  # the server ignores it; it must never be written
     from lmtx.teacher.registry import local_model_path
 
-    srv = VLLMServer(local_model_path("smollm2"), served_name="smollm2-135m", log_path=logp,
-                     env={"VLLM_CACHE_ROOT": str(tmp_path / "cache")}).start(timeout=900)
-    args = ["iterate", "--docs", small_data["docs"], "--labels", small_data["labels"], "--out", str(out),
-            "--rounds", "1", "--teacher", "smollm2", "-j", "3", "--batch-size", "8", "--no-progress",
-            "--encoder", "all-MiniLM-L6-v2"]
+    srv = VLLMServer(
+        local_model_path("smollm2"),
+        served_name="smollm2-135m",
+        log_path=logp,
+        env={"VLLM_CACHE_ROOT": str(tmp_path / "cache")},
+    ).start(timeout=900)
+    args = [
+        "iterate",
+        "--docs",
+        small_data["docs"],
+        "--labels",
+        small_data["labels"],
+        "--out",
+        str(out),
+        "--rounds",
+        "1",
+        "--teacher",
+        "smollm2",
+        "-j",
+        "3",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--encoder",
+        "all-MiniLM-L6-v2",
+    ]
     # kill the server once the cache holds some answers
     import sqlite3
 
@@ -106,8 +137,12 @@ def test_iterate_against_server_killed_mid_run_resumes(tmp_path, small_data, mon
         assert r.exit_code != 0
         n_cached = sqlite3.connect(out / "teacher-cache.sqlite").execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         assert 0 < n_cached < 81  # 27 training docs (13 of 40 held out for the guard) x 3 candidates, + the guard's
-        srv2 = VLLMServer(local_model_path("smollm2"), served_name="smollm2-135m", log_path=logp,
-                          env={"VLLM_CACHE_ROOT": str(tmp_path / "cache")}).start(timeout=900)
+        srv2 = VLLMServer(
+            local_model_path("smollm2"),
+            served_name="smollm2-135m",
+            log_path=logp,
+            env={"VLLM_CACHE_ROOT": str(tmp_path / "cache")},
+        ).start(timeout=900)
         try:
             r = CliRunner().invoke(app, args + ["--teacher-url", srv2.url])
         finally:
@@ -130,8 +165,9 @@ def test_in_process_backend_where_vllm_imports():
     pytest.importorskip("vllm")  # GPU machines with `lmtx[vllm]`; never on this CPU venv
     from lmtx.teacher.vllm import InProcessVLLMTeacher
 
-    t = InProcessVLLMTeacher(os.environ.get("LMTX_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct"),
-                             load_template("paper"))
+    t = InProcessVLLMTeacher(
+        os.environ.get("LMTX_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct"), load_template("paper")
+    )
     assert len(t.score(PAIRS)) == len(PAIRS)
 
 

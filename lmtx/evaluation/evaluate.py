@@ -27,8 +27,10 @@ def resolve_model(spec: str) -> str:
             from ..store.rundir import RunDir
 
             if int(p.name[6:]) not in RunDir(p.parent).finished_rounds():
-                raise ValueError(f"{p}: this round never finished (its encoder may be half-trained); use the run "
-                                 f"folder {p.parent} for its best round, or a finished round")
+                raise ValueError(
+                    f"{p}: this round never finished (its encoder may be half-trained); use the run "
+                    f"folder {p.parent} for its best round, or a finished round"
+                )
         return str(p / "encoder")
     return spec
 
@@ -54,8 +56,9 @@ def run_record(spec: str) -> tuple[dict | None, dict | None]:
     return (rec or None), cfg
 
 
-def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_weight: float | None = None,
-                      label_text: str | None = None) -> dict:
+def resolve_retrieval(
+    model_spec: str | None, retrieval: str = "auto", dense_weight: float | None = None, label_text: str | None = None
+) -> dict:
     """What to rank with: ``auto`` takes a run's own choice (its manifest's "retrieval"; dense for a plain
     encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else retrieval.dense_weight's
     default). ``label_text``:
@@ -67,32 +70,52 @@ def resolve_retrieval(model_spec: str | None, retrieval: str = "auto", dense_wei
     if dense_weight is not None and not 0.0 <= dense_weight <= 1.0:
         raise ValueError(f"--dense-weight must be in [0, 1] (1 = dense only), got {dense_weight}")
     rec, cfg = run_record(model_spec) if model_spec else (None, None)
-    lt = label_text or (rec or {}).get("label_text") or ((cfg or {}).get("encoder") or {}).get("label_text") \
+    lt = (
+        label_text
+        or (rec or {}).get("label_text")
+        or ((cfg or {}).get("encoder") or {}).get("label_text")
         or DEFAULT_LABEL_TEXT
+    )
     one_of(lt, LABEL_TEXTS, "--label-text", ValueError)
     pool = int((rec or {}).get("pool") or POOL)
     if retrieval == "auto":
-        mode, w = ((rec["mode"], float(rec["dense_weight"])) if rec else ("dense", 1.0))
+        mode, w = (rec["mode"], float(rec["dense_weight"])) if rec else ("dense", 1.0)
         if dense_weight is not None and mode == "hybrid":
             w = dense_weight
     elif retrieval == "hybrid":
         mode = "hybrid"
         from ..config import RetrievalConfig
 
-        w = dense_weight if dense_weight is not None else (float(rec["dense_weight"]) if rec and rec.get("mode") ==
-                                                           "hybrid" else RetrievalConfig().dense_weight)
+        w = (
+            dense_weight
+            if dense_weight is not None
+            else (float(rec["dense_weight"]) if rec and rec.get("mode") == "hybrid" else RetrievalConfig().dense_weight)
+        )
     else:
         mode, w = retrieval, (1.0 if retrieval == "dense" else 0.0)
     if mode == "hybrid" and w >= 1.0:
         mode = "dense"
     if mode == "hybrid" and w <= 0.0:
         mode = "lexical"
-    return {"mode": mode, "dense_weight": w, "label_text": lt, "pool": pool,
-            "from_run": retrieval == "auto" and rec is not None}
+    return {
+        "mode": mode,
+        "dense_weight": w,
+        "label_text": lt,
+        "pool": pool,
+        "from_run": retrieval == "auto" and rec is not None,
+    }
 
 
-def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index_for=None, batch_size: int = 64,
-                show_progress: bool = False, label_backend: str = "auto", log=None):
+def make_ranker(
+    model_spec: str | None,
+    labels: LabelSet,
+    how: dict,
+    index_for=None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    label_backend: str = "auto",
+    log=None,
+):
     """A hybrid.Ranker for ``how`` (resolve_retrieval): the encoder (not loaded for lexical), its label index, and the
     labels' BM25 index (not built for dense). ``index_for(model, path)``: the label index to search (tag's cached
     HNSW / exact one); default an exact index over the cached label embeddings."""
@@ -108,8 +131,16 @@ def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index_for=N
         if index_for is not None:
             index = index_for(model, path)
         else:
-            lemb = label_embeddings(model, labels, how["label_text"], batch_size, cache_for=path,
-                                    progress=show_progress, backend=label_backend, log=log)
+            lemb = label_embeddings(
+                model,
+                labels,
+                how["label_text"],
+                batch_size,
+                cache_for=path,
+                progress=show_progress,
+                backend=label_backend,
+                log=log,
+            )
             index = LabelIndex(lemb, "exact")
     lexical = None
     if how["mode"] != "dense":
@@ -119,9 +150,16 @@ def make_ranker(model_spec: str | None, labels: LabelSet, how: dict, index_for=N
     return Ranker(model, index, lexical, how["mode"], how["dense_weight"], how["pool"], batch_size)
 
 
-def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str | None = None,
-                      show_progress: bool = False, retrieval: str = "auto",
-                      dense_weight: float | None = None) -> tuple[list[list[str]], dict]:
+def rank_with_encoder(
+    model_spec: str,
+    docs: list[Doc],
+    labels: LabelSet,
+    k: int,
+    label_text: str | None = None,
+    show_progress: bool = False,
+    retrieval: str = "auto",
+    dense_weight: float | None = None,
+) -> tuple[list[list[str]], dict]:
     """Each document's top-k label ids by the retrieval ``resolve_retrieval`` picks, and that choice."""
     how = resolve_retrieval(model_spec, retrieval, dense_weight, label_text)
     ranker = make_ranker(model_spec, labels, how, show_progress=show_progress)
@@ -129,7 +167,9 @@ def rank_with_encoder(model_spec: str, docs: list[Doc], labels: LabelSet, k: int
     return [[labels.ids[i] for i in row] for row in idx], how
 
 
-def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description") -> list[list[str]]:
+def rank_lexical(
+    kind: str, docs: list[Doc], labels: LabelSet, k: int, label_text: str = "description"
+) -> list[list[str]]:
     """TF-IDF cosine (scikit-learn) or BM25 (bm25s) between document text and label text."""
     ltexts = [l.text(label_text) for l in labels.labels]
     k = min(k, len(labels))
@@ -144,7 +184,7 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
         out = []
         step = query_chunk(len(ltexts))  # dense (chunk x labels) scores stay under the exact-search budget
         for s in range(0, len(docs), step):
-            S = (vec.transform([d.text for d in docs[s:s + step]]) @ L).toarray().astype(np.float32)
+            S = (vec.transform([d.text for d in docs[s : s + step]]) @ L).toarray().astype(np.float32)
             idx, _ = top_k_rows(S, k)  # ties: lower label index first, as exact search
             out.extend([[labels.ids[i] for i in row] for row in idx])
         return out
@@ -158,7 +198,7 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
 
         step = query_chunk(len(ltexts))
         for s in range(0, len(docs), step):  # in chunks, as for TF-IDF: memory stays chunk x labels
-            q = bm25s.tokenize([d.text for d in docs[s:s + step]], stopwords="en", show_progress=False)
+            q = bm25s.tokenize([d.text for d in docs[s : s + step]], stopwords="en", show_progress=False)
             # the best k + 100 by bm25s's own top-k (sparse scoring: never every label's score at 783k labels),
             # then a stable order (ties by label position): the same ranking on every run
             idx, sc = retriever.retrieve(q, k=min(len(ltexts), k + 100), show_progress=False)
@@ -169,9 +209,19 @@ def rank_lexical(kind: str, docs: list[Doc], labels: LabelSet, k: int, label_tex
     raise ValueError(f"unknown baseline {kind!r}: tfidf or bm25")
 
 
-def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 10), baseline: str | None = None,
-             label_text: str | None = None, A: float = 0.55, B: float = 1.5, show_progress: bool = False,
-             retrieval: str = "auto", dense_weight: float | None = None) -> dict:
+def evaluate(
+    model: str | None,
+    docs: list[Doc],
+    labels: LabelSet,
+    ks=(1, 3, 5, 10),
+    baseline: str | None = None,
+    label_text: str | None = None,
+    A: float = 0.55,
+    B: float = 1.5,
+    show_progress: bool = False,
+    retrieval: str = "auto",
+    dense_weight: float | None = None,
+) -> dict:
     """Ranking metrics of a model (``retrieval``: auto = a run's own choice, dense, lexical or hybrid) or of a
     lexical baseline (tfidf | bm25) on the gold-labelled documents."""
     from ..config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
@@ -193,7 +243,6 @@ def evaluate(model: str | None, docs: list[Doc], labels: LabelSet, ks=(1, 3, 5, 
     gold = [set(d.labels) for d in docs]
     m = ranking_metrics(ranked, gold, ks=ks, recall_ks=ks, prop=propensities(gold, A=A, B=B))
     return {"model": name, **extra, **m}
-
 
 
 def format_metrics(m: dict) -> str:

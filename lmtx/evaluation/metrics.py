@@ -17,8 +17,9 @@ def propensities(gold: Sequence[set], n_docs: int | None = None, A: float = 0.55
     return {l: 1.0 / (1.0 + C * math.exp(-A * math.log(n + B))) for l, n in counts.items()}
 
 
-def ranking_metrics(ranked: Sequence[Sequence], gold: Sequence[set], ks=(1, 3, 5),
-                    recall_ks=(1, 3, 5, 10), prop: dict | None = None) -> dict:
+def ranking_metrics(
+    ranked: Sequence[Sequence], gold: Sequence[set], ks=(1, 3, 5), recall_ks=(1, 3, 5, 10), prop: dict | None = None
+) -> dict:
     """Averages over documents that have gold labels. ``ranked``: predicted label ids, best first."""
     pairs = [(list(r), set(g)) for r, g in zip(ranked, gold) if g]
     out: dict[str, float] = {}
@@ -46,8 +47,17 @@ def ranking_metrics(ranked: Sequence[Sequence], gold: Sequence[set], ks=(1, 3, 5
     return out
 
 
-def evaluate_encoder(model, docs, labels, label_text: str = "description", k: int = 10, batch_size: int = 64,
-                     show_progress: bool = False, prop_docs=None, label_emb=None) -> dict:
+def evaluate_encoder(
+    model,
+    docs,
+    labels,
+    label_text: str = "description",
+    k: int = 10,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    prop_docs=None,
+    label_emb=None,
+) -> dict:
     """Rank every label for every gold-labelled document by cosine (exact search) and score it. ``label_emb``:
     the labels' embeddings by this model when already computed (else they are encoded here)."""
     from ..search.index import rank_labels
@@ -56,8 +66,7 @@ def evaluate_encoder(model, docs, labels, label_text: str = "description", k: in
     if not docs:
         return {}
     lemb = label_emb if label_emb is not None else [l.text(label_text) for l in labels.labels]
-    idx, _ = rank_labels(model, [d.text for d in docs], lemb, k,
-                         batch_size=batch_size, show_progress=show_progress)
+    idx, _ = rank_labels(model, [d.text for d in docs], lemb, k, batch_size=batch_size, show_progress=show_progress)
     ids = labels.ids
     ranked = [[ids[i] for i in row] for row in idx]
     gold = [set(d.labels) for d in docs]

@@ -17,9 +17,20 @@ def _template(spec: str):
     return load_template(path=spec) if spec.endswith(".txt") or "/" in spec else load_template(spec)
 
 
-def evaluate_prompts(teachers: list[str], prompts: list[str], docs: list[Doc], labels: LabelSet, n_pairs: int,
-                     j: int, encoder: str, decision: str, cache_path: str | Path, out: str | Path,
-                     urls: list[str] | None = None, log=print) -> list[dict]:
+def evaluate_prompts(
+    teachers: list[str],
+    prompts: list[str],
+    docs: list[Doc],
+    labels: LabelSet,
+    n_pairs: int,
+    j: int,
+    encoder: str,
+    decision: str,
+    cache_path: str | Path,
+    out: str | Path,
+    urls: list[str] | None = None,
+    log=print,
+) -> list[dict]:
     from ..search.encoder import load_encoder
     from ..teacher.registry import make_teacher
 
@@ -35,14 +46,27 @@ def evaluate_prompts(teachers: list[str], prompts: list[str], docs: list[Doc], l
             t = make_teacher(tname, tpl, gold=gold, threads=None, progress=log, urls=urls or None)
             r = evaluate_teacher(t, tpl.hash, pairs, frame, cache, rules=[decision])
             rule = r["rules"][decision]
-            rows.append({
-                "teacher": tname, "prompt": tpl.name, "auc": r["auc"], "precision": rule["precision"],
-                "recall": rule["recall"], "f1": rule["f1"], "yes_rate": rule["yes_rate"], "decision": decision,
-                "mean_mass": r["mean_mass"], "prompt_tokens_per_pair": r["prompt_tokens_per_pair"],
-                "seconds_per_pair": (r["seconds"] / r["asked"]) if r["asked"] else None, "asked": r["asked"],
-                "pairs": r["pairs"], "docs": r["docs"], "top_p_yes_is_gold": r["top_p_yes_is_gold"],
-                "p_yes": [float(x) for x in r.pop("_p_yes", [])], "gold": [bool(x) for x in frame["gold"]],
-            })
+            rows.append(
+                {
+                    "teacher": tname,
+                    "prompt": tpl.name,
+                    "auc": r["auc"],
+                    "precision": rule["precision"],
+                    "recall": rule["recall"],
+                    "f1": rule["f1"],
+                    "yes_rate": rule["yes_rate"],
+                    "decision": decision,
+                    "mean_mass": r["mean_mass"],
+                    "prompt_tokens_per_pair": r["prompt_tokens_per_pair"],
+                    "seconds_per_pair": (r["seconds"] / r["asked"]) if r["asked"] else None,
+                    "asked": r["asked"],
+                    "pairs": r["pairs"],
+                    "docs": r["docs"],
+                    "top_p_yes_is_gold": r["top_p_yes_is_gold"],
+                    "p_yes": [float(x) for x in r.pop("_p_yes", [])],
+                    "gold": [bool(x) for x in frame["gold"]],
+                }
+            )
     cache.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,14 +85,16 @@ def _plot(rows: list[dict], path: Path):
     ncol = min(3, len(rows))
     nrow = -(-len(rows) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
-    for ax in axes.ravel()[len(rows):]:
+    for ax in axes.ravel()[len(rows) :]:
         ax.axis("off")
     for ax, r in zip(axes.ravel(), rows):
         p, g = np.array(r["p_yes"]), np.array(r["gold"], bool)
         bins = np.linspace(0, 1, 21)
         ax.hist(p[~g], bins=bins, alpha=0.6, label="non-gold", density=True)
         ax.hist(p[g], bins=bins, alpha=0.6, label="gold", density=True)
-        ax.set_title(f"{r['teacher']} / {r['prompt']}\nAUC {r['auc']:.3f}" if r["auc"] is not None else r["prompt"], fontsize=9)
+        ax.set_title(
+            f"{r['teacher']} / {r['prompt']}\nAUC {r['auc']:.3f}" if r["auc"] is not None else r["prompt"], fontsize=9
+        )
         ax.set_xlabel("P(yes)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -81,7 +107,9 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * 10]
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
-        lines.append(f"| {r['teacher']} | {r['prompt']} | {f(r['auc'])} | {f(r['precision'])} | {f(r['recall'])} | "
-                     f"{f(r['f1'])} | {f(r['yes_rate'], 2)} | {f(r['mean_mass'], 2)} | "
-                     f"{f(r['prompt_tokens_per_pair'], 1)} | {f(r['seconds_per_pair'], 2)} |")
+        lines.append(
+            f"| {r['teacher']} | {r['prompt']} | {f(r['auc'])} | {f(r['precision'])} | {f(r['recall'])} | "
+            f"{f(r['f1'])} | {f(r['yes_rate'], 2)} | {f(r['mean_mass'], 2)} | "
+            f"{f(r['prompt_tokens_per_pair'], 1)} | {f(r['seconds_per_pair'], 2)} |"
+        )
     return "\n".join(lines)

@@ -7,9 +7,20 @@ from pathlib import Path
 from ..store.rundir import RunDir, read_json, read_parquet, write_text
 
 KEYS = ["P@1", "P@3", "P@5", "R@5", "R@10", "nDCG@5", "PSP@5"]
-TEACH = ["pseudo_positive_precision", "pseudo_positive_precision_teacher_only", "teacher_yes_rate",
-         "teacher_yes_precision", "teacher_yes_recall", "teacher_auc", "student_auc", "fused_auc", "pairs_asked",
-         "strong_pairs_asked", "guard_pairs_asked", "docs_with_yes"]
+TEACH = [
+    "pseudo_positive_precision",
+    "pseudo_positive_precision_teacher_only",
+    "teacher_yes_rate",
+    "teacher_yes_precision",
+    "teacher_yes_recall",
+    "teacher_auc",
+    "student_auc",
+    "fused_auc",
+    "pairs_asked",
+    "strong_pairs_asked",
+    "guard_pairs_asked",
+    "docs_with_yes",
+]
 
 
 def make_report(run: str | Path) -> Path:
@@ -27,8 +38,13 @@ def make_report(run: str | Path) -> Path:
     cfg = read_json(rd.out / "config.json")
     man = rd.manifest()
     keys = [k for k in KEYS if any(k in m for m in ms)]
-    lines = _header(rd, cfg, man) + _metrics_table(ms, keys) + _retrieval_section(rd, ms) + _teaching_table(ms) \
+    lines = (
+        _header(rd, cfg, man)
+        + _metrics_table(ms, keys)
+        + _retrieval_section(rd, ms)
+        + _teaching_table(ms)
         + _guard_table(ms)
+    )
     if keys:
         lines += _metrics_plot(rd, ms, keys)
     trained = [r for r in rounds if r > 0]
@@ -41,16 +57,19 @@ def make_report(run: str | Path) -> Path:
 
 def _header(rd: RunDir, cfg: dict, man: dict) -> list[str]:
     t, tr = cfg["teacher"], cfg["train"]
-    return [f"# lmtx run report: {rd.out}", "",
-            f"- teacher: {man.get('teacher', t['name'])}"
-            + ("  **(SIMULATED: answers from gold labels, not a real teacher)**" if man.get("simulated") else ""),
-            f"- prompt: {t['prompt_file'] or t['prompt']}, decision {t['decision']}, selection "
-            f"{cfg['select']['strategy']}, loss {tr['loss']} (margin {tr['margin']}), start {tr['start']}",
-            f"- encoder: {cfg['encoder']['model']}; candidates j = {cfg['index']['candidates']}; docs: "
-            f"{cfg['loop']['docs']}",
-            f"- merge with the initial encoder (train.merge_init): {tr.get('merge_init', 0.0)} of the initial weights "
-            f"in each round's encoder" + ("" if tr.get("merge_init") else " (off)"),
-            f"- best round (what `evaluate`/`tag --model {rd.out}` use): {man.get('best_round', '-')}"]
+    return [
+        f"# lmtx run report: {rd.out}",
+        "",
+        f"- teacher: {man.get('teacher', t['name'])}"
+        + ("  **(SIMULATED: answers from gold labels, not a real teacher)**" if man.get("simulated") else ""),
+        f"- prompt: {t['prompt_file'] or t['prompt']}, decision {t['decision']}, selection "
+        f"{cfg['select']['strategy']}, loss {tr['loss']} (margin {tr['margin']}), start {tr['start']}",
+        f"- encoder: {cfg['encoder']['model']}; candidates j = {cfg['index']['candidates']}; docs: "
+        f"{cfg['loop']['docs']}",
+        f"- merge with the initial encoder (train.merge_init): {tr.get('merge_init', 0.0)} of the initial weights "
+        f"in each round's encoder" + ("" if tr.get("merge_init") else " (off)"),
+        f"- best round (what `evaluate`/`tag --model {rd.out}` use): {man.get('best_round', '-')}",
+    ]
 
 
 def _metrics_table(ms: list[dict], keys: list[str]) -> list[str]:
@@ -75,19 +94,26 @@ def _retrieval_section(rd: RunDir, ms: list[dict]) -> list[str]:
     import matplotlib.pyplot as plt
 
     f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
-    lines = ["", "## Retrieval: dense, lexical (BM25) and the run's choice", "",
-             "The chosen dense weight comes from the teacher's ratings of each weight's top-1 label on the guard's "
-             "held-out documents (label-free); the best weight on gold is reported, never used.", "",
-             "| round | dense P@1 | lexical P@1 | chosen | chosen P@1 | best weight on gold | its P@1 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Retrieval: dense, lexical (BM25) and the run's choice",
+        "",
+        "The chosen dense weight comes from the teacher's ratings of each weight's top-1 label on the guard's "
+        "held-out documents (label-free); the best weight on gold is reported, never used.",
+        "",
+        "| round | dense P@1 | lexical P@1 | chosen | chosen P@1 | best weight on gold | its P@1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m in rows:
         ret = m["retrieval"]
         fin = ret.get("final") or {}
         by_w = ret.get("P@1_by_weight") or {}
-        how = (f"hybrid {fin['dense_weight']:g}" if fin.get("mode") == "hybrid" else fin.get("mode", "-"))
-        lines.append(f"| {m['round']} | {f(ret['dense']['P@1'])} | {f(ret['lexical']['P@1'])} | {how} | "
-                     f"{f(fin.get('P@1'))} | {ret.get('best_weight_on_gold', '-')} | "
-                     f"{f(max(by_w.values()) if by_w else None)} |")
+        how = f"hybrid {fin['dense_weight']:g}" if fin.get("mode") == "hybrid" else fin.get("mode", "-")
+        lines.append(
+            f"| {m['round']} | {f(ret['dense']['P@1'])} | {f(ret['lexical']['P@1'])} | {how} | "
+            f"{f(fin.get('P@1'))} | {ret.get('best_weight_on_gold', '-')} | "
+            f"{f(max(by_w.values()) if by_w else None)} |"
+        )
     fig, ax = plt.subplots(figsize=(6, 3.5))
     r = [m["round"] for m in rows]
     ax.plot(r, [m["retrieval"]["dense"]["P@1"] for m in rows], marker="o", label="dense (the encoder)")
@@ -108,8 +134,13 @@ def _retrieval_section(rd: RunDir, ms: list[dict]) -> list[str]:
 
 def _teaching_table(ms: list[dict]) -> list[str]:
 
-    lines = ["", "## Teaching per round", "", "| round | " + " | ".join(TEACH) + " | seconds |",
-             "|---|" + "---|" * (len(TEACH) + 1)]
+    lines = [
+        "",
+        "## Teaching per round",
+        "",
+        "| round | " + " | ".join(TEACH) + " | seconds |",
+        "|---|" + "---|" * (len(TEACH) + 1),
+    ]
     for m in (m for m in ms if m["round"] > 0):
         vals = [(f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, "-"))) for k in TEACH]
         lines.append(f"| {m['round']} | " + " | ".join(vals) + f" | {sum(m.get('seconds', {}).values()):.0f} |")
@@ -118,14 +149,20 @@ def _teaching_table(ms: list[dict]) -> list[str]:
 
 def _guard_table(ms: list[dict]) -> list[str]:
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-    lines = ["", "## Guard and teacher vs student (label-free estimates)", "",
-             "| round | promoted | best round | guard | r teacher | r student | teacher weaker |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Guard and teacher vs student (label-free estimates)",
+        "",
+        "| round | promoted | best round | guard | r teacher | r student | teacher weaker |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m in (m for m in ms if m["round"] > 0):
         v = (m.get("views") or {}).get("teacher") or {}
-        lines.append(f"| {m['round']} | {m.get('promoted', '-')} | {m.get('best_round', '-')} | "
-                     f"{(m.get('guard') or {}).get('reason', '-')} | {f(v.get('r_teacher'))} | "
-                     f"{f(v.get('r_student'))} | {m.get('teacher_weaker', '-')} |")
+        lines.append(
+            f"| {m['round']} | {m.get('promoted', '-')} | {m.get('best_round', '-')} | "
+            f"{(m.get('guard') or {}).get('reason', '-')} | {f(v.get('r_teacher'))} | "
+            f"{f(v.get('r_student'))} | {m.get('teacher_weaker', '-')} |"
+        )
     return lines
 
 
@@ -166,7 +203,12 @@ def _p_yes_section(rd: RunDir, cfg: dict, last: int) -> list[str]:
     fig.tight_layout()
     fig.savefig(rd.out / "report_p_yes.png", dpi=100)
     plt.close(fig)
-    return ["", f"## Teacher answers, round {last}", "",
-            f"{int(j['gold'].sum())} gold and {int((~j['gold']).sum())} non-gold candidates judged; mean P(yes) "
-            f"{j.loc[j['gold'], 'p_yes'].mean():.3f} (gold) vs {j.loc[~j['gold'], 'p_yes'].mean():.3f} (non-gold).",
-            "", "![teacher P(yes)](report_p_yes.png)"]
+    return [
+        "",
+        f"## Teacher answers, round {last}",
+        "",
+        f"{int(j['gold'].sum())} gold and {int((~j['gold']).sum())} non-gold candidates judged; mean P(yes) "
+        f"{j.loc[j['gold'], 'p_yes'].mean():.3f} (gold) vs {j.loc[~j['gold'], 'p_yes'].mean():.3f} (non-gold).",
+        "",
+        "![teacher P(yes)](report_p_yes.png)",
+    ]

@@ -43,8 +43,9 @@ def teacher_logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def lexical_similarity(doc_texts: list[str], label_texts: list[str], doc_idx: np.ndarray,
-                       label_idx: np.ndarray) -> np.ndarray:
+def lexical_similarity(
+    doc_texts: list[str], label_texts: list[str], doc_idx: np.ndarray, label_idx: np.ndarray
+) -> np.ndarray:
     """TF-IDF cosine of each (document, label) pair; the vocabulary is fitted on both sides."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -96,8 +97,14 @@ def estimate_quality(zt: np.ndarray, zs: np.ndarray, zl: np.ndarray, min_pairs: 
     return ViewQuality(r[0], r[1], r[2], w[0] / tot, w[1] / tot, n, "triad")
 
 
-def fuse(j: pd.DataFrame, doc_texts: list[str], label_texts: list[str], mode: str = "auto",
-         teacher_col: str = "p_yes", student_col: str = "similarity") -> tuple[np.ndarray, ViewQuality]:
+def fuse(
+    j: pd.DataFrame,
+    doc_texts: list[str],
+    label_texts: list[str],
+    mode: str = "auto",
+    teacher_col: str = "p_yes",
+    student_col: str = "similarity",
+) -> tuple[np.ndarray, ViewQuality]:
     """Fused score per judged pair (higher = more likely relevant) and the view estimates.
 
     ``j``: columns doc, label, ``student_col`` (the student's score: its cosine, or its hybrid score with BM25),

@@ -18,8 +18,9 @@ def negatives_mask(label_ids: torch.Tensor, yes_mask: torch.Tensor | None) -> to
     return valid
 
 
-def triplet_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tensor,
-                    yes_mask: torch.Tensor | None = None, margin: float = 0.3) -> torch.Tensor:
+def triplet_inbatch(
+    d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tensor, yes_mask: torch.Tensor | None = None, margin: float = 0.3
+) -> torch.Tensor:
     """The paper's loss: sum over in-batch negatives k' of max(0, <d_i,l_k'> - <d_i,l_p> + margin),
     averaged over documents.
 
@@ -32,9 +33,15 @@ def triplet_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tensor,
     return hinge.sum(dim=1).mean()
 
 
-def topk_softmax_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tensor,
-                         yes_mask: torch.Tensor | None = None, margin: float = 0.3, k: int = 10,
-                         tau: float = 0.1) -> torch.Tensor:
+def topk_softmax_inbatch(
+    d: torch.Tensor,
+    l: torch.Tensor,
+    label_ids: torch.Tensor,
+    yes_mask: torch.Tensor | None = None,
+    margin: float = 0.3,
+    k: int = 10,
+    tau: float = 0.1,
+) -> torch.Tensor:
     """The LMTX code's variant (NGAME-style): the k hardest valid in-batch negatives of each document,
     their hinges weighted by softmax(score / tau) over those k, averaged over documents."""
     s = d @ l.T  # (B, B)
@@ -50,9 +57,15 @@ def topk_softmax_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tens
     return (w * hinge).sum(dim=1).mean()
 
 
-def ohnm_reference_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Tensor,
-                           yes_mask: torch.Tensor | None = None, margin: float = 0.3, k: int = 10,
-                           tau: float = 0.1) -> torch.Tensor:
+def ohnm_reference_inbatch(
+    d: torch.Tensor,
+    l: torch.Tensor,
+    label_ids: torch.Tensor,
+    yes_mask: torch.Tensor | None = None,
+    margin: float = 0.3,
+    k: int = 10,
+    tau: float = 0.1,
+) -> torch.Tensor:
     """The LMTX code's loss as its code computes it (``TripletMarginLossOHNM`` with apply_softmax and
     reduction 'mean'), on in-batch negatives.
 
@@ -80,8 +93,9 @@ def ohnm_reference_inbatch(d: torch.Tensor, l: torch.Tensor, label_ids: torch.Te
     return (hinge * w).mean()
 
 
-def listwise_kl(d: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, target: torch.Tensor,
-                tau: float = 0.05) -> torch.Tensor:
+def listwise_kl(
+    d: torch.Tensor, cand: torch.Tensor, cand_mask: torch.Tensor, target: torch.Tensor, tau: float = 0.05
+) -> torch.Tensor:
     """Listwise distillation: KL(target || softmax(<d_i, c_ik> / tau)) over each document's judged candidates.
 
     d: (B, H) normalized documents; cand: (B, C, H) normalized candidate labels; cand_mask: (B, C) True

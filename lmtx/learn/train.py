@@ -14,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ..store import drill
 from ..config import LARGE_LABEL_SET, TrainConfig
+from ..store import drill
 from .losses import InBatchTripletLoss, ListwiseDistillLoss
 from .select import Example
 
@@ -35,8 +35,16 @@ def effective_batch_size(n_examples: int, cfg: TrainConfig) -> int:
     return max(min(16, cfg.batch_size), min(cfg.batch_size, math.ceil(n_examples / cfg.min_steps)))
 
 
-def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], examples: list[Example],
-                cfg: TrainConfig, seed: int = 0, progress: bool = True, opt_state: dict | None = None) -> dict:
+def train_round(
+    model,
+    doc_texts: Sequence[str],
+    label_texts: Sequence[str],
+    examples: list[Example],
+    cfg: TrainConfig,
+    seed: int = 0,
+    progress: bool = True,
+    opt_state: dict | None = None,
+) -> dict:
     """Fine-tune ``model`` in place. Returns a small log: steps, mean loss, final loss.
 
     ``opt_state``: a dict carried across rounds; when it holds ``"adamw"`` (an optimizer state_dict from an
@@ -65,7 +73,7 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
             order = list(range(len(examples)))
             rng.shuffle(order)
             for s in range(0, len(order), batch_size):
-                batch = [examples[i] for i in order[s:s + batch_size]]
+                batch = [examples[i] for i in order[s : s + batch_size]]
                 if len(batch) < 2:
                     continue
                 loss = _batch_loss(model, batch, doc_texts, label_texts, cfg, rng, device, loss_fn, distill_fn)
@@ -86,9 +94,15 @@ def train_round(model, doc_texts: Sequence[str], label_texts: Sequence[str], exa
         model.max_seq_length = old_len
     if opt_state is not None:
         opt_state["adamw"] = opt.state_dict()
-    return {"steps": len(losses), "examples": len(examples), "batch_size": batch_size, "warmup_steps": warm,
-            "checkpointing": checkpointed,
-            "loss_mean": sum(losses) / max(1, len(losses)), "loss_last": losses[-1] if losses else None}
+    return {
+        "steps": len(losses),
+        "examples": len(examples),
+        "batch_size": batch_size,
+        "warmup_steps": warm,
+        "checkpointing": checkpointed,
+        "loss_mean": sum(losses) / max(1, len(losses)),
+        "loss_last": losses[-1] if losses else None,
+    }
 
 
 def _wants_checkpointing(mode: str, n_labels: int) -> bool:
@@ -105,11 +119,13 @@ def _set_checkpointing(model, on: bool) -> bool:
         return False
     kw = {"use_reentrant": False}
     if hasattr(hf, "activation_checkpointing_enable"):  # transformers' newer name; older ones have only the other
-        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kw) if on else \
-            hf.activation_checkpointing_disable()
+        hf.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=kw
+        ) if on else hf.activation_checkpointing_disable()
     else:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw) if on else \
-            hf.gradient_checkpointing_disable()
+        hf.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=kw
+        ) if on else hf.gradient_checkpointing_disable()
     return on
 
 
@@ -130,8 +146,17 @@ def _optimizer(model, cfg: TrainConfig, total: int, opt_state: dict | None):
     return opt, get_linear_schedule_with_warmup(opt, warm, total), warm
 
 
-def _batch_loss(model, batch: list[Example], doc_texts, label_texts, cfg: TrainConfig, rng: random.Random, device,
-                loss_fn: InBatchTripletLoss, distill_fn: ListwiseDistillLoss) -> torch.Tensor:
+def _batch_loss(
+    model,
+    batch: list[Example],
+    doc_texts,
+    label_texts,
+    cfg: TrainConfig,
+    rng: random.Random,
+    device,
+    loss_fn: InBatchTripletLoss,
+    distill_fn: ListwiseDistillLoss,
+) -> torch.Tensor:
     """One batch: each document's positive (re-drawn among its choices), the in-batch triplet loss with
     false-negative masking, plus the listwise distillation term where every example carries candidates."""
     pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
@@ -152,9 +177,9 @@ def _batch_loss(model, batch: list[Example], doc_texts, label_texts, cfg: TrainC
     cm = torch.zeros((len(batch), C), dtype=torch.bool, device=device)
     tg = torch.zeros((len(batch), C), device=device)
     for i, e in enumerate(batch):
-        ci[i, :len(e.cands)] = torch.tensor([where[c] for c in e.cands])
-        cm[i, :len(e.cands)] = True
-        tg[i, :len(e.cands)] = torch.tensor(e.target)
+        ci[i, : len(e.cands)] = torch.tensor([where[c] for c in e.cands])
+        cm[i, : len(e.cands)] = True
+        tg[i, : len(e.cands)] = torch.tensor(e.target)
     return loss + cfg.distill * distill_fn(d, lu[ci], cm, tg)  # cand: (B, C, H)
 
 
@@ -162,6 +187,8 @@ def merge_weights(out, init: dict, trained, share_init: float) -> None:
     """``out``'s weights := share_init * init + (1 - share_init) * trained's (floating-point tensors; the rest, e.g.
     position ids, are trained's). ``init``: the initial encoder's state_dict (train.merge_init, WiSE-FT)."""
     with torch.no_grad():
-        mixed = {k: (share_init * init[k].to(v.device) + (1 - share_init) * v) if v.is_floating_point() else v
-                 for k, v in trained.state_dict().items()}
+        mixed = {
+            k: (share_init * init[k].to(v.device) + (1 - share_init) * v) if v.is_floating_point() else v
+            for k, v in trained.state_dict().items()
+        }
         out.load_state_dict(mixed)

@@ -35,8 +35,9 @@ def cascade(job: Job, j: pd.DataFrame, docs: frozenset, spent: int, r: int) -> C
     pending = {}
     for d in sorted(docs):
         sub = j[j["doc"] == d]
-        got = job.cache.get_many(strong.model_id, job.template.hash,
-                                 make_pairs(job.docs, job.labels, sub["doc"], sub["label"]))
+        got = job.cache.get_many(
+            strong.model_id, job.template.hash, make_pairs(job.docs, job.labels, sub["doc"], sub["label"])
+        )
         pending[d] = sum(g is None for g in got)
     for d in sorted(docs, reverse=True):
         if sum(pending.values()) <= remaining:
@@ -51,8 +52,10 @@ def cascade(job: Job, j: pd.DataFrame, docs: frozenset, spent: int, r: int) -> C
         s_top = j.loc[g["similarity"].idxmax(), ["doc", "label"]].set_index("doc")["label"]
         top2 = g["fused"].apply(lambda x: np.sort(x.to_numpy())[::-1][:2])
         margin = top2.apply(lambda v: v[0] - v[1] if len(v) > 1 else np.inf)
-        order = sorted((int(d) for d in margin.index if int(d) not in docs),
-                       key=lambda d: (bool(t_top[d] == s_top[d]), float(margin[d])))
+        order = sorted(
+            (int(d) for d in margin.index if int(d) not in docs),
+            key=lambda d: (bool(t_top[d] == s_top[d]), float(margin[d])),
+        )
         for d in order:
             if per_doc[d] > budget:
                 break

@@ -21,7 +21,13 @@ def count_pairs(cfg: RunConfig, out: str | Path) -> dict:
     # retrieval.mode auto, the top-1 of every dense weight compared (at most len(WEIGHTS) labels; most coincide)
     per = len(WEIGHTS) if cfg.retrieval.mode == "auto" else 1
     g = 2 * len(guard) * per
-    return {"docs": len(docs), "guard_docs": len(guard), "labels": len(labels), "candidates": j,
-            "pairs_per_round_max": n + g, "rounds": cfg.loop.rounds,
-            "pairs_total_max": n * cfg.loop.rounds + len(guard) * per * (cfg.loop.rounds + 1),
-            "strong_budget": cfg.teacher.strong_budget if cfg.teacher.strong else 0}
+    return {
+        "docs": len(docs),
+        "guard_docs": len(guard),
+        "labels": len(labels),
+        "candidates": j,
+        "pairs_per_round_max": n + g,
+        "rounds": cfg.loop.rounds,
+        "pairs_total_max": n * cfg.loop.rounds + len(guard) * per * (cfg.loop.rounds + 1),
+        "strong_budget": cfg.teacher.strong_budget if cfg.teacher.strong else 0,
+    }

@@ -48,10 +48,13 @@ def rate(job: Job, model, lemb: np.ndarray, r: int, enc_round: int) -> Rating:
     rows = [(enc_round, d.id, job.labels[l].id, float(x)) for d, l, x in zip(job.guard_docs, top1, p1)]
     choice = None
     if auto:
-        w, means = choose_weight({w: np.array([got[(i, l)] for i, l in enumerate(t)]) for w, t in tops.items()},
-                                 prior)
-        choice = {"dense_weight": w, "mode": mode_of(w),
-                  "label_free": {f"{k:g}": round(v, 4) for k, v in means.items()}, "docs": len(texts)}
+        w, means = choose_weight({w: np.array([got[(i, l)] for i, l in enumerate(t)]) for w, t in tops.items()}, prior)
+        choice = {
+            "dense_weight": w,
+            "mode": mode_of(w),
+            "label_free": {f"{k:g}": round(v, 4) for k, v in means.items()},
+            "docs": len(texts),
+        }
     return Rating(float(p1.mean()), rows, asked, choice)
 
 
@@ -81,8 +84,9 @@ def paired_diff(run: RunDir, r: int, best_round: int) -> np.ndarray | None:
     return (a[common] - b[common]).to_numpy() if len(common) else None
 
 
-def decision(score: float, best: float, diff: np.ndarray | None, r: int, best_round: int,
-             n: int, z: float = 2.0) -> tuple[bool, str]:
+def decision(
+    score: float, best: float, diff: np.ndarray | None, r: int, best_round: int, n: int, z: float = 2.0
+) -> tuple[bool, str]:
     """Promote unless the round is worse by more than the noise of the held-out sample: the paired mean difference
     of the teacher's P(yes) on the two encoders' top-1 labels, below -z standard errors (loop.guard_z; and
     below 0)."""
@@ -91,17 +95,20 @@ def decision(score: float, best: float, diff: np.ndarray | None, r: int, best_ro
     else:
         m, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
     ok = not (m < 0 and m < -z * se)
-    return ok, (f"teacher's mean P(yes) on the top-1 labels of {n} held-out documents: {score:.4f} (round {r}) vs "
-                f"{best:.4f} (round {best_round}); paired difference {m:+.4f} (standard error {se:.4f}): "
-                + ("not worse" if ok else "worse"))
+    return ok, (
+        f"teacher's mean P(yes) on the top-1 labels of {n} held-out documents: {score:.4f} (round {r}) vs "
+        f"{best:.4f} (round {best_round}); paired difference {m:+.4f} (standard error {se:.4f}): "
+        + ("not worse" if ok else "worse")
+    )
 
 
 def verdict(job: Job, r: int, best_round: int, scores: dict) -> tuple[bool, str]:
     """Is round r (its score in ``scores``, with its rows already on disk) promoted over the best round, and not
     worse than the initial encoder either (small declines, each within the noise, must not add up)?"""
     n, z = len(job.guard_docs), job.cfg.loop.guard_z
-    ok, reason = decision(scores[str(r)], scores[str(best_round)], paired_diff(job.run, r, best_round), r,
-                          best_round, n, z)
+    ok, reason = decision(
+        scores[str(r)], scores[str(best_round)], paired_diff(job.run, r, best_round), r, best_round, n, z
+    )
     if ok and best_round != 0 and "0" in scores:
         ok0, reason0 = decision(scores[str(r)], scores["0"], paired_diff(job.run, r, 0), r, 0, n, z)
         if not ok0:

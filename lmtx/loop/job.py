@@ -124,8 +124,16 @@ class Job:
         the initial encoder's spec or a round's saved encoder folder (`lmtx evaluate/tag --model` reuse the
         matrix)."""
         c = self.cfg.encoder
-        return label_embeddings(model, self.labels, c.label_text, c.batch_size, cache_for=cache_for,
-                                progress=self.rt.progress, backend=c.label_backend, log=self.rt.log)
+        return label_embeddings(
+            model,
+            self.labels,
+            c.label_text,
+            c.batch_size,
+            cache_for=cache_for,
+            progress=self.rt.progress,
+            backend=c.label_backend,
+            log=self.rt.log,
+        )
 
     def retrieve(self, lemb: np.ndarray, demb: np.ndarray, k: int | None = None):
         """Top-k labels (default: the candidate count) per query from the labels ``lemb``; an HNSW graph is built
@@ -134,8 +142,7 @@ class Job:
         if self.index is not None and self.index[0] is lemb and self.index[1].kind == "hnsw":
             index = self.index[1]
         else:
-            index = build_index(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb), recall_sample=300,
-                                log=self.rt.log)
+            index = build_index(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb), recall_sample=300, log=self.rt.log)
             self.index = (lemb, index)
         return index.query(demb, k or cfg.index.candidates)
 
@@ -189,7 +196,7 @@ def cosines(demb: np.ndarray, lemb: np.ndarray, idx: np.ndarray, chunk: int = 40
     """cos(document i, label idx[i, c]) for every cell of ``idx``."""
     out = np.empty(idx.shape, np.float32)
     for s in range(0, len(idx), chunk):
-        out[s:s + chunk] = np.einsum("id,icd->ic", demb[s:s + chunk], lemb[idx[s:s + chunk]])
+        out[s : s + chunk] = np.einsum("id,icd->ic", demb[s : s + chunk], lemb[idx[s : s + chunk]])
     return out
 
 
@@ -208,8 +215,13 @@ def open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[Job, object]
         if rt.teacher_plan is None:  # refuse a teacher this machine cannot run before anything is loaded or written
             from ..teacher.plan import check_hub_weights, plan_teacher, probe_machine
 
-            rt.teacher_plan = plan_teacher(cfg.teacher.name, probe_machine(), urls=rt.teacher_urls,
-                                           backend=rt.teacher_backend, dtype=cfg.teacher.dtype)
+            rt.teacher_plan = plan_teacher(
+                cfg.teacher.name,
+                probe_machine(),
+                urls=rt.teacher_urls,
+                backend=rt.teacher_backend,
+                dtype=cfg.teacher.dtype,
+            )
             if rt.teacher_plan.backend in ("transformers", "vllm"):
                 check_hub_weights(rt.teacher_plan.spec)
     if cfg.teacher.strong and rt.strong_teacher is None:

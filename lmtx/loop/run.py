@@ -24,8 +24,15 @@ from ..learn.fuse import fuse, teacher_weaker
 from ..learn.select import Example, decide, select_positives
 from ..search.encoder import embed, load_encoder
 from ..search.hybrid import Pools, mode_of
-from ..store.rundir import (peak_rss_gb, process_memory_gb, read_json, read_parquet, save_encoder, write_json,
-                            write_parquet)
+from ..store.rundir import (
+    peak_rss_gb,
+    process_memory_gb,
+    read_json,
+    read_parquet,
+    save_encoder,
+    write_json,
+    write_parquet,
+)
 from ..teacher.cache import AnswerCache
 from ..version import __version__
 from . import guard
@@ -171,11 +178,18 @@ def _retrieve(job: Job, st: State, rd: Path) -> Candidates:
     pools = job.pools(st.lemb, demb, "train", job.doc_texts)
     idx, score = pools.rank(cfg.retrieval.candidate_weight, cfg.index.candidates)
     sim = cosines(demb, st.lemb, idx)
-    write_parquet(rd / "candidates.parquet", pd.DataFrame({
-        "doc_id": np.repeat(job.doc_ids, idx.shape[1]), "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
-        "label_id": [job.labels[int(i)].id for i in idx.ravel()], "similarity": sim.ravel(),
-        "retrieval_score": score.ravel(),  # the fused score at retrieval.candidate_weight (the cosine at 1)
-    }))
+    write_parquet(
+        rd / "candidates.parquet",
+        pd.DataFrame(
+            {
+                "doc_id": np.repeat(job.doc_ids, idx.shape[1]),
+                "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
+                "label_id": [job.labels[int(i)].id for i in idx.ravel()],
+                "similarity": sim.ravel(),
+                "retrieval_score": score.ravel(),  # the fused score at retrieval.candidate_weight (the cosine at 1)
+            }
+        ),
+    )
     return Candidates(demb, idx, pools)
 
 
@@ -211,8 +225,11 @@ def _teach(job: Job, st: State, cands: Candidates, weight: float, r: int) -> tup
     d, lab = j["doc"].to_numpy(), j["label"].to_numpy()
     j["similarity"] = np.einsum("ij,ij->i", cands.demb[d], st.lemb[lab])
     j["lexical"] = job.lexical.pair_scores(job.doc_texts, d, lab)
-    j["student"] = (j["similarity"] if weight >= 1.0 else
-                    cands.pools.pair(d, j["similarity"].to_numpy(), j["lexical"].to_numpy(), weight))
+    j["student"] = (
+        j["similarity"]
+        if weight >= 1.0
+        else cands.pools.pair(d, j["similarity"].to_numpy(), j["lexical"].to_numpy(), weight)
+    )
     j["rank"] = j.groupby("doc")["similarity"].rank(ascending=False, method="first").astype(int) - 1
     return j, asked
 
@@ -232,12 +249,17 @@ def _fuse(job: Job, st: State, j: pd.DataFrame, r: int, clock: Clock) -> tuple[p
         from ..teacher.registry import strongest_offline
 
         v, best = views["teacher"], strongest_offline()
-        fix = ("fewer rounds would help" if best in (job.cfg.teacher.name, job.cfg.teacher.strong) else
-               f"a stronger teacher (--teacher {best}, or --strong-teacher {best} --strong-budget N) or fewer rounds "
-               "would help")
-        job.rt.log(f"[lmtx] warning: round {r}: the student may rank the candidates better than the teacher "
-                   f"(label-free estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; it leans toward the student "
-                   f"and has misfired against strong teachers, see README); {fix}.")
+        fix = (
+            "fewer rounds would help"
+            if best in (job.cfg.teacher.name, job.cfg.teacher.strong)
+            else f"a stronger teacher (--teacher {best}, or --strong-teacher {best} --strong-budget N) or fewer rounds "
+            "would help"
+        )
+        job.rt.log(
+            f"[lmtx] warning: round {r}: the student may rank the candidates better than the teacher "
+            f"(label-free estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; it leans toward the student "
+            f"and has misfired against strong teachers, see README); {fix}."
+        )
     return j, views, casc
 
 
@@ -252,8 +274,14 @@ def _fused(job: Job, j: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     for name, sel in groups:
         if not sel.any():
             continue
-        f, q = fuse(j[sel], job.doc_texts, job.label_texts, job.cfg.select.fusion, teacher_col="p_teacher",
-                    student_col="student")
+        f, q = fuse(
+            j[sel],
+            job.doc_texts,
+            job.label_texts,
+            job.cfg.select.fusion,
+            teacher_col="p_teacher",
+            student_col="student",
+        )
         j.loc[sel, "fused"] = f
         views[name] = q.to_dict()
     return j, views
@@ -268,10 +296,19 @@ def _select(job: Job, j: pd.DataFrame, rd: Path) -> tuple[pd.DataFrame, list[Exa
     examples = select_positives(j.assign(p_yes=j["p_teacher"]), cfg.select.strategy)
     out = {"doc_id": [job.doc_ids[i] for i in j["doc"]], "label_id": [labels[int(i)].id for i in j["label"]]}
     cols = ["rank", "similarity", "lexical", "student", "p_yes", "mass", "yes", "fused", "candidate"] + (
-        ["p_strong"] if "p_strong" in j else [])
-    write_parquet(rd / "judgments.parquet", pd.DataFrame({
-        **out, **{c: j[c].to_numpy() for c in cols}, "teacher": job.teacher.model_id,
-        "simulated": job.teacher.simulated}))
+        ["p_strong"] if "p_strong" in j else []
+    )
+    write_parquet(
+        rd / "judgments.parquet",
+        pd.DataFrame(
+            {
+                **out,
+                **{c: j[c].to_numpy() for c in cols},
+                "teacher": job.teacher.model_id,
+                "simulated": job.teacher.simulated,
+            }
+        ),
+    )
     return j, examples
 
 
@@ -289,8 +326,16 @@ def _train(job: Job, st: State, examples: list[Example], r: int, rd: Path, clock
         else:
             chain = m0
     opt_state = dict(st.opt_state) if cfg.train.carry_optimizer and cfg.train.start == "warm" else None
-    log = train_round(model if chain is None else chain, job.doc_texts, job.label_texts, examples, cfg.train,
-                      cfg.loop.seed + r, rt.progress, opt_state=opt_state)
+    log = train_round(
+        model if chain is None else chain,
+        job.doc_texts,
+        job.label_texts,
+        examples,
+        cfg.train,
+        cfg.loop.seed + r,
+        rt.progress,
+        opt_state=opt_state,
+    )
     if chain is not None:  # train.merge_init: keep the trained weights, hand out their merge with the initial
         save_encoder(chain, job.run.trained_dir(r))
         merge_weights(model, job.init_weights, chain, cfg.train.merge_init)
@@ -307,45 +352,80 @@ def _guard(job: Job, st: State, trained: Trained, ref: GuardReference, r: int, r
     if not job.guard_docs:
         return Verdict(True, "no guard (loop.guard_docs = 0)", ref.scores, ref.choices, ref.asked)
     rating = guard.rate(job, trained.model, trained.lemb, r, r)
-    write_parquet(rd / "guard.parquet", pd.DataFrame(ref.rows + rating.rows,
-                                                      columns=["encoder_round", "doc_id", "label_id", "p_yes"]))
+    write_parquet(
+        rd / "guard.parquet",
+        pd.DataFrame(ref.rows + rating.rows, columns=["encoder_round", "doc_id", "label_id", "p_yes"]),
+    )
     scores = ref.scores | {str(r): rating.score}
     choices = ref.choices | ({str(r): rating.choice} if rating.choice else {})
     promoted, reason = guard.verdict(job, r, st.best_round, scores)
     return Verdict(promoted, reason, scores, choices, ref.asked + rating.asked)
 
 
-def _promote(job: Job, st: State, r: int, trained: Trained, verdict: Verdict, ref: GuardReference,
-             judged: pd.DataFrame, casc: Cascade) -> State:
+def _promote(
+    job: Job,
+    st: State,
+    r: int,
+    trained: Trained,
+    verdict: Verdict,
+    ref: GuardReference,
+    judged: pd.DataFrame,
+    casc: Cascade,
+) -> State:
     """7. The next round's state: this round's encoder if promoted, else the best one so far (reloaded: training
     changed the object in place)."""
     union = frozenset(zip(judged["doc"].astype(int), judged["label"].astype(int))) if job.cfg.select.union else None
     carried = {"union": union, "strong_docs": casc.docs, "strong_spent": casc.spent}
     if verdict.promoted:
         opt = trained.opt_state if trained.opt_state is not None and trained.opt_state.get("adamw") else st.opt_state
-        return replace(st, model=trained.model, chain=trained.chain, lemb=trained.lemb, best_round=r, opt_state=opt,
-                       weight=guard.weight_of(job.cfg, verdict.choices.get(str(r))), **carried)
+        return replace(
+            st,
+            model=trained.model,
+            chain=trained.chain,
+            lemb=trained.lemb,
+            best_round=r,
+            opt_state=opt,
+            weight=guard.weight_of(job.cfg, verdict.choices.get(str(r))),
+            **carried,
+        )
     job.rt.log(f"[lmtx] round {r} not promoted: {verdict.reason}; kept on disk, the best stays round {st.best_round}")
     model = job.load_round(st.best_round)
     chain = job.load_chain(st.best_round, model) if trained.chain is not None else None
     return replace(st, model=model, chain=chain, weight=ref.weight, **carried)
 
 
-def _evaluate(job: Job, r: int, prev_best: int, nxt: State, trained: Trained, verdict: Verdict,
-              judged: pd.DataFrame, examples: list[Example]) -> dict:
+def _evaluate(
+    job: Job,
+    r: int,
+    prev_best: int,
+    nxt: State,
+    trained: Trained,
+    verdict: Verdict,
+    judged: pd.DataFrame,
+    examples: list[Example],
+) -> dict:
     """8. The round's own encoder against gold (reported, never used) and the pseudo-labels' quality; with
     train.merge_init, also the unmerged weights (``unmerged``: what the merge changed) where labels are few."""
     cfg = job.cfg
-    m: dict = {"round": r, "teacher": job.teacher.model_id, "simulated": job.teacher.simulated,
-               "decision": cfg.teacher.decision, "prompt": job.template.name, "select": cfg.select.strategy,
-               "fusion": cfg.select.fusion, "merge_init": cfg.train.merge_init}
+    m: dict = {
+        "round": r,
+        "teacher": job.teacher.model_id,
+        "simulated": job.teacher.simulated,
+        "decision": cfg.teacher.decision,
+        "prompt": job.template.name,
+        "select": cfg.select.strategy,
+        "fusion": cfg.select.fusion,
+        "merge_init": cfg.train.merge_init,
+    }
     if job.has_gold:
-        m.update(score_encoder(job, trained.model, trained.lemb,
-                               weight=guard.weight_of(cfg, verdict.choices.get(str(r)))))
+        m.update(
+            score_encoder(job, trained.model, trained.lemb, weight=guard.weight_of(cfg, verdict.choices.get(str(r))))
+        )
         if trained.chain is not None and len(job.labels) < LARGE_LABEL_SET:
             lemb = embed(trained.chain, job.label_texts, cfg.encoder.batch_size)
-            m["unmerged"] = {k: v for k, v in score_encoder(job, trained.chain, lemb).items()
-                             if k in ("P@1", "P@5", "nDCG@5")}
+            m["unmerged"] = {
+                k: v for k, v in score_encoder(job, trained.chain, lemb).items() if k in ("P@1", "P@5", "nDCG@5")
+            }
         best_m = m if verdict.promoted else read_json(job.run.round_dir(prev_best) / "metrics.json")
         m["best"] = {k: best_m.get(k) for k in ("round", "P@1", "P@3", "P@5", "nDCG@5")} | {"round": nxt.best_round}
         if (fin := best_m.get("retrieval", {}).get("final")) is not None:
@@ -354,38 +434,78 @@ def _evaluate(job: Job, r: int, prev_best: int, nxt: State, trained: Trained, ve
     if job.gold:
         old = select_positives(judged.assign(p_yes=judged["p_teacher"]), "similarity")
         m["pseudo_positive_precision_teacher_only"] = pseudo_label_quality(
-            judged, old, job.doc_ids, job.labels.ids, job.gold).get("pseudo_positive_precision")
+            judged, old, job.doc_ids, job.labels.ids, job.gold
+        ).get("pseudo_positive_precision")
     return m
 
 
-def _record(job: Job, r: int, rd: Path, nxt: State, m: dict, judged: pd.DataFrame, examples: list[Example],
-            trained: Trained, verdict: Verdict, views: dict, casc: Cascade, asked: int, clock: Clock,
-            stats0: dict) -> RoundResult:
+def _record(
+    job: Job,
+    r: int,
+    rd: Path,
+    nxt: State,
+    m: dict,
+    judged: pd.DataFrame,
+    examples: list[Example],
+    trained: Trained,
+    verdict: Verdict,
+    views: dict,
+    casc: Cascade,
+    asked: int,
+    clock: Clock,
+    stats0: dict,
+) -> RoundResult:
     """9. The round's metrics.json, then the manifest: only now does the round count as finished."""
     teacher = job.teacher
     t = clock.times
-    m.update({
-        "pairs_total": len(judged), "pairs_candidates": int(judged["candidate"].sum()), "pairs_asked": asked,
-        "strong_pairs_asked": casc.asked, "strong_docs": len(nxt.strong_docs), "guard_pairs_asked": verdict.asked,
-        "teacher_pairs_per_s": asked / t["teacher"] if asked and t.get("teacher", 0) > 0 else None,
-        "views": views, "teacher_weaker": teacher_weaker(views.get("teacher")),
-        "retrieval_choice": verdict.choices.get(str(r)),
-        "teacher_stats": {k: v - stats0.get(k, 0) for k, v in getattr(teacher, "stats", {}).items()},
-        "guard": {"promoted": verdict.promoted, "reason": verdict.reason, "score": verdict.scores.get(str(r)),
-                  "best_round": nxt.best_round, "docs": len(job.guard_docs)},
-        "promoted": verdict.promoted, "best_round": nxt.best_round,
-        "docs_with_yes": len({e.doc for e in examples}), "docs": len(job.docs),
-        "train": trained.log, "seconds": {k: round(v, 2) for k, v in t.items()}, "peak_rss_gb": peak_rss_gb(),
-        "memory_gb_after_step": clock.memory,
-    })
+    m.update(
+        {
+            "pairs_total": len(judged),
+            "pairs_candidates": int(judged["candidate"].sum()),
+            "pairs_asked": asked,
+            "strong_pairs_asked": casc.asked,
+            "strong_docs": len(nxt.strong_docs),
+            "guard_pairs_asked": verdict.asked,
+            "teacher_pairs_per_s": asked / t["teacher"] if asked and t.get("teacher", 0) > 0 else None,
+            "views": views,
+            "teacher_weaker": teacher_weaker(views.get("teacher")),
+            "retrieval_choice": verdict.choices.get(str(r)),
+            "teacher_stats": {k: v - stats0.get(k, 0) for k, v in getattr(teacher, "stats", {}).items()},
+            "guard": {
+                "promoted": verdict.promoted,
+                "reason": verdict.reason,
+                "score": verdict.scores.get(str(r)),
+                "best_round": nxt.best_round,
+                "docs": len(job.guard_docs),
+            },
+            "promoted": verdict.promoted,
+            "best_round": nxt.best_round,
+            "docs_with_yes": len({e.doc for e in examples}),
+            "docs": len(job.docs),
+            "train": trained.log,
+            "seconds": {k: round(v, 2) for k, v in t.items()},
+            "peak_rss_gb": peak_rss_gb(),
+            "memory_gb_after_step": clock.memory,
+        }
+    )
     write_json(rd / "metrics.json", m)
     summary = {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")}
     if (fin := m.get("retrieval", {}).get("final")) is not None:
         summary["final_P@1"] = fin["P@1"]
-    job.run.finish_round(r, summary, {
-        "teacher": teacher.describe(), "simulated": teacher.simulated, "lmtx_version": __version__,
-        "best_round": nxt.best_round, "guard": verdict.scores, "strong_pairs_asked": nxt.strong_spent,
-        "retrieval_choice": verdict.choices, "retrieval": run_retrieval(job.cfg, nxt.best_round, nxt.weight)})
+    job.run.finish_round(
+        r,
+        summary,
+        {
+            "teacher": teacher.describe(),
+            "simulated": teacher.simulated,
+            "lmtx_version": __version__,
+            "best_round": nxt.best_round,
+            "guard": verdict.scores,
+            "strong_pairs_asked": nxt.strong_spent,
+            "retrieval_choice": verdict.choices,
+            "retrieval": run_retrieval(job.cfg, nxt.best_round, nxt.weight),
+        },
+    )
     # only now: a run killed before this line resumes from the previous best round's optimizer state and weights
     job.run.drop_training_state(keep=nxt.best_round)
     return RoundResult(r, m, rd)
@@ -411,21 +531,33 @@ def _start_teachers(job: Job) -> None:
 
     cfg, rt, log = job.cfg, job.rt, job.rt.log
     common = {"device": rt.device, "threads": rt.threads, "log": log}
-    job.teacher = rt.teacher or run_teacher(cfg.teacher.name, cfg.teacher, job.template, job.gold, cfg.loop.seed,
-                                            urls=rt.teacher_urls, tokenizer=rt.teacher_tokenizer,
-                                            timeout=rt.teacher_timeout, served_dtype=rt.served_dtype,
-                                            plan=rt.teacher_plan, **common)
+    job.teacher = rt.teacher or run_teacher(
+        cfg.teacher.name,
+        cfg.teacher,
+        job.template,
+        job.gold,
+        cfg.loop.seed,
+        urls=rt.teacher_urls,
+        tokenizer=rt.teacher_tokenizer,
+        timeout=rt.teacher_timeout,
+        served_dtype=rt.served_dtype,
+        plan=rt.teacher_plan,
+        **common,
+    )
     log(f"[lmtx] teacher: {job.teacher.describe()}")
     if job.teacher.simulated:
         log("[lmtx] NOTE: SIMULATED teacher (answers from gold labels): a research tool, not a real result")
     if cfg.teacher.strong and cfg.teacher.strong_budget > 0:
-        job.strong = rt.strong_teacher or run_teacher(cfg.teacher.strong, cfg.teacher, job.template, job.gold,
-                                                      cfg.loop.seed, **common)
+        job.strong = rt.strong_teacher or run_teacher(
+            cfg.teacher.strong, cfg.teacher, job.template, job.gold, cfg.loop.seed, **common
+        )
         log(f"[lmtx] strong teacher (cascade, at most {cfg.teacher.strong_budget} pairs): {job.strong.describe()}")
     if job.guard_docs:
-        log(f"[lmtx] guard: {len(job.guard_docs)} of {len(job.docs) + len(job.guard_docs)} documents held out; a "
+        log(
+            f"[lmtx] guard: {len(job.guard_docs)} of {len(job.docs) + len(job.guard_docs)} documents held out; a "
             f"round's encoder is promoted unless the teacher rates its top-1 labels on them lower than the best "
-            f"round's by more than {cfg.loop.guard_z:g} standard errors")
+            f"round's by more than {cfg.loop.guard_z:g} standard errors"
+        )
 
 
 def _resume_state(job: Job) -> State:
@@ -459,8 +591,14 @@ def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict
     """What `lmtx evaluate/tag --model RUN` rank with (the manifest's "retrieval"): the best round's mode and dense
     weight, the label text the lexical side indexes and the pool size."""
     w = 1.0 if weight is None else float(weight)
-    return {"round": best_round, "mode": mode_of(w), "dense_weight": w, "label_text": cfg.encoder.label_text,
-            "pool": cfg.retrieval.pool, "setting": cfg.retrieval.mode}
+    return {
+        "round": best_round,
+        "mode": mode_of(w),
+        "dense_weight": w,
+        "label_text": cfg.encoder.label_text,
+        "pool": cfg.retrieval.pool,
+        "setting": cfg.retrieval.mode,
+    }
 
 
 def _quiet_libraries():

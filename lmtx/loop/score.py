@@ -27,8 +27,7 @@ def eval_sample(job: Job) -> list:
     return sorted(docs, key=lambda d: stable_key("eval", d.id))[:n]
 
 
-def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False,
-                  weight: float | None = None) -> dict:
+def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False, weight: float | None = None) -> dict:
     """An encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled). The top-level
     keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside it, P@1 at
     every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run hands
@@ -48,8 +47,12 @@ def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False
     by_w = {f"{w:g}": round(score(w)["P@1"], 4) for w in GOLD_GRID}
     best_w = max(by_w, key=lambda w: (by_w[w], float(w)))
     lex = score(0.0)
-    ret = {"dense": {k: m[k] for k in RETRIEVAL_KEYS}, "lexical": {k: lex[k] for k in RETRIEVAL_KEYS},
-           "P@1_by_weight": by_w, "best_weight_on_gold": float(best_w)}
+    ret = {
+        "dense": {k: m[k] for k in RETRIEVAL_KEYS},
+        "lexical": {k: lex[k] for k in RETRIEVAL_KEYS},
+        "P@1_by_weight": by_w,
+        "best_weight_on_gold": float(best_w),
+    }
     if weight is not None:
         fin = score(weight)
         ret["final"] = {"mode": mode_of(weight), "dense_weight": weight} | {k: fin[k] for k in RETRIEVAL_KEYS}

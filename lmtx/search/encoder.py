@@ -20,14 +20,20 @@ def load_encoder(spec: str, max_seq_length: int | None = None, device: str = "cp
     if (Path(path) / ".verified").exists():  # a round's encoder written by lmtx: check it was not damaged since
         from ..store.assets import verify_folder
 
-        verify_folder(Path(path), ".verified", f"encoder {spec}", "retrain that round (remove its folder and "
-                      "rerun) or use another round")
+        verify_folder(
+            Path(path),
+            ".verified",
+            f"encoder {spec}",
+            "retrain that round (remove its folder and rerun) or use another round",
+        )
     try:
         model = SentenceTransformer(path, device=device)
     except Exception as e:  # OSError (not found, offline), ValueError (not a model folder), ...
-        raise AssetError(f"could not load encoder {spec!r}: {type(e).__name__}: {str(e)[:300]} (offline assets: "
-                         f"{', '.join(k for k, a in ASSETS.items() if a.kind == 'sentence-transformer')}; "
-                         f"or a local sentence-transformers folder)") from None
+        raise AssetError(
+            f"could not load encoder {spec!r}: {type(e).__name__}: {str(e)[:300]} (offline assets: "
+            f"{', '.join(k for k, a in ASSETS.items() if a.kind == 'sentence-transformer')}; "
+            f"or a local sentence-transformers folder)"
+        ) from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
@@ -60,8 +66,16 @@ def fingerprint_labels(labels, label_text: str) -> str:
     return h.hexdigest()[:16]
 
 
-def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache_for: str | None = None,
-                     progress: bool = True, backend: str = "auto", log=None) -> np.ndarray:
+def label_embeddings(
+    model,
+    labels,
+    label_text: str,
+    batch_size: int = 64,
+    cache_for: str | None = None,
+    progress: bool = True,
+    backend: str = "auto",
+    log=None,
+) -> np.ndarray:
     """Every label's embedding. ``cache_for``: the encoder's spec or folder when its weights are fixed (the
     initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts, backend) and reused by
     later runs. ``backend``: torch | onnx-int8 | auto (onnx-int8 from 50,000 labels; lmtx.search.fast_encode). Large
@@ -80,8 +94,15 @@ def label_embeddings(model, labels, label_text: str, batch_size: int = 64, cache
             emb = np.load(path)
             if emb.shape[0] == len(texts):
                 return emb
-    emb, _ = encode_labels(model, texts, backend, batch_size, progress and len(texts) >= LARGE_LABEL_SET,
-                           f"encoding {len(texts)} labels", log)
+    emb, _ = encode_labels(
+        model,
+        texts,
+        backend,
+        batch_size,
+        progress and len(texts) >= LARGE_LABEL_SET,
+        f"encoding {len(texts)} labels",
+        log,
+    )
     if path is not None:
         from ..store.files import replacing
 

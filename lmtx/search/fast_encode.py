@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LABEL_BACKENDS as BACKENDS, LARGE_LABEL_SET as AUTO_ONNX_FROM  # noqa: F401
+from ..config import LABEL_BACKENDS as BACKENDS  # noqa: F401
+from ..config import LARGE_LABEL_SET as AUTO_ONNX_FROM
+
 CHUNK = 2048  # texts per task sent to a worker (length-sorted, so a chunk pads little)
 BATCH = 16  # texts per onnxruntime call inside a worker
 
@@ -33,7 +35,10 @@ def embed(model, texts: list[str], batch_size: int = 64, show_progress: bool = F
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
     emb = model.encode(
-        texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
         show_progress_bar=show_progress,
     )
     return np.ascontiguousarray(emb, dtype=np.float32)
@@ -70,8 +75,8 @@ def exportable(model) -> bool:
 def export_int8(model, folder: Path) -> Path:
     """Export ``model``'s transformer to ONNX, quantize it to int8 (dynamic, per-channel), save its tokenizer
     beside it; returns the quantized model's path."""
-    import torch
     import onnx
+    import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,18 +90,30 @@ def export_int8(model, folder: Path) -> Path:
         def forward(self, input_ids, attention_mask):
             return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    enc = model.tokenizer(["an example label", "a second, somewhat longer example label text"], padding=True,
-                          return_tensors="pt")
+    enc = model.tokenizer(
+        ["an example label", "a second, somewhat longer example label text"], padding=True, return_tensors="pt"
+    )
     f32 = folder / "model.onnx"
     dyn = {0: "batch", 1: "tokens"}
     with torch.no_grad():
-        torch.onnx.export(_Hidden(auto), (enc["input_ids"], enc["attention_mask"]), str(f32),
-                          input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                          dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "hidden": dyn},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _Hidden(auto),
+            (enc["input_ids"], enc["attention_mask"]),
+            str(f32),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["hidden"],
+            dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "hidden": dyn},
+            opset_version=17,
+            dynamo=False,
+        )
     out = folder / "model-int8.onnx"
-    quantize_dynamic(str(f32), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(f32),
+        str(out),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     f32.unlink()
     model.tokenizer.save_pretrained(str(folder))
     return out
@@ -121,7 +138,7 @@ def _encode_chunk(texts: list[str]) -> np.ndarray:
     sess, tok = _W["sess"], _W["tok"]
     parts = []
     for s in range(0, len(texts), BATCH):
-        e = tok(texts[s:s + BATCH], padding=True, truncation=True, max_length=_W["max_len"], return_tensors="np")
+        e = tok(texts[s : s + BATCH], padding=True, truncation=True, max_length=_W["max_len"], return_tensors="np")
         mask = e["attention_mask"].astype(np.int64)
         h = sess.run(None, {"input_ids": e["input_ids"].astype(np.int64), "attention_mask": mask})[0]
         m = mask[..., None].astype(np.float32)
@@ -131,8 +148,9 @@ def _encode_chunk(texts: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def encode_int8(model, texts: list[str], workers: int | None = None, show_progress: bool = False,
-                desc: str = "") -> np.ndarray:
+def encode_int8(
+    model, texts: list[str], workers: int | None = None, show_progress: bool = False, desc: str = ""
+) -> np.ndarray:
     """L2-normalized embeddings of ``texts`` from ``model`` exported to int8 ONNX, computed by ``workers``
     single-thread onnxruntime processes (default: one per core). Texts are sorted by length and sent in chunks;
     the result is in the input order, and the same for any order of the same texts."""
@@ -144,7 +162,7 @@ def encode_int8(model, texts: list[str], workers: int | None = None, show_progre
     # by (length, text): batches pad little, and hold the same texts whatever the input order (dynamic int8 scales
     # activations per batch, so this keeps a label's vector independent of where it sits in the file)
     order = np.array(sorted(range(len(texts)), key=lambda i: (len(texts[i]), texts[i])), dtype=np.int64)
-    chunks = [order[s:s + CHUNK] for s in range(0, len(order), CHUNK)]
+    chunks = [order[s : s + CHUNK] for s in range(0, len(order), CHUNK)]
     out = np.empty((len(texts), model.get_sentence_embedding_dimension()), dtype=np.float32)
     bar = None
     if show_progress:
@@ -188,20 +206,34 @@ def pool_devices() -> list[str]:
     return ["cpu"] * (os.cpu_count() or 1)
 
 
-def encode_pool(model, texts: list[str], batch_size: int = 64, show_progress: bool = False,
-                devices: list[str] | None = None) -> np.ndarray:
+def encode_pool(
+    model, texts: list[str], batch_size: int = 64, show_progress: bool = False, devices: list[str] | None = None
+) -> np.ndarray:
     """sentence-transformers' multi-process encoding: one process per device (several GPUs, or CPU processes)."""
     pool = model.start_multi_process_pool(devices or pool_devices())
     try:
-        emb = model.encode(texts, pool=pool, batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=show_progress)
+        emb = model.encode(
+            texts,
+            pool=pool,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
     finally:
         model.stop_multi_process_pool(pool)
     return np.ascontiguousarray(emb, dtype=np.float32)
 
 
-def encode_labels(model, texts: list[str], backend: str = "auto", batch_size: int = 64,
-                  show_progress: bool = False, desc: str = "", log=None) -> tuple[np.ndarray, str]:
+def encode_labels(
+    model,
+    texts: list[str],
+    backend: str = "auto",
+    batch_size: int = 64,
+    show_progress: bool = False,
+    desc: str = "",
+    log=None,
+) -> tuple[np.ndarray, str]:
     """Label embeddings with the chosen backend; returns (embeddings, backend used)."""
     used = resolve_backend(model, backend, len(texts))
     if log and used != pick_backend(backend, len(texts)):

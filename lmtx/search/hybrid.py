@@ -79,8 +79,16 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, sd
 
 
-def build_pools(demb: np.ndarray, lemb: np.ndarray, d_idx: np.ndarray, d_sim: np.ndarray, l_idx: np.ndarray,
-                l_sc: np.ndarray, lexical, texts: list[str]) -> Pools:
+def build_pools(
+    demb: np.ndarray,
+    lemb: np.ndarray,
+    d_idx: np.ndarray,
+    d_sim: np.ndarray,
+    l_idx: np.ndarray,
+    l_sc: np.ndarray,
+    lexical,
+    texts: list[str],
+) -> Pools:
     """Pools from each side's top lists: d_idx/d_sim (dense top-pool, cosines), l_idx/l_sc (lexical top-pool, BM25).
     The cosine of each lexical-only label comes from ``demb`` x ``lemb``; the BM25 score of each dense-only label
     from ``lexical.pair_scores``."""
@@ -99,7 +107,7 @@ def build_pools(demb: np.ndarray, lemb: np.ndarray, d_idx: np.ndarray, d_sim: np
     q = lexical.query_matrix(texts)
     for i in range(n):
         u = srt[i][np.concatenate([[True], srt[i][1:] != srt[i][:-1]])]
-        idx[i, :len(u)] = u
+        idx[i, : len(u)] = u
     valid = idx >= 0
     rows = np.nonzero(valid)[0]
     labs = idx[valid]
@@ -136,15 +144,15 @@ def choose_weight(ratings: dict[float, np.ndarray], prior: float, z: float = CHO
     return best, means
 
 
-
 class Ranker:
     """Top-k labels of texts by dense, lexical or hybrid retrieval: what `lmtx evaluate` and `lmtx tag` rank with.
 
     ``index``: the encoder's LabelIndex (exact or HNSW; its ``emb`` gives the cosine of lexical-only labels);
     ``lexical``: the labels' LexicalIndex (not needed for dense); ``w``: the dense weight of hybrid."""
 
-    def __init__(self, model, index, lexical, mode: str = "dense", w: float = 1.0, pool: int = POOL,
-                 batch_size: int = 64):
+    def __init__(
+        self, model, index, lexical, mode: str = "dense", w: float = 1.0, pool: int = POOL, batch_size: int = 64
+    ):
         if mode not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
         self.model, self.index, self.lexical, self.mode, self.w = model, index, lexical, mode, w

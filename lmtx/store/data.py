@@ -62,7 +62,14 @@ class LabelSet:
         return self.labels[i]
 
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def _format(path: Path) -> str:
@@ -71,8 +78,10 @@ def _format(path: Path) -> str:
         suffixes = suffixes[:-1]
     fmt = FORMATS.get(suffixes[-1] if suffixes else "")
     if fmt is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet "
-                        f"(.jsonl and .csv may be gzipped: .jsonl.gz)")
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet "
+            f"(.jsonl and .csv may be gzipped: .jsonl.gz)"
+        )
     if fmt == "parquet" and path.suffix.lower() == ".gz":
         raise DataError(f"{path}: Parquet is compressed inside; give the .parquet file itself")
     return fmt
@@ -105,8 +114,10 @@ def iter_records(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[s
                     try:
                         line = raw.decode("utf-8")
                     except UnicodeDecodeError as e:
-                        raise DataError(f"{path}:{n}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at column "
-                                        f"{e.start + 1}); convert the file to UTF-8") from None
+                        raise DataError(
+                            f"{path}:{n}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r} at column "
+                            f"{e.start + 1}); convert the file to UTF-8"
+                        ) from None
                     if not line.strip():
                         continue
                     try:
@@ -192,7 +203,9 @@ def _labels_field(rec: dict, where: str) -> list[str] | None:
 def parse_doc(where: str, rec: dict) -> Doc:
     _columns_check(Path(where), rec, ("id", "text"), where)
     split = _str_field(rec, "split", where, required=False) or None
-    return Doc(_str_field(rec, "id", where), _str_field(rec, "text", where, ints=False), _labels_field(rec, where), split)
+    return Doc(
+        _str_field(rec, "id", where), _str_field(rec, "text", where, ints=False), _labels_field(rec, where), split
+    )
 
 
 def load_labels(path: str | Path) -> LabelSet:
@@ -204,8 +217,13 @@ def load_labels(path: str | Path) -> LabelSet:
         if lid in seen:
             raise DataError(f"{where}: field 'id': duplicate label id {lid!r} (first at {seen[lid]})")
         seen[lid] = where
-        labels.append(Label(lid, _str_field(rec, "name", where, ints=False),
-                            _str_field(rec, "description", where, required=False, ints=False)))
+        labels.append(
+            Label(
+                lid,
+                _str_field(rec, "name", where, ints=False),
+                _str_field(rec, "description", where, required=False, ints=False),
+            )
+        )
     if not labels:
         raise DataError(f"{path}: no labels")
     return LabelSet(labels)
@@ -232,8 +250,9 @@ def stable_key(*parts: str) -> int:
     return int.from_bytes(hashlib.md5("\x00".join(parts).encode()).digest()[:8], "big")
 
 
-def load_docs(path: str | Path, labels: LabelSet | None = None, limit: int | None = None,
-              split: str | None = None) -> list[Doc]:
+def load_docs(
+    path: str | Path, labels: LabelSet | None = None, limit: int | None = None, split: str | None = None
+) -> list[Doc]:
     docs: list[Doc] = []
     for where, d in iter_docs(path):
         if split is not None and d.split != split:

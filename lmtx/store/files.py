@@ -20,8 +20,9 @@ def _remove(p: Path) -> None:
 
 
 @contextmanager
-def replacing(path: str | Path, point: str | None = None, swap_point: str | None = None,
-              per_process: bool = False) -> Iterator[Path]:
+def replacing(
+    path: str | Path, point: str | None = None, swap_point: str | None = None, per_process: bool = False
+) -> Iterator[Path]:
     """Yields the temporary sibling of ``path`` (``NAME.tmp``; ``NAME.tmpPID`` with ``per_process``, where two
     processes may build the same thing at once) to write a file or a folder into; when the block ends without an
     error, renames it over ``path``, replacing an old file or folder. ``point``: the failpoint (lmtx.store.drill)

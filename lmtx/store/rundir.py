@@ -12,13 +12,12 @@ manifest.json also holds best_round (the guard's choice: what evaluate/tag use) 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-from .files import replacing
 from ..config import ConfigError, config_diff
+from .files import replacing
 
 
 def read_json(path: Path) -> dict:
@@ -26,8 +25,10 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e}); the run folder is damaged: restore the file or start "
-                          f"a new run with another --out") from None
+        raise ConfigError(
+            f"{path}: not valid JSON ({e}); the run folder is damaged: restore the file or start "
+            f"a new run with another --out"
+        ) from None
 
 
 def read_parquet(path: Path):
@@ -37,8 +38,10 @@ def read_parquet(path: Path):
     try:
         return pd.read_parquet(path)
     except Exception as e:  # noqa: BLE001 (pyarrow raises several types for a damaged file)
-        raise ConfigError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:120]}); the run "
-                          f"folder is damaged: remove round folders from this one on to redo them") from None
+        raise ConfigError(
+            f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:120]}); the run "
+            f"folder is damaged: remove round folders from this one on to redo them"
+        ) from None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -52,8 +55,9 @@ def peak_rss_gb() -> float:
     (Linux ru_maxrss is in KiB). Every round's metrics.json records it as `peak_rss_gb`."""
     import resource
 
-    return round(max(resource.getrusage(w).ru_maxrss
-                     for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20, 3)
+    return round(
+        max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20, 3
+    )
 
 
 def process_memory_gb() -> dict | None:

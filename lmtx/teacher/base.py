@@ -86,8 +86,6 @@ def answer_token_ids(tokenizer=None, encode=None) -> tuple[list[int], list[int]]
     return yes, no
 
 
-
-
 def prompt_text(template, pair: Pair, chat_format: str | None, tokenizer=None) -> str:
     """The teacher's prompt for a pair, as every backend renders it (the answer cache assumes they agree): the
     template's message in the registry's chat format, else in the tokenizer's chat template, else the bare message
@@ -96,15 +94,17 @@ def prompt_text(template, pair: Pair, chat_format: str | None, tokenizer=None) -
     if chat_format:
         return chat_format.format(msg=msg)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(prompt_messages(template, pair, msg), add_generation_prompt=True,
-                                             tokenize=False)
+        return tokenizer.apply_chat_template(
+            prompt_messages(template, pair, msg), add_generation_prompt=True, tokenize=False
+        )
     return msg + "\nAnswer:"
 
 
 def prompt_messages(template, pair: Pair, msg: str | None = None) -> list[dict]:
     """The prompt as chat messages (for a server that applies its own chat template)."""
-    return [{"role": "user", "content": msg if msg is not None else
-             template.render(pair.doc, pair.label, pair.description)}]
+    return [
+        {"role": "user", "content": msg if msg is not None else template.render(pair.doc, pair.label, pair.description)}
+    ]
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -131,8 +131,10 @@ def fit_context(encode, pair: Pair, limit: int | None, tokenizer, stats: dict | 
     for _ in range(6):
         keep -= len(ids) - limit + 1 + 4  # a few spare tokens: re-tokenizing the cut text may merge differently
         if keep <= 0:
-            raise TeacherError(f"the teacher's context ({limit} tokens) cannot hold the prompt even with the document "
-                               f"{pair.doc_id!r} cut to nothing: shorten the template or the label description")
+            raise TeacherError(
+                f"the teacher's context ({limit} tokens) cannot hold the prompt even with the document "
+                f"{pair.doc_id!r} cut to nothing: shorten the template or the label description"
+            )
         ids = encode(replace(pair, doc=tokenizer.decode(doc_ids[:keep])))
         if len(ids) < limit:
             break

@@ -34,8 +34,10 @@ class AnswerCache:
         except sqlite3.DatabaseError as e:
             from .base import TeacherError
 
-            raise TeacherError(f"{self.path}: the teacher answer cache is damaged ({e}); move it away to ask the "
-                               f"teacher again (answers in it are lost)") from None
+            raise TeacherError(
+                f"{self.path}: the teacher answer cache is damaged ({e}); move it away to ask the "
+                f"teacher again (answers in it are lost)"
+            ) from None
 
     def close(self):
         self.db.close()
@@ -52,8 +54,11 @@ class AnswerCache:
         now = time.time()
         self.db.executemany(
             "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?)",
-            [(model, template, p.doc_hash, p.label_hash, a.p_yes, a.mass, now) for p, a in zip(pairs, answers)
-             if a.mass > 0],  # an answer without yes/no mass is not an answer: never cached
+            [
+                (model, template, p.doc_hash, p.label_hash, a.p_yes, a.mass, now)
+                for p, a in zip(pairs, answers)
+                if a.mass > 0
+            ],  # an answer without yes/no mass is not an answer: never cached
         )
         self.db.commit()
 

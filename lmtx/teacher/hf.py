@@ -13,8 +13,8 @@ import itertools
 from pathlib import Path
 from typing import Sequence
 
-from .prompts import PromptTemplate
 from .base import Judgment, Pair, TeacherError, answer_token_ids, context_limit, encode_prompt, fit_context, prompt_text
+from .prompts import PromptTemplate
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:
@@ -75,8 +75,9 @@ class HFTeacher:
     def encode(self, pair: Pair) -> list[int]:
         """The prompt's ids, the document cut by tokens where the prompt would overflow the context."""
         self.stats["prompts"] += 1
-        return fit_context(lambda p: encode_prompt(self.tokenizer, self.render(p)), pair, self.context,
-                           self.tokenizer, self.stats)
+        return fit_context(
+            lambda p: encode_prompt(self.tokenizer, self.render(p)), pair, self.context, self.tokenizer, self.stats
+        )
 
     # -- scoring -------------------------------------------------------------------------------------------
     def _read(self, logits) -> list[Judgment]:
@@ -95,8 +96,11 @@ class HFTeacher:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         self.prompt_tokens += sum(len(s) for s in seqs)
         out = self.model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device), logits_to_keep=1, use_cache=False,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            logits_to_keep=1,
+            use_cache=False,
         )
         return self._read(out.logits[:, -1, :])
 
@@ -113,18 +117,20 @@ class HFTeacher:
         self.prompt_tokens += P
         results: list[Judgment] = []
         for start in range(0, len(seqs), self.batch_size):
-            chunk = [s[P:] for s in seqs[start:start + self.batch_size]]
+            chunk = [s[P:] for s in seqs[start : start + self.batch_size]]
             B, L = len(chunk), max(len(s) for s in chunk)
             ids = torch.full((B, L), self.pad_id, dtype=torch.long)
             mask = torch.zeros((B, P + L), dtype=torch.long)
             mask[:, :P] = 1
             for i, s in enumerate(chunk):
-                ids[i, :len(s)] = torch.tensor(s)
-                mask[i, P:P + len(s)] = 1
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, P : P + len(s)] = 1
             cache = _repeat_cache(prefix_cache, B)
             self.prompt_tokens += sum(len(s) for s in chunk)
             h = self.model.base_model(
-                input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True,
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                use_cache=True,
                 **{("cache" if _new_cache_api() else "past_key_values"): cache},
             ).last_hidden_state  # (B, L, H)
             last = torch.tensor([len(s) - 1 for s in chunk], device=dev)
@@ -143,7 +149,7 @@ class HFTeacher:
                     results.extend(self._with_prefix(seqs))
                 else:
                     for i in range(0, len(seqs), self.batch_size):
-                        results.extend(self._full(seqs[i:i + self.batch_size]))
+                        results.extend(self._full(seqs[i : i + self.batch_size]))
         if len(results) != len(pairs):
             raise TeacherError("internal: result count mismatch")
         return results
@@ -161,7 +167,6 @@ def _new_cache_api() -> bool:
 
 
 def _repeat_cache(cache, n: int):
-
     """A fresh cache holding ``n`` copies of a batch-1 prefix cache (the original stays untouched)."""
     import copy
 
@@ -169,4 +174,3 @@ def _repeat_cache(cache, n: int):
     if n > 1:
         c.batch_repeat_interleave(n)
     return c
-

@@ -75,8 +75,9 @@ def read_entries(lp) -> dict:
     return out
 
 
-def judge(entries: Mapping, yes_ids: Sequence[int], no_ids: Sequence[int], exact: bool = False,
-          min_listed: int = 5) -> Reading:
+def judge(
+    entries: Mapping, yes_ids: Sequence[int], no_ids: Sequence[int], exact: bool = False, min_listed: int = 5
+) -> Reading:
     """What the listed logprobs say about yes vs no (see the module docstring for the rules). A missing side is
     bounded by the smallest listed probability only when at least ``min_listed`` tokens were listed: with the
     top-1 alone that bound is the listed side itself, and the answer would read 0.5."""
@@ -85,8 +86,10 @@ def judge(entries: Mapping, yes_ids: Sequence[int], no_ids: Sequence[int], exact
             raise TeacherError(f"teacher answer has an impossible logprob {v!r} for token {k!r}")
     total = sum(math.exp(v) for v in entries.values())
     if total > 1 + MASS_SLACK:
-        raise TeacherError(f"teacher answer lists a probability mass of {total:.4f} > 1 for one position: "
-                           f"the server's logprobs are not log-probabilities of one distribution")
+        raise TeacherError(
+            f"teacher answer lists a probability mass of {total:.4f} > 1 for one position: "
+            f"the server's logprobs are not log-probabilities of one distribution"
+        )
     by_id = all(isinstance(k, int) for k in entries) and entries
     if by_id:
         y = [entries[i] for i in yes_ids if i in entries]

@@ -16,7 +16,6 @@ API keys come from the environment (``LMTX_TEACHER_API_KEY``) and never appear i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
 import random
@@ -24,10 +23,20 @@ import time
 from typing import Sequence
 
 from ..store.data import stable_key
-from .prompts import PromptTemplate
-from .base import (Judgment, Pair, PartialAnswers, TeacherError, answer_token_ids, context_limit, encode_prompt,
-                   fit_context, prompt_messages, prompt_text)
+from .base import (
+    Judgment,
+    Pair,
+    PartialAnswers,
+    TeacherError,
+    answer_token_ids,
+    context_limit,
+    encode_prompt,
+    fit_context,
+    prompt_messages,
+    prompt_text,
+)
 from .logprobs import Reading, judge, read_entries
+from .prompts import PromptTemplate
 
 # a prompt the server answered without any yes/no mass: never a yes (mass 0), neutral in the fused score
 UNREADABLE = Judgment(p_yes=0.5, mass=0.0)
@@ -61,11 +70,26 @@ class ServedTeacher:
     simulated = False
     chunk_pairs = 512  # pairs per cache commit: enough to keep hundreds of requests in flight
 
-    def __init__(self, urls: Sequence[str], template: PromptTemplate, model_id: str, served_model: str | None = None,
-                 chat_format: str | None = None, tokenizer=None, concurrency: int = 128, timeout: float = 300.0,
-                 retries: int = 4, top_logprobs: int = 20, api_key: str | None = None, prime: bool = True,
-                 log=print, deadline: float = 900.0, max_wait: float = 60.0, max_unreadable: float = 0.02,
-                 transport=None):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        template: PromptTemplate,
+        model_id: str,
+        served_model: str | None = None,
+        chat_format: str | None = None,
+        tokenizer=None,
+        concurrency: int = 128,
+        timeout: float = 300.0,
+        retries: int = 4,
+        top_logprobs: int = 20,
+        api_key: str | None = None,
+        prime: bool = True,
+        log=print,
+        deadline: float = 900.0,
+        max_wait: float = 60.0,
+        max_unreadable: float = 0.02,
+        transport=None,
+    ):
         if not urls:
             raise TeacherError("a served teacher needs at least one --teacher-url")
         self.urls = [u.rstrip("/") for u in urls]
@@ -89,8 +113,18 @@ class ServedTeacher:
         self.max_unreadable = max_unreadable  # share of a chunk's prompts allowed without yes/no mass
         self.transport = transport  # an httpx transport (tests replay server responses through MockTransport)
         self._mode_logged = False
-        self.stats = {"prompts": 0, "requests": 0, "retries": 0, "fallbacks": 0, "missing_yes_mass": 0,
-                      "missing_no_mass": 0, "unreadable": 0, "low_mass": 0, "prompt_tokens": 0, "prompts_cut": 0}
+        self.stats = {
+            "prompts": 0,
+            "requests": 0,
+            "retries": 0,
+            "fallbacks": 0,
+            "missing_yes_mass": 0,
+            "missing_no_mass": 0,
+            "unreadable": 0,
+            "low_mass": 0,
+            "prompt_tokens": 0,
+            "prompts_cut": 0,
+        }
         self.context: int | None = None
         self._probe()
 
@@ -116,8 +150,10 @@ class ServedTeacher:
                 r = c.get(f"{_root(self.urls[0])}/v1/models", headers=self._headers())
             r.raise_for_status()
         except httpx.HTTPError as e:
-            raise TeacherError(f"teacher server {self.urls[0]} is unreachable ({type(e).__name__}: {e}); "
-                               f"start one with `lmtx teacher serve NAME` or check --teacher-url") from None
+            raise TeacherError(
+                f"teacher server {self.urls[0]} is unreachable ({type(e).__name__}: {e}); "
+                f"start one with `lmtx teacher serve NAME` or check --teacher-url"
+            ) from None
         cards = r.json().get("data", [])
         served = [m["id"] for m in cards]
         if self.served_model is None:
@@ -146,8 +182,10 @@ class ServedTeacher:
         with httpx.Client(transport=self.transport, timeout=30) as c:
             r = c.post(f"{_root(self.urls[0])}/tokenize", json=body, headers=self._headers())
         if r.status_code >= 400:
-            raise TeacherError(f"{self.urls[0]}/tokenize failed ({r.status_code}); give the model's tokenizer "
-                               f"(--teacher-tokenizer) for servers without a /tokenize endpoint")
+            raise TeacherError(
+                f"{self.urls[0]}/tokenize failed ({r.status_code}); give the model's tokenizer "
+                f"(--teacher-tokenizer) for servers without a /tokenize endpoint"
+            )
         return r.json()["tokens"]
 
     # -- prompts --------------------------------------------------------------------------------------------
@@ -176,8 +214,11 @@ class ServedTeacher:
         return judge(read_entries(choice.get("logprobs")), self.yes_ids, self.no_ids, exact=self.exact_ids)
 
     def _mode(self) -> str:
-        return ("exact yes/no logprobs (logprob_token_ids)" if self.exact_ids
-                else f"top-{self.top_logprobs} logprobs (the server ignores logprob_token_ids)")
+        return (
+            "exact yes/no logprobs (logprob_token_ids)"
+            if self.exact_ids
+            else f"top-{self.top_logprobs} logprobs (the server ignores logprob_token_ids)"
+        )
 
     async def _post(self, client, url: str, prompts: list) -> list[dict]:
         """One completions request with retries: timeouts, transport errors, 429 (honouring Retry-After), 5xx,
@@ -186,14 +227,23 @@ class ServedTeacher:
 
         delay, t_end = 1.0, time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
-            body = {"model": self.served_model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
-                    "logprobs": 1 if self.exact_ids else self.top_logprobs, "return_tokens_as_token_ids": True}
+            body = {
+                "model": self.served_model,
+                "prompt": prompts,
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": 1 if self.exact_ids else self.top_logprobs,
+                "return_tokens_as_token_ids": True,
+            }
             if self.exact_ids:
                 body["logprob_token_ids"] = self.yes_ids + self.no_ids
             wait = None
             try:
-                r = await client.post(f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions",
-                                      json=body, headers=self._headers())
+                r = await client.post(
+                    f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions",
+                    json=body,
+                    headers=self._headers(),
+                )
                 if r.status_code == 429 or r.status_code >= 500:
                     wait = _retry_after(r.headers.get("retry-after")) if r.status_code in (429, 503) else None
                     raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -215,8 +265,9 @@ class ServedTeacher:
             except (httpx.TimeoutException, httpx.TransportError, _Retryable) as e:
                 left = t_end - time.monotonic()
                 if attempt == self.retries or left <= 0:
-                    raise TeacherError(f"teacher server {url} failed after {attempt + 1} tries: "
-                                       f"{type(e).__name__}: {e}") from None
+                    raise TeacherError(
+                        f"teacher server {url} failed after {attempt + 1} tries: {type(e).__name__}: {e}"
+                    ) from None
                 self.stats["retries"] += 1
                 pause = wait if wait is not None else delay * random.uniform(0.5, 1.5)
                 await asyncio.sleep(max(0.0, min(pause, left, self.max_wait)))
@@ -256,6 +307,7 @@ class ServedTeacher:
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout, limits=limits, transport=self.transport) as client:
+
             async def one(group):
                 prompts = [self.render(p) for p in group]
                 url = self._replica(group[0].doc_id)
@@ -293,5 +345,6 @@ class ServedTeacher:
                 f"{bad} of {len(pairs)} teacher answers carry no yes/no probability (the server listed neither "
                 f"the yes nor the no tokens while reading {self._mode()}); refusing to train on them. Check that "
                 f"the server returns logprobs (vLLM: --max-logprobs >= {self.top_logprobs}) and that "
-                f"--teacher-url serves the model named by --teacher")
+                f"--teacher-url serves the model named by --teacher"
+            )
         return [done[k] for k in range(len(pairs))]

@@ -45,9 +45,12 @@ class TeacherPlan:
     hint: str = ""
 
     def describe(self) -> str:
-        mem = (f", about {self.weight_gib:.1f} GiB of weights" + (f" ({self.available_gib:.1f} GiB free)"
-                                                               if self.available_gib is not None else "")
-               if self.weight_gib is not None else "")
+        mem = (
+            f", about {self.weight_gib:.1f} GiB of weights"
+            + (f" ({self.available_gib:.1f} GiB free)" if self.available_gib is not None else "")
+            if self.weight_gib is not None
+            else ""
+        )
         return f"{self.backend} on {self.device}, {self.dtype}{mem}"
 
 
@@ -59,8 +62,12 @@ def probe_machine() -> Machine:
     smi = shutil.which("nvidia-smi")
     if smi and not (vis is not None and vis.strip() in ("", "-1")):
         try:
-            out = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=20).stdout
+            out = subprocess.run(
+                [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout
             free = [float(x) / 1024 for x in out.split() if x.strip().replace(".", "", 1).isdigit()]
         except (OSError, subprocess.SubprocessError):
             free = []
@@ -110,12 +117,15 @@ def weight_gib(spec: str, dtype: str, path: str | None = None) -> float | None:
 
 def _fits(spec: str, w: float | None, avail: float | None, where: str, fix: str) -> None:
     if w is not None and avail is not None and w * OVERHEAD > avail:
-        raise TeacherError(f"teacher {spec!r} needs about {w:.1f} GiB for its weights ({w * OVERHEAD:.1f} GiB with "
-                           f"working memory) but {where} has {avail:.1f} GiB free; {fix}")
+        raise TeacherError(
+            f"teacher {spec!r} needs about {w:.1f} GiB for its weights ({w * OVERHEAD:.1f} GiB with "
+            f"working memory) but {where} has {avail:.1f} GiB free; {fix}"
+        )
 
 
-def plan_teacher(spec: str, machine: Machine, urls=(), serve: bool = False, backend: str = "auto",
-                 dtype: str = "auto") -> TeacherPlan:
+def plan_teacher(
+    spec: str, machine: Machine, urls=(), serve: bool = False, backend: str = "auto", dtype: str = "auto"
+) -> TeacherPlan:
     """The backend for a teacher on ``machine``; TeacherError, naming what would work, when it cannot run here.
     ``backend``: auto | transformers | vllm (forced; the memory check still applies)."""
     from .registry import REGISTRY, parse_simulated, resolve_dtype
@@ -126,8 +136,9 @@ def plan_teacher(spec: str, machine: Machine, urls=(), serve: bool = False, back
         return TeacherPlan(spec, "served", "remote", resolve_dtype(dtype, "external"))
     gpu = machine.gpus > 0
     if serve:
-        return TeacherPlan(spec, "serve", "cuda" if gpu else "cpu", dtype if dtype != "auto" else
-                           ("bfloat16" if gpu else "float32"))
+        return TeacherPlan(
+            spec, "serve", "cuda" if gpu else "cpu", dtype if dtype != "auto" else ("bfloat16" if gpu else "float32")
+        )
     base = spec[5:] if spec.startswith("vllm:") else spec
     big = base in REGISTRY and not REGISTRY[base].asset  # a GPU-class teacher (the paper's 13B models)
     if spec.startswith("vllm:"):
@@ -137,16 +148,26 @@ def plan_teacher(spec: str, machine: Machine, urls=(), serve: bool = False, back
         backend = "vllm" if (gpu and machine.vllm and (big or spec.startswith("hf:"))) else "transformers"
     if backend == "vllm":
         if not machine.vllm:
-            raise TeacherError("the vLLM backend needs vLLM: pip install 'lmtx[vllm]' (GPU machines), or serve the "
-                               "teacher elsewhere and pass --teacher-url")
+            raise TeacherError(
+                "the vLLM backend needs vLLM: pip install 'lmtx[vllm]' (GPU machines), or serve the "
+                "teacher elsewhere and pass --teacher-url"
+            )
         if not gpu:
-            raise TeacherError("the in-process vLLM engine needs a GPU; on a CPU serve the teacher (lmtx teacher "
-                               "serve, --serve) or pass --teacher-url")
+            raise TeacherError(
+                "the in-process vLLM engine needs a GPU; on a CPU serve the teacher (lmtx teacher "
+                "serve, --serve) or pass --teacher-url"
+            )
         d = dtype if dtype != "auto" else "bfloat16"
         w = weight_gib(base, d, None if base in REGISTRY else base.removeprefix("hf:"))
-        _fits(spec, w, max(machine.gpu_free_gib), "the largest GPU", "use a larger GPU, a quantised checkpoint "
-              "(--teacher-dtype awq / fp8 with a server), or serve it with tensor parallelism (lmtx teacher serve "
-              "--tensor-parallel-size N) and pass --teacher-url")
+        _fits(
+            spec,
+            w,
+            max(machine.gpu_free_gib),
+            "the largest GPU",
+            "use a larger GPU, a quantised checkpoint "
+            "(--teacher-dtype awq / fp8 with a server), or serve it with tensor parallelism (lmtx teacher serve "
+            "--tensor-parallel-size N) and pass --teacher-url",
+        )
         return TeacherPlan(f"vllm:{base}", "vllm", "cuda", d, w, max(machine.gpu_free_gib))
     # transformers (the local backend)
     if big and not gpu and not forced:
@@ -154,7 +175,8 @@ def plan_teacher(spec: str, machine: Machine, urls=(), serve: bool = False, back
             f"teacher {spec!r} ({REGISTRY[base].model}, {REGISTRY[base].params_b:g}B parameters) is a GPU teacher and "
             "this machine has no GPU. Use a served copy (--teacher-url http://HOST:PORT/v1, e.g. from `lmtx teacher "
             f"serve {base}` on a GPU machine), run with --serve on a GPU machine, or take the strongest offline "
-            "teacher, --teacher qwen1.5b. (--teacher-backend transformers forces it onto the CPU.)")
+            "teacher, --teacher qwen1.5b. (--teacher-backend transformers forces it onto the CPU.)"
+        )
     d = dtype if dtype != "auto" else ("bfloat16" if gpu and big else "float32")
     path = None
     if not big and (base in REGISTRY or spec.startswith("hf:")):
@@ -164,11 +186,22 @@ def plan_teacher(spec: str, machine: Machine, urls=(), serve: bool = False, back
     if gpu and big and not machine.vllm:
         hint = "vLLM is not installed: pip install 'lmtx[vllm]' runs this teacher several times faster"
     if gpu:
-        _fits(spec, w, max(machine.gpu_free_gib), "the largest GPU", "use a larger GPU or serve it with vLLM "
-              "(lmtx teacher serve --tensor-parallel-size N) and pass --teacher-url")
+        _fits(
+            spec,
+            w,
+            max(machine.gpu_free_gib),
+            "the largest GPU",
+            "use a larger GPU or serve it with vLLM "
+            "(lmtx teacher serve --tensor-parallel-size N) and pass --teacher-url",
+        )
         return TeacherPlan(spec, "transformers", "cuda", d, w, max(machine.gpu_free_gib), hint)
-    _fits(spec, w, machine.ram_free_gib, "this machine", "pass --teacher-url to a served copy, or take a smaller "
-          "teacher (lmtx teacher list)")
+    _fits(
+        spec,
+        w,
+        machine.ram_free_gib,
+        "this machine",
+        "pass --teacher-url to a served copy, or take a smaller teacher (lmtx teacher list)",
+    )
     return TeacherPlan(spec, "transformers", "cpu", d, w, machine.ram_free_gib, hint)
 
 
@@ -189,7 +222,10 @@ def _local_folder(base: str) -> str | None:
 
 def hub_offline() -> bool:
     """Offline mode set (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), or the hub not reachable in one 2-second try."""
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0"):
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "") not in (
+        "",
+        "0",
+    ):
         return True
     import socket
 
@@ -216,7 +252,9 @@ def check_hub_weights(spec: str) -> None:
     except Exception:
         cached = False
     if not cached and hub_offline():
-        raise TeacherError(f"teacher {spec!r} needs the weights of {repo}, which are not in the local Hugging Face "
-                           "cache, and the model hub cannot be reached (offline). Put a local copy at hf:PATH "
-                           f"(--teacher hf:/path/to/{repo.split('/')[-1]}), or pass --teacher-url to a server that "
-                           "serves it.")
+        raise TeacherError(
+            f"teacher {spec!r} needs the weights of {repo}, which are not in the local Hugging Face "
+            "cache, and the model hub cannot be reached (offline). Put a local copy at hf:PATH "
+            f"(--teacher hf:/path/to/{repo.split('/')[-1]}), or pass --teacher-url to a server that "
+            "serves it."
+        )

@@ -119,6 +119,8 @@ def load_template(name: str | None = None, path: str | Path | None = None, max_d
             return load_template(path=f, max_doc_words=max_doc_words)
     f = _builtin_dir() / f"{name}.txt"
     if not f.is_file():
-        raise PromptError(f"unknown prompt {name!r}; known: {', '.join(list_templates())} (user templates: "
-                          f"{' or '.join(str(d) for d in user_dirs())}/NAME.txt)")
+        raise PromptError(
+            f"unknown prompt {name!r}; known: {', '.join(list_templates())} (user templates: "
+            f"{' or '.join(str(d) for d in user_dirs())}/NAME.txt)"
+        )
     return PromptTemplate(name, f.read_text().strip(), max_doc_words)

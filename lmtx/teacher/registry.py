@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ..config import FLOAT_DTYPES
-from .prompts import PromptTemplate
 from .base import Teacher, TeacherError, chat_format_id
+from .prompts import PromptTemplate
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -34,12 +34,23 @@ class TeacherSpec:
 REGISTRY: dict[str, TeacherSpec] = {
     s.name: s
     for s in [
-        TeacherSpec("smollm2", "smollm2-135m", True, about="SmolLM2-135M-Instruct (offline; fast, weak)",
-                    params_b=0.135),
-        TeacherSpec("qwen0.5b", "qwen2.5-coder-0.5b", True, about="Qwen2.5-Coder-0.5B-Instruct (offline; default)",
-                    params_b=0.494),
-        TeacherSpec("qwen1.5b", "qwen2.5-coder-1.5b", True, about="Qwen2.5-Coder-1.5B-Instruct (offline; quality, slow)",
-                    params_b=1.54),
+        TeacherSpec(
+            "smollm2", "smollm2-135m", True, about="SmolLM2-135M-Instruct (offline; fast, weak)", params_b=0.135
+        ),
+        TeacherSpec(
+            "qwen0.5b",
+            "qwen2.5-coder-0.5b",
+            True,
+            about="Qwen2.5-Coder-0.5B-Instruct (offline; default)",
+            params_b=0.494,
+        ),
+        TeacherSpec(
+            "qwen1.5b",
+            "qwen2.5-coder-1.5b",
+            True,
+            about="Qwen2.5-Coder-1.5B-Instruct (offline; quality, slow)",
+            params_b=1.54,
+        ),
         TeacherSpec("wizardlm", "WizardLMTeam/WizardLM-13B-V1.2", False, VICUNA, "the paper's teacher (GPU)", 13.0),
         TeacherSpec("vicuna", "lmsys/vicuna-13b-v1.5", False, VICUNA, "GPU", 13.0),
         TeacherSpec("llama2", "meta-llama/Llama-2-13b-chat-hf", False, LLAMA2, "GPU", 13.0),
@@ -71,8 +82,11 @@ def check_teacher_spec(spec: str) -> None:
     import difflib
 
     close = difflib.get_close_matches(spec, list(REGISTRY), n=1)
-    raise TeacherError(f"unknown teacher {spec!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                       + f": use one of {', '.join(REGISTRY)}, hf:PATH, vllm:NAME_OR_PATH, or simulated:RATE")
+    raise TeacherError(
+        f"unknown teacher {spec!r}"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
+        + f": use one of {', '.join(REGISTRY)}, hf:PATH, vllm:NAME_OR_PATH, or simulated:RATE"
+    )
 
 
 def teacher_model_name(spec: str) -> str:
@@ -161,19 +175,31 @@ def make_teacher(
         kw = {"dtype": d} if d in FLOAT_DTYPES else {"quantization": d}
         return InProcessVLLMTeacher(path, template, model_id=teacher_model_id(base, d), chat_format=chat_format, **kw)
     if urls:
-        return make_served_teacher(spec, template, urls, tokenizer, progress, timeout=timeout,
-                                   dtype=resolve_dtype(dtype, "external"))
+        return make_served_teacher(
+            spec, template, urls, tokenizer, progress, timeout=timeout, dtype=resolve_dtype(dtype, "external")
+        )
     if spec not in REGISTRY and not spec.startswith("hf:"):
         raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)}, hf:PATH, or simulated:RATE")
     chat_format = REGISTRY[spec].chat_format if spec in REGISTRY else None
     d = resolve_dtype(dtype, "local")
     if d not in FLOAT_DTYPES:
-        raise TeacherError(f"the local teacher backend computes in float32, bfloat16 or float16, not {d!r} "
-                           "(quantised teachers: serve them with vLLM and pass --teacher-url)")
+        raise TeacherError(
+            f"the local teacher backend computes in float32, bfloat16 or float16, not {d!r} "
+            "(quantised teachers: serve them with vLLM and pass --teacher-url)"
+        )
     path, model_id = local_model_path(spec, progress), teacher_model_id(spec, d)
     try:
-        return HFTeacher(path, template, model_id=model_id, chat_format=chat_format, prefix_reuse=prefix_reuse,
-                         batch_size=batch_size, device=device, threads=threads, dtype=d)
+        return HFTeacher(
+            path,
+            template,
+            model_id=model_id,
+            chat_format=chat_format,
+            prefix_reuse=prefix_reuse,
+            batch_size=batch_size,
+            device=device,
+            threads=threads,
+            dtype=d,
+        )
     except OSError as e:
         raise TeacherError(f"could not load teacher {spec!r} from {path!r}: {e}") from None
 
@@ -192,8 +218,15 @@ def local_model_path(spec: str, progress=print) -> str:
     raise TeacherError(f"unknown teacher {spec!r}: use one of {', '.join(REGISTRY)} or hf:PATH")
 
 
-def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], tokenizer: str | None = None,
-                        progress=print, timeout: float = 300.0, dtype: str = "unknown") -> Teacher:
+def make_served_teacher(
+    spec: str,
+    template: PromptTemplate,
+    urls: list[str],
+    tokenizer: str | None = None,
+    progress=print,
+    timeout: float = 300.0,
+    dtype: str = "unknown",
+) -> Teacher:
     """A teacher behind OpenAI-compatible servers. The served model name is the registry's model id
     (``lmtx teacher serve`` serves it under that name); the tokenizer is local where lmtx has it."""
     from .openai import ServedTeacher
@@ -209,8 +242,16 @@ def make_served_teacher(spec: str, template: PromptTemplate, urls: list[str], to
 
         tok = AutoTokenizer.from_pretrained(tok_path)
     served = None if spec.startswith("hf:") else teacher_model_name(spec)
-    return ServedTeacher(urls, template, model_id=model_id, served_model=served, chat_format=chat_format,
-                         tokenizer=tok, log=progress, timeout=timeout)
+    return ServedTeacher(
+        urls,
+        template,
+        model_id=model_id,
+        served_model=served,
+        chat_format=chat_format,
+        tokenizer=tok,
+        log=progress,
+        timeout=timeout,
+    )
 
 
 def strongest_offline() -> str:
@@ -218,9 +259,22 @@ def strongest_offline() -> str:
     return max((s for s in REGISTRY.values() if s.asset), key=lambda s: s.params_b).name
 
 
-def run_teacher(name: str, teacher_cfg, template: PromptTemplate, gold, seed: int, *, device: str = "cpu",
-                threads: int | None = None, log=print, urls: Sequence[str] = (), tokenizer: str | None = None,
-                timeout: float = 300.0, served_dtype: str | None = None, plan=None):
+def run_teacher(
+    name: str,
+    teacher_cfg,
+    template: PromptTemplate,
+    gold,
+    seed: int,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    log=print,
+    urls: Sequence[str] = (),
+    tokenizer: str | None = None,
+    timeout: float = 300.0,
+    served_dtype: str | None = None,
+    plan=None,
+):
     """A run's teacher as its settings (config.TeacherConfig) and the machine's plan (lmtx.teacher.plan) say: served
     at ``urls`` when given; else the backend the plan chose (e.g. vllm:NAME on a GPU with vLLM)."""
     dtype = served_dtype if urls and served_dtype and teacher_cfg.dtype == "auto" else teacher_cfg.dtype
@@ -229,6 +283,18 @@ def run_teacher(name: str, teacher_cfg, template: PromptTemplate, gold, seed: in
         if plan.device == "cuda":
             device = "cuda"
             dtype = plan.dtype if teacher_cfg.dtype == "auto" else dtype
-    return make_teacher(name, template, gold=gold, seed=seed, prefix_reuse=teacher_cfg.prefix_reuse,
-                        batch_size=teacher_cfg.batch_size, device=device, threads=threads, progress=log,
-                        urls=list(urls), tokenizer=tokenizer, timeout=timeout, dtype=dtype)
+    return make_teacher(
+        name,
+        template,
+        gold=gold,
+        seed=seed,
+        prefix_reuse=teacher_cfg.prefix_reuse,
+        batch_size=teacher_cfg.batch_size,
+        device=device,
+        threads=threads,
+        progress=log,
+        urls=list(urls),
+        tokenizer=tokenizer,
+        timeout=timeout,
+        dtype=dtype,
+    )

