@@ -43,6 +43,7 @@ def test_console_script_points_at_the_app():
     assert callable(getattr(importlib.import_module(mod), fn))
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # e.g. a cache API transformers has deprecated
 def test_two_round_cli_run_with_local_teacher(tmp_path, small_data, tiny_encoder, tiny_teacher):
     out = tmp_path / "run"
     args = [

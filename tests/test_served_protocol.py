@@ -234,3 +234,15 @@ def test_teacher_ids_tell_chat_formats_apart_and_keep_offline_ids():
     assert w != teacher_model_id(f"hf:{REGISTRY['wizardlm'].model}")
     assert teacher_model_id("vllm:wizardlm") == w
     assert teacher_model_id("llama2") != teacher_model_id("hf:" + REGISTRY["llama2"].model)
+
+
+def test_unreachable_server_is_a_clear_error(tiny_teacher):
+    import socket
+
+    from lmtx.teacher.registry import make_served_teacher
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TeacherError, match=rf"127.0.0.1:{port}.* is unreachable"):
+        make_served_teacher(f"hf:{tiny_teacher}", load_template("paper"), [f"http://127.0.0.1:{port}/v1"], timeout=5)

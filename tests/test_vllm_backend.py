@@ -52,10 +52,23 @@ def test_cpu_server_args_and_auto_detection(monkeypatch):
     assert server_args("/m", "h", 1)[2] == "cpu"
 
 
-def test_gpu_count_respects_cuda_visible_devices(monkeypatch):
+def test_gpu_count_reads_nvidia_smi_and_respects_cuda_visible_devices(monkeypatch):
+    import subprocess
+
     import lmtx.teacher.vllm as V
 
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    listing = "GPU 0: NVIDIA H100 (UUID: GPU-a)\nGPU 1: NVIDIA H100 (UUID: GPU-b)\n"
+    monkeypatch.setattr(V.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+    monkeypatch.setattr(V.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, listing, ""))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert V.gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert V.gpu_count() == 1
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert V.gpu_count() == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(V.shutil, "which", lambda name: None)  # no driver
     assert V.gpu_count() == 0
 
 

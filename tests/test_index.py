@@ -1,8 +1,7 @@
-import numpy as np
-import pytest
-import torch
+"""The label index (lmtx.search.index): exact and HNSW search, memory budgets, the cached label matrix."""
 
-from lmtx.learn.losses import InBatchTripletLoss, topk_softmax_inbatch, triplet_inbatch
+import numpy as np
+
 from lmtx.search.index import LabelIndex, exact_topk, recall_at_k
 
 
@@ -30,75 +29,6 @@ def test_exact_matches_bruteforce():
     idx, sims = LabelIndex(labels, "exact").query(queries, 5)
     full = queries @ labels.T
     assert (idx == np.argsort(-full, axis=1)[:, :5]).all()
-
-
-def _naive(d, l, label_ids, yes, margin):
-    total = 0.0
-    B = len(d)
-    for i in range(B):
-        pos = float(d[i] @ l[i])
-        for j in range(B):
-            if label_ids[j] == label_ids[i] or (yes is not None and yes[i][j]):
-                continue
-            total += max(0.0, float(d[i] @ l[j]) - pos + margin)
-    return total / B
-
-
-def test_triplet_matches_naive_loop():
-    g = torch.Generator().manual_seed(0)
-    d = torch.nn.functional.normalize(torch.randn(12, 16, generator=g), dim=-1)
-    l = torch.nn.functional.normalize(torch.randn(12, 16, generator=g), dim=-1)
-    label_ids = torch.tensor([0, 1, 2, 3, 3, 5, 6, 7, 8, 9, 1, 11])  # duplicates are never negatives
-    yes = torch.rand(12, 12, generator=g) < 0.2
-    for mask in (None, yes):
-        got = float(triplet_inbatch(d, l, label_ids, mask, 0.3))
-        ref = _naive(d.numpy(), l.numpy(), label_ids.tolist(), None if mask is None else mask.tolist(), 0.3)
-        assert abs(got - ref) < 1e-5
-
-
-def test_topk_variant_weights_hardest_negatives():
-    g = torch.Generator().manual_seed(1)
-    d = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1)
-    l = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1)
-    ids = torch.arange(8)
-    got = float(topk_softmax_inbatch(d, l, ids, None, margin=0.3, k=3, tau=0.1))
-    s = (d @ l.T).numpy()
-    ref = 0.0
-    for i in range(8):
-        negs = sorted([s[i, j] for j in range(8) if j != i], reverse=True)[:3]
-        w = np.exp(np.array(negs) / 0.1)
-        w /= w.sum()
-        ref += sum(wk * max(0, n - s[i, i] + 0.3) for wk, n in zip(w, negs))
-    assert abs(got - ref / 8) < 1e-5
-    # with k = all negatives and tau -> large, it is the mean hinge: bounded by the triplet sum
-    assert (
-        float(topk_softmax_inbatch(d, l, ids, None, 0.3, 7, 1e6)) <= float(triplet_inbatch(d, l, ids, None, 0.3)) + 1e-6
-    )
-
-
-def test_loss_module_gradient_moves_positive_closer():
-    """Training on the loss alone makes each document's own label its nearest (it is not at the start), and
-    the first step's gradient raises the positive's cosine more than any negative's."""
-    torch.manual_seed(0)
-    d = torch.randn(6, 8, requires_grad=True)
-    l = torch.randn(6, 8)
-    loss_fn = InBatchTripletLoss("triplet", margin=0.5)
-
-    def nearest():
-        return (torch.nn.functional.normalize(d, dim=-1) @ torch.nn.functional.normalize(l, dim=-1).T).argmax(1)
-
-    assert (nearest() != torch.arange(6)).any()
-    opt = torch.optim.SGD([d], lr=0.5)
-    for step in range(200):
-        loss = loss_fn(d, l, torch.arange(6))
-        opt.zero_grad()
-        loss.backward()
-        if step == 0:
-            cos = torch.nn.functional.normalize(l, dim=-1)
-            move = -d.grad @ cos.T  # first-order change of each d's dot product with each label
-            assert (move.diagonal() > move.masked_fill(torch.eye(6, dtype=torch.bool), -1e9).max(1).values).all()
-        opt.step()
-    assert (nearest() == torch.arange(6)).all() and loss.item() < 1e-3
 
 
 def test_exact_topk_memory_budget_sets_the_chunk_and_not_the_answer():
@@ -172,27 +102,6 @@ def test_initial_label_embeddings_are_cached_across_runs(tmp_path, monkeypatch, 
     assert len(calls) == 2  # other label texts: another key
     E.label_embeddings(model, labels, "description")  # a trained encoder: never cached
     assert len(calls) == 3
-
-
-@pytest.mark.parametrize("kind", ["triplet", "topk"])
-def test_false_negative_mask_takes_out_the_masked_negative(kind):
-    """Masking (0, 1) -- the teacher said yes to document 1's positive for document 0 -- takes that negative out
-    of document 0's term; with every negative masked the loss is zero."""
-    torch.manual_seed(3)
-    d = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
-    l = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
-    l[1] = torch.nn.functional.normalize(d[0] + 0.01 * torch.randn(8), dim=0)  # a strong violator for document 0
-    ids = torch.arange(5)
-    loss_fn = InBatchTripletLoss(kind, margin=0.3)
-    mask = torch.zeros(5, 5, dtype=torch.bool)
-    mask[0, 1] = True
-    plain, masked = loss_fn(d, l, ids), loss_fn(d, l, ids, mask)
-    assert masked < plain - 0.05
-    # a batch of documents 0 and 1: masked, document 0 has no negative left, so only document 1's term remains
-    pair_masked = loss_fn(d[:2], l[:2], ids[:2], mask[:2, :2])
-    mask_both = mask[:2, :2].clone()
-    mask_both[1, 0] = True
-    assert pair_masked < loss_fn(d[:2], l[:2], ids[:2]) and loss_fn(d[:2], l[:2], ids[:2], mask_both) == 0
 
 
 def test_auto_index_searches_exactly_when_queries_are_few():
