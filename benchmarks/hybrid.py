@@ -24,10 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "benchmarks"
 
+from lmtx.config import RetrievalConfig  # noqa: E402
 from lmtx.evaluation.evaluate import resolve_model  # noqa: E402
 from lmtx.evaluation.metrics import ranking_metrics  # noqa: E402
 from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
-from lmtx.search.hybrid import POOL, build_pools  # noqa: E402
+from lmtx.search.hybrid import build_pools  # noqa: E402
+
+POOL = RetrievalConfig.pool
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
 from lmtx.store.data import LabelSet, load_docs, load_labels  # noqa: E402

@@ -369,7 +369,7 @@ def evaluate(
         "auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."
     ),
     dense_weight: Optional[float] = typer.Option(
-        None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else 0.8)."
+        None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else retrieval.dense_weight's)."
     ),
     label_text: Optional[str] = typer.Option(
         None, help="name, description or name+description (default: the run's, else name+description)."

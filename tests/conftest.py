@@ -109,6 +109,25 @@ def write_small_data(d: Path) -> dict:
     return out
 
 
+def sim_config(small_data, enc, rounds, name="simulated:0", **kw):
+    """A run config over write_small_data's files with encoder ``enc`` (sections as dicts in kw)."""
+    from lmtx.config import EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+
+    return RunConfig(
+        encoder=EncoderConfig(model=enc),
+        teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
+        select=SelectConfig(**kw.pop("select", {})),
+        train=TrainConfig(batch_size=8, **kw.pop("train", {})),
+        loop=LoopConfig(
+            rounds=rounds,
+            docs=small_data["docs"],
+            labels=small_data["labels"],
+            eval_docs=small_data["eval"],
+            **kw.pop("loop", {}),
+        ),
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
     return build_tiny_encoder(tmp_path_factory.mktemp("enc"))

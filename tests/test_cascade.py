@@ -1,26 +1,10 @@
 """The teacher cascade (lmtx.loop.cascade): a strong teacher within its budget."""
 
 import pandas as pd
+from conftest import sim_config as _cfg
 
-from lmtx.config import EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
 from lmtx.loop.run import Runtime, iterate
 from lmtx.teacher.simulated import SimulatedTeacher
-
-
-def _cfg(small_data, enc, rounds, name="simulated:0", **kw):
-    return RunConfig(
-        encoder=EncoderConfig(model=enc),
-        teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
-        select=SelectConfig(**kw.pop("select", {})),
-        train=TrainConfig(batch_size=8, **kw.pop("train", {})),
-        loop=LoopConfig(
-            rounds=rounds,
-            docs=small_data["docs"],
-            labels=small_data["labels"],
-            eval_docs=small_data["eval"],
-            **kw.pop("loop", {}),
-        ),
-    )
 
 
 def test_cascade_spends_at_most_its_budget_on_disagreements(tmp_path, small_data, tiny_encoder):

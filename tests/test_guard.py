@@ -5,26 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import sim_config as _cfg
 
-from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+from lmtx.config import ConfigError, LoopConfig, RunConfig
 from lmtx.loop.job import guard_split
 from lmtx.loop.run import Runtime, iterate
-
-
-def _cfg(small_data, enc, rounds, name="simulated:0", **kw):
-    return RunConfig(
-        encoder=EncoderConfig(model=enc),
-        teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
-        select=SelectConfig(**kw.pop("select", {})),
-        train=TrainConfig(batch_size=8, **kw.pop("train", {})),
-        loop=LoopConfig(
-            rounds=rounds,
-            docs=small_data["docs"],
-            labels=small_data["labels"],
-            eval_docs=small_data["eval"],
-            **kw.pop("loop", {}),
-        ),
-    )
 
 
 class InitialEncoderJudge:
@@ -127,7 +112,7 @@ def test_guard_decision_tolerates_noise_but_not_a_clear_drop():
 
 
 def test_guard_z_is_a_setting():
-    from lmtx.config import LoopConfig, RunConfig
+    from lmtx.config import RunConfig
 
     assert RunConfig().loop.guard_z == 2.0
     with pytest.raises(ConfigError, match="guard_z"):

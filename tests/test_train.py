@@ -4,8 +4,9 @@ checkpointing, interruption."""
 import numpy as np
 import pytest
 import torch
+from conftest import sim_config as _cfg
 
-from lmtx.config import ConfigError, EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+from lmtx.config import ConfigError, TrainConfig
 from lmtx.loop.run import Runtime, iterate
 
 
@@ -13,22 +14,6 @@ def _checkpointing(hf) -> bool:
     """Whether activation checkpointing is on (transformers 5 renamed the property; the floor has the old name)."""
     return (
         hf.is_activation_checkpointing if hasattr(hf, "is_activation_checkpointing") else hf.is_gradient_checkpointing
-    )
-
-
-def _cfg(small_data, enc, rounds, name="simulated:0", **kw):
-    return RunConfig(
-        encoder=EncoderConfig(model=enc),
-        teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
-        select=SelectConfig(**kw.pop("select", {})),
-        train=TrainConfig(batch_size=8, **kw.pop("train", {})),
-        loop=LoopConfig(
-            rounds=rounds,
-            docs=small_data["docs"],
-            labels=small_data["labels"],
-            eval_docs=small_data["eval"],
-            **kw.pop("loop", {}),
-        ),
     )
 
 

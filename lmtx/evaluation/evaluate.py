@@ -63,8 +63,8 @@ def resolve_retrieval(
     encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else retrieval.dense_weight's
     default). ``label_text``:
     given, else the run's, else the default."""
-    from ..config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, one_of
-    from ..search.hybrid import POOL, RETRIEVALS
+    from ..config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, RetrievalConfig, one_of
+    from ..search.hybrid import RETRIEVALS
 
     one_of(retrieval, ("auto", *RETRIEVALS), "--retrieval", ValueError)
     if dense_weight is not None and not 0.0 <= dense_weight <= 1.0:
@@ -77,15 +77,13 @@ def resolve_retrieval(
         or DEFAULT_LABEL_TEXT
     )
     one_of(lt, LABEL_TEXTS, "--label-text", ValueError)
-    pool = int((rec or {}).get("pool") or POOL)
+    pool = int((rec or {}).get("pool") or RetrievalConfig.pool)
     if retrieval == "auto":
         mode, w = (rec["mode"], float(rec["dense_weight"])) if rec else ("dense", 1.0)
         if dense_weight is not None and mode == "hybrid":
             w = dense_weight
     elif retrieval == "hybrid":
         mode = "hybrid"
-        from ..config import RetrievalConfig
-
         w = (
             dense_weight
             if dense_weight is not None

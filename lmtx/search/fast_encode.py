@@ -1,13 +1,10 @@
 """Label encoding on CPU at scale: the encoder exported to ONNX, int8-quantized, run by onnxruntime in worker
 processes.
 
-Why this shape (measured on this project's 2-core machine, benchmarks/results/pypi-sources.md): plain
-``SentenceTransformer.encode`` runs all-MiniLM-L6-v2 at about 300 short labels per second; onnxruntime in
-float32 is no faster; int8 dynamic quantization with per-channel weight scales runs ~1.7x faster in one
-2-thread session and ~2x in one single-thread session per core (small batches parallelize poorly inside one
-session), at cosine 0.993 to the float32 vectors (torch's per-tensor dynamic quantization: 0.943, too lossy).
-sentence-transformers' own ONNX backend needs optimum-onnx, which does not install beside the transformers
-release lmtx uses, so the export is done here with ``torch.onnx.export`` and
+Why this shape: int8 dynamic quantization with per-channel weight scales, one single-thread session per core, is
+the fastest CPU encoding lmtx measured at a cosine of 0.99 to the float32 vectors; the figures per backend are in
+benchmarks/results/pypi-sources.md. sentence-transformers' own ONNX backend needs optimum-onnx, which does not install
+beside the transformers release lmtx uses, so the export is done here with ``torch.onnx.export`` and
 ``onnxruntime.quantization.quantize_dynamic``.
 
 Only models that are a transformer followed by mean pooling (and optionally Normalize) are exported; the

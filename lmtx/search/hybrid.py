@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POOL = 200  # labels per side and document (the fusion measured in the issue: each side's top-200)
+from ..config import RetrievalConfig
+
 # dense weights the label-free choice compares (1.0 = dense only, 0.0 = lexical only)
 WEIGHTS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.0)
-CANDIDATE_WEIGHT = 0.5  # the teacher's candidates: the hybrid top-j at this weight, whatever the run hands out
 RETRIEVALS = ("dense", "lexical", "hybrid")
 
 
@@ -151,7 +151,14 @@ class Ranker:
     ``lexical``: the labels' LexicalIndex (not needed for dense); ``w``: the dense weight of hybrid."""
 
     def __init__(
-        self, model, index, lexical, mode: str = "dense", w: float = 1.0, pool: int = POOL, batch_size: int = 64
+        self,
+        model,
+        index,
+        lexical,
+        mode: str = "dense",
+        w: float = 1.0,
+        pool: int = RetrievalConfig.pool,
+        batch_size: int = 64,
     ):
         if mode not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
