@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from .config import EncoderConfig, TeacherConfig
+
 app = typer.Typer(
     help="Train a light bi-encoder to tag documents, with an LLM as the teacher (LMTX).",
     no_args_is_help=True,
@@ -432,9 +434,9 @@ def tag(
     verify: bool = typer.Option(
         False, help="Ask the teacher about every prediction and add its P(yes) (slow; cached)."
     ),
-    teacher: str = typer.Option("qwen0.5b", help="Teacher for --verify."),
+    teacher: str = typer.Option(TeacherConfig.name, help="Teacher for --verify."),
     prompt: str = typer.Option(
-        "paper-desc", help="Prompt for --verify: a name (./prompts/NAME.txt, then built-in) or a .txt file."
+        TeacherConfig.prompt, help="Prompt for --verify: a name (./prompts/NAME.txt, then built-in) or a .txt file."
     ),
     teacher_url: list[str] = typer.Option(
         [], help="--verify with a served teacher (OpenAI-compatible URL; repeat for replicas)."
@@ -605,7 +607,7 @@ def prompts_list():
 
 @prompts_app.command("eval")
 def prompts_eval(
-    teacher: str = typer.Option("qwen0.5b", help="Teacher(s), comma-separated."),
+    teacher: str = typer.Option(TeacherConfig.name, help="Teacher(s), comma-separated."),
     prompts: str = typer.Option(
         "paper,paper-desc", help="Template names (./prompts/NAME.txt, then built-in) or .txt files, comma-separated."
     ),
@@ -613,8 +615,8 @@ def prompts_eval(
     labels: Path = typer.Option(...),
     pairs: int = typer.Option(200, help="About this many (document, candidate) pairs."),
     candidates: int = typer.Option(5, "--candidates", "-j", help="Top-j candidates per document, as in training."),
-    encoder: str = typer.Option("all-MiniLM-L6-v2", help="Encoder that draws the candidates."),
-    decision: str = typer.Option("rel:0.02", help="Decision rule for precision / recall / F1."),
+    encoder: str = typer.Option(EncoderConfig.model, help="Encoder that draws the candidates."),
+    decision: str = typer.Option(TeacherConfig.decision, help="Decision rule for precision / recall / F1."),
     cache: Path = typer.Option(Path("runs/prompts-cache.sqlite"), help="Answer cache (re-evaluating is free)."),
     out: Path = typer.Option(Path("runs/prompts-eval"), help="Folder for prompts_eval.json and the PNG."),
     teacher_url: list[str] = typer.Option([], help="Served teacher URL(s)."),
