@@ -57,6 +57,11 @@ setup_vllm() {
     fi
 }
 
+# Ray Data for the --engine ray tests (the optional extra lmtx[ray]; ~150 MB).
+setup_ray() {
+    "$VENV/bin/python" -c "import ray.data" 2>/dev/null || "$VENV/bin/pip" install -q -e '.[dev,ray]'
+}
+
 # The oldest transformers / sentence-transformers that pyproject.toml allows, overlaid on the venv (with the
 # tokenizers / huggingface-hub they need) for a run of the fast tests: the floors are checked, not guessed.
 floor_test() {
@@ -77,10 +82,11 @@ case "${1:-}" in
         shift
         setup
         setup_vllm
+        setup_ray
         # lint and format check (ruff, configured in pyproject.toml)
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
-        # everything: fast tests, real offline weights (slow), and a real vLLM server (vllm)
+        # everything: fast tests, real offline weights (slow), a real vLLM server (vllm), a local Ray cluster (ray)
         "$VENV/bin/python" -m pytest -m "" -q "$@"
         # then the fast tests again on the oldest transformers / sentence-transformers pyproject allows
         floor_test

@@ -32,12 +32,13 @@ def _fail(msg: str, code: int = 2):
 
 def _user_errors():
     from .config import ConfigError
+    from .search.ray_engine import EngineError
     from .store.assets import AssetError
     from .store.data import DataError
     from .teacher.base import TeacherError
     from .teacher.prompts import PromptError
 
-    return (AssetError, ConfigError, DataError, PromptError, TeacherError)
+    return (AssetError, ConfigError, DataError, EngineError, PromptError, TeacherError)
 
 
 def _config_dict(config_file, overrides, given: dict | None = None) -> tuple[dict, dict]:
@@ -171,6 +172,16 @@ def iterate(
     device: str = typer.Option("cpu"),
     dry_run: bool = typer.Option(False, help="Print how many teacher calls the run needs, and stop."),
     progress: bool = typer.Option(True, help="Progress bars."),
+    engine: str = typer.Option(
+        "local",
+        help="local (this process) or ray (Ray Data on the cluster at --ray-address, RAY_ADDRESS, or a local "
+        "one; pip install 'lmtx[ray]').",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local instance started and "
+        "stopped by lmtx).",
+    ),
     **settings,
 ):
     """Run the LMTX loop: embed, retrieve candidates, ask the teacher, select, train; once per round.
@@ -215,7 +226,10 @@ def iterate(
             teacher_plan=plan,
         )
 
-        with _served_teacher(serve and not teacher_url, cfg.teacher.name, cfg.teacher.dtype, out, rt):
+        with (
+            _engine(engine, ray_address, log) as rt.engine,
+            _served_teacher(serve and not teacher_url, cfg.teacher.name, cfg.teacher.dtype, out, rt),
+        ):
             for res in run_loop(cfg, out, rt):
                 typer.echo(summary_line(res))
         typer.echo(_best_line(out))
@@ -308,6 +322,20 @@ def _dry_run_message(c: dict) -> str:
         f"{c['rounds']} rounds"
         + (f", plus at most {c['strong_budget']} strong-teacher calls." if c["strong_budget"] else ".")
     )
+
+
+@contextlib.contextmanager
+def _engine(name: str, address: str | None, log):
+    """--engine: None for local; for ray, a RayEngine session (joined or started here, and stopped if started)."""
+    from .config import one_of
+    from .search.ray_engine import ENGINES, RayEngine
+
+    one_of(name, ENGINES, "--engine")
+    if name == "local":
+        yield None
+        return
+    with RayEngine(address=address, log=log) as eng:
+        yield eng
 
 
 @contextlib.contextmanager
@@ -448,6 +476,16 @@ def tag(
         "each).",
     ),
     progress: bool = typer.Option(True),
+    engine: str = typer.Option(
+        "local",
+        help="local (this process) or ray (Ray Data on the cluster at --ray-address, RAY_ADDRESS, or a local "
+        "one; pip install 'lmtx[ray]').",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local instance started and "
+        "stopped by lmtx).",
+    ),
     **options,
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
@@ -485,7 +523,8 @@ def tag(
             ver = make_verifier(
                 make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls, AnswerCache(cache_path)
             )
-        s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log)
+        with _engine(engine, ray_address, log) as eng:
+            s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log, engine=eng)
     except (*_user_errors(), TagError) as e:
         _fail(str(e))
     typer.echo(

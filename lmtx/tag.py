@@ -189,11 +189,13 @@ def tag(
     verify=None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    engine=None,
 ) -> dict:
     """Tag every document of ``docs_path``; returns a summary (docs, rows, seconds, docs/s, resumed chunks).
 
     Chunks are written as parts next to ``out`` and joined at the end; a rerun after an interruption keeps the
-    finished parts (only with the same input file, model, labels and options)."""
+    finished parts (only with the same input file, model, labels and options). ``engine``: a started
+    lmtx.search.ray_engine.RayEngine tags on its cluster instead (see _tag_ray)."""
     from tqdm.auto import tqdm
 
     from .evaluation.evaluate import resolve_model, resolve_retrieval
@@ -209,7 +211,9 @@ def tag(
     except ValueError as e:
         raise TagError(str(e)) from None
     model_path = resolve_model(model_spec)
-    ranker = _ranker(model_spec, labels, opts, how, log)
+    ranker = _ranker(model_spec, labels, opts, how, log)  # also builds the cached label index the actors load
+    if engine is not None:
+        return _tag_ray(engine, model_spec, labels, docs_path, out, fmt, opts, how, ranker.describe(), verify, log)
     parts_dir = _open_parts(out, docs_path, model_path, labels, opts, verify is not None, how)
     t0 = time.time()
     n_docs = n_rows = resumed = 0
@@ -240,6 +244,123 @@ def tag(
         "out": str(out),
         "retrieval": ranker.describe(),
     }
+
+
+def _tag_ray(
+    engine,
+    model_spec,
+    labels: LabelSet,
+    docs_path,
+    out: Path,
+    fmt: str,
+    opts: TagOptions,
+    how: dict,
+    described: str,
+    verify,
+    log,
+) -> dict:
+    """lmtx tag on Ray Data: the documents read by Ray, ranked by an actor pool (each actor loads the encoder, the
+    label index lmtx cached and, for hybrid, the BM25 index, once), written by Ray as parquet parts, then joined into
+    ``out`` with the local engine's columns and scores. Ray does not keep row order: the rows come grouped by
+    document in the order Ray finished them. A failed or killed actor is replaced and its batch retried by Ray;
+    the join then checks that every document came back exactly once."""
+
+    if verify is not None or opts.shard is not None:
+        raise TagError("--engine ray tags every document without --verify or --shard (run those on the local engine)")
+    n_docs = sum(1 for _ in iter_docs(docs_path))  # lmtx's own reader first: a bad line is named (file:line)
+    t0 = time.time()
+    parts_dir = out.with_name(out.name + ".ray-parts")
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    ds = _ray_read(docs_path).select_columns(["id", "text"])
+    ds = ds.map_batches(
+        _RankActor,
+        fn_constructor_args=(model_spec, labels, opts, how),  # Ray puts them in its object store once
+        batch_size=opts.chunk_docs,
+        batch_format="pandas",
+        compute=engine.pool(),
+        num_cpus=1,
+    )
+    ds.write_parquet(str(parts_dir))
+    parts = sorted(parts_dir.glob("*.parquet"))
+    seen = _check_ray_parts(parts, n_docs, opts.top_k if opts.min_score is None else None)
+    if fmt == "parquet":
+        _join_parts(parts, out, fmt)
+    else:
+        with replacing(out, "write:tagged") as tmp:
+            for i, p in enumerate(parts):
+                df = pd.read_parquet(p)
+                with open(tmp, "ab") as f:
+                    if fmt == "jsonl":
+                        f.write(df.to_json(orient="records", lines=True, force_ascii=False).encode())
+                    else:
+                        f.write(df.to_csv(index=False, header=i == 0).encode())
+    shutil.rmtree(parts_dir)
+    secs = time.time() - t0
+    log(f"[lmtx] tagged {seen} documents on Ray ({engine.actors} actor(s)) in {secs:.0f}s")
+    return {
+        "docs": n_docs,
+        "chunks": len(parts),
+        "resumed_chunks": 0,
+        "seconds": secs,
+        "docs_per_s": n_docs / secs if secs else None,
+        "out": str(out),
+        "retrieval": described,
+        "engine": "ray",
+    }
+
+
+def _ray_read(path):
+    """The documents file (or a folder of .jsonl / .csv / .parquet parts) as a Ray dataset."""
+    import ray.data
+
+    p = Path(path)
+    files = sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")) if p.is_dir() else [p]
+    kinds = {x.suffix.lower() for x in files}
+    if len(kinds) != 1:
+        raise TagError(f"{path}: --engine ray reads one kind of file (.jsonl, .csv or .parquet), found {sorted(kinds)}")
+    kind, names = kinds.pop(), [str(x) for x in files]
+    if kind in (".jsonl", ".json"):
+        return ray.data.read_json(names, lines=True)
+    if kind == ".csv":
+        import pyarrow.csv as pcsv
+
+        # every column as a string, as lmtx's own reader takes them (ids like 007 stay 007)
+        return ray.data.read_csv(
+            names, convert_options=pcsv.ConvertOptions(strings_can_be_null=False, column_types={"id": "string"})
+        )
+    if kind == ".parquet":
+        return ray.data.read_parquet(names)
+    raise TagError(f"{path}: --engine ray reads .jsonl, .csv or .parquet documents, not {kind}")
+
+
+def _check_ray_parts(parts: list[Path], n_docs: int, k: int | None) -> int:
+    """Every document exactly once in Ray's parts (its top-k rows together, ranks 1..k), whatever retries did."""
+    import pyarrow.parquet as pq
+
+    docs: dict[str, int] = {}
+    for p in parts:
+        t = pq.read_table(p, columns=["doc_id"]).column(0).to_pylist()
+        for d in t:
+            docs[d] = docs.get(d, 0) + 1
+    if len(docs) != n_docs or (k is not None and any(c != k for c in docs.values())):
+        bad = sum(1 for c in docs.values() if k is not None and c != k)
+        raise TagError(f"Ray returned {len(docs)} of {n_docs} documents ({bad} with a wrong number of rows); rerun")
+    return len(docs)
+
+
+class _RankActor:
+    """A Ray actor: the ranking lmtx tag uses locally, built once; each batch of documents comes back as rows."""
+
+    def __init__(self, model_spec: str, labels: LabelSet, opts: TagOptions, how: dict):
+        import torch
+
+        torch.set_num_threads(1)
+        self.labels, self.opts = labels, opts
+        self.ranker = _ranker(model_spec, labels, opts, how, lambda s: None)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        docs = [Doc(str(i), str(t)) for i, t in zip(batch["id"], batch["text"])]
+        return _tag_chunk(self.ranker, self.labels, docs, self.opts, None)
 
 
 def _ranker(model_spec: str, labels: LabelSet, opts: TagOptions, how: dict, log):

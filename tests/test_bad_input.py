@@ -233,3 +233,44 @@ def _flip(p):
     b = bytearray(p.read_bytes())
     b[len(b) // 2] ^= 0xFF
     p.write_bytes(bytes(b))
+
+
+def test_engine_ray_without_ray_is_one_clear_line(tmp_path, small_data, tiny_encoder, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            small_data["eval"],
+            "--out",
+            str(tmp_path / "t.parquet"),
+            "--engine",
+            "ray",
+        ],
+    )
+    assert r.exit_code == 2 and "pip install 'lmtx[ray]'" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "t.parquet").exists()
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            small_data["eval"],
+            "--out",
+            str(tmp_path / "t.parquet"),
+            "--engine",
+            "spark",
+        ],
+    )
+    assert r.exit_code == 2 and "--engine must be one of local, ray" in r.output

@@ -45,6 +45,7 @@ class Runtime:
     served_dtype: str | None = None  # the precision of the server `--serve` started (teacher.dtype auto resolves to it)
     teacher_backend: str = "auto"  # auto | transformers | vllm (lmtx.teacher.plan)
     teacher_plan: object | None = None  # the backend chosen for the teacher on this machine (lmtx.teacher.plan)
+    engine: object | None = None  # a started lmtx.search.ray_engine.RayEngine (--engine ray): labels encoded on Ray
 
 
 def template_of(cfg: RunConfig):
@@ -133,6 +134,7 @@ class Job:
             progress=self.rt.progress,
             backend=c.label_backend,
             log=self.rt.log,
+            engine=self.rt.engine,
         )
 
     def retrieve(self, lemb: np.ndarray, demb: np.ndarray, k: int | None = None):

@@ -75,11 +75,13 @@ def label_embeddings(
     progress: bool = True,
     backend: str = "auto",
     log=None,
+    engine=None,
 ) -> np.ndarray:
     """Every label's embedding. ``cache_for``: the encoder's spec or folder when its weights are fixed (the
     initial encoder): the matrix is kept under LMTX_HOME/label-emb by (model, label texts, backend) and reused by
     later runs. ``backend``: torch | onnx-int8 | auto (onnx-int8 from 50,000 labels; lmtx.search.fast_encode). Large
-    label sets show a progress bar with an ETA."""
+    label sets show a progress bar with an ETA. ``engine``: a started lmtx.search.ray_engine.RayEngine encodes them on
+    its cluster (each actor loads the model from ``cache_for``); None: this process."""
     from .fast_encode import encode_labels, resolve_backend
 
     texts = [l.text(label_text) for l in labels.labels]
@@ -94,15 +96,18 @@ def label_embeddings(
             emb = np.load(path)
             if emb.shape[0] == len(texts):
                 return emb
-    emb, _ = encode_labels(
-        model,
-        texts,
-        backend,
-        batch_size,
-        progress and len(texts) >= LARGE_LABEL_SET,
-        f"encoding {len(texts)} labels",
-        log,
-    )
+    if engine is not None and cache_for is not None:
+        emb = engine.encode_labels(cache_for, texts, resolve_backend(model, backend, len(texts)), batch_size)
+    else:
+        emb, _ = encode_labels(
+            model,
+            texts,
+            backend,
+            batch_size,
+            progress and len(texts) >= LARGE_LABEL_SET,
+            f"encoding {len(texts)} labels",
+            log,
+        )
     if path is not None:
         from ..store.files import replacing
 

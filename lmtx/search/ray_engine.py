@@ -1,0 +1,138 @@
+"""lmtx past one machine: Ray Data as the engine for label encoding (here) and tagging (lmtx.tag).
+
+The in-process path stays the default: a Ray session costs seconds to start and pays off only on big jobs. With
+``--engine ray`` lmtx joins the cluster at ``--ray-address`` (else ``RAY_ADDRESS``, else a local instance it starts
+and stops itself). Work runs in Ray Data pipelines whose stateful stages are actor pools (one model load per actor);
+actors hold one CPU each and the pool stays below the cluster's CPUs, so read tasks are never starved. Row order is
+not kept by Ray: every result carries its key (a label's position, a document's id) and is put back in order by it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ENGINES = ("local", "ray")
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+def require_ray():
+    """The ray module, or one line saying how to get it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EngineError("--engine ray needs Ray Data: pip install 'lmtx[ray]' (or pip install 'ray[data]')") from None
+    return ray
+
+
+@dataclass
+class RayEngine:
+    """A Ray session for one lmtx command: joined (an address) or started locally, shut down when lmtx started it.
+    ``actors``: the actor pool's size (default: the cluster's CPUs minus one, at least 1)."""
+
+    address: str | None = None
+    actors: int | None = None
+    log: object = print
+    _started: bool = field(default=False, repr=False)
+
+    def __enter__(self) -> "RayEngine":
+        ray = require_ray()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            kw = {"include_dashboard": False, "log_to_driver": False}
+            ray.init(address=address, **({} if address else {"num_cpus": os.cpu_count()}), **kw)
+            self._started = True
+        import logging
+
+        for name in ("ray", "ray.data"):  # Ray's INFO lines (execution plans, progress) stay out of lmtx's output
+            logging.getLogger(name).setLevel(logging.WARNING)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.actors = self.actors or max(1, cpus - 1)  # one CPU stays free for the read and write tasks
+        self.log(f"[lmtx] engine ray: {cpus} CPUs in the cluster, {self.actors} actor(s)")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def pool(self):
+        """The actor pool strategy of lmtx's stateful stages (sized to ``actors``; autoscaling from one actor, so a
+        dead actor is replaced rather than waited for)."""
+        import ray.data
+
+        return ray.data.ActorPoolStrategy(min_size=1, max_size=self.actors)
+
+    # -- label encoding ----------------------------------------------------------------------------------------
+    def encode_labels(
+        self, model_spec: str, texts: list[str], backend: str, batch_size: int = 64, chunk: int = 4096
+    ) -> np.ndarray:
+        """Every text's embedding by an actor pool that loads the encoder ``model_spec`` once per actor and
+        encodes chunks with ``backend`` (chosen for the whole set, as lmtx.search.fast_encode.encode_labels chooses);
+        rows back in text order. torch gives the local engine's vectors to float tolerance; onnx-int8 quantizes
+        activations per batch, so its vectors differ from a local run's by about as much as int8 from float32."""
+        import time
+
+        import ray.data
+
+        t0 = time.time()
+        ds = ray.data.from_items(
+            [{"i": i, "text": t} for i, t in enumerate(texts)],
+            override_num_blocks=max(1, min(len(texts) // chunk + 1, 4 * self.actors)),
+        )
+        out = ds.map_batches(
+            _LabelEncoder,
+            fn_constructor_args=(model_spec, backend, batch_size, len(texts)),
+            batch_size=chunk,
+            batch_format="numpy",
+            compute=self.pool(),
+            num_cpus=1,
+        )
+        emb = None
+        for b in out.iter_batches(batch_size=None, batch_format="numpy"):
+            e = np.stack(b["emb"]) if b["emb"].dtype == object else b["emb"]
+            if emb is None:
+                emb = np.empty((len(texts), e.shape[1]), np.float32)
+            emb[b["i"]] = e
+        dt = time.time() - t0
+        self.log(
+            f"[lmtx] encoded {len(texts)} labels with {backend} on Ray ({self.actors} actor(s)) in {dt:.0f}s "
+            f"({len(texts) / max(dt, 1e-9):.0f}/s)"
+        )
+        return emb if emb is not None else np.zeros((0, 0), np.float32)
+
+
+class _LabelEncoder:
+    """A Ray actor: the encoder loaded once; each batch of (i, text) comes back as (i, emb)."""
+
+    def __init__(self, model_spec: str, backend: str, batch_size: int, n_total: int):
+        import torch
+
+        from .encoder import load_encoder
+
+        torch.set_num_threads(1)
+        self.model = load_encoder(model_spec, progress=lambda s: None)
+        self.backend, self.batch_size, self.n_total = backend, batch_size, n_total  # auto decides on the whole set
+
+    def __call__(self, batch: dict) -> dict:
+        from .fast_encode import embed, encode_int8, resolve_backend
+
+        texts = [str(t) for t in batch["text"]]
+        used = resolve_backend(self.model, self.backend, self.n_total)
+        if used == "onnx-int8":  # one onnxruntime worker per actor: the actors are the parallelism
+            emb = encode_int8(self.model, texts, workers=1)
+        else:
+            emb = embed(self.model, texts, self.batch_size)
+        return {"i": batch["i"], "emb": emb}

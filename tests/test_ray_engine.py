@@ -1,0 +1,187 @@
+"""--engine ray on a local Ray cluster (marker ray; .ci/run runs it): the same results as the local engine."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lmtx.cli import app
+
+runner = CliRunner()
+ray = pytest.importorskip("ray", reason="pip install 'lmtx[ray]'") if os.environ.get("LMTX_NEED_RAY") != "1" else None
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from lmtx.search.ray_engine import RayEngine
+
+    with RayEngine(actors=1, log=lambda s: None) as eng:  # one CPU per actor, one left for reads and writes
+        yield eng
+    import ray as r
+
+    assert not r.is_initialized()
+
+
+def _sorted(df):
+    return df.sort_values(["doc_id", "rank"]).reset_index(drop=True)
+
+
+def test_label_encoding_on_ray_equals_local(engine, tiny_encoder):
+    from lmtx.search.encoder import load_encoder
+    from lmtx.search.fast_encode import embed
+
+    texts = [f"label {i} audio game text {i % 7}" for i in range(300)]
+    local = embed(load_encoder(tiny_encoder), texts, 16)
+    on_ray = engine.encode_labels(tiny_encoder, texts, "torch", 16, chunk=64)
+    assert on_ray.shape == local.shape and np.abs(on_ray - local).max() < 1e-5
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+@pytest.mark.parametrize("retrieval", ["dense", "hybrid"])
+def test_tag_on_ray_equals_local_row_by_row(engine, tmp_path, small_data, tiny_encoder, suffix, retrieval):
+    from lmtx.store.data import load_labels
+    from lmtx.tag import TagOptions, tag
+
+    labels = load_labels(small_data["labels"])
+    opts = TagOptions(top_k=3, chunk_docs=7, retrieval=retrieval)
+    a = tag(
+        tiny_encoder, labels, small_data["eval"], tmp_path / f"local{suffix}", opts, progress=False, log=lambda s: None
+    )
+    b = tag(
+        tiny_encoder,
+        labels,
+        small_data["eval"],
+        tmp_path / f"ray{suffix}",
+        opts,
+        progress=False,
+        log=lambda s: None,
+        engine=engine,
+    )
+    assert a["docs"] == b["docs"] == 40 and b["engine"] == "ray"
+    read = pd.read_parquet if suffix == ".parquet" else (lambda p: pd.read_json(p, lines=True, dtype={"doc_id": str}))
+    la, lb = _sorted(read(tmp_path / f"local{suffix}")), _sorted(read(tmp_path / f"ray{suffix}"))
+    assert list(la.columns) == list(lb.columns) and len(la) == len(lb) == 120
+    assert (
+        (la[["doc_id", "rank", "label_id", "label_name"]] == lb[["doc_id", "rank", "label_id", "label_name"]])
+        .all()
+        .all()
+    )
+    assert np.abs(la["score"].to_numpy() - lb["score"].to_numpy()).max() < 1e-5
+    assert not list(tmp_path.glob("*.ray-parts"))
+
+
+def test_tag_cli_on_ray_with_a_killed_actor_gives_every_row_once(tmp_path, small_data, tiny_encoder):
+    """SIGKILL the ranking actor mid-job: Ray replaces it and retries its batch; every document comes back once,
+    with the rows of an uninterrupted local run."""
+    import ray as r
+
+    from lmtx.search.ray_engine import RayEngine
+    from lmtx.store.data import load_labels
+    from lmtx.tag import TagOptions, tag
+
+    docs = tmp_path / "docs.jsonl"
+    rows = [json.loads(x) for x in open(small_data["eval"])] * 1
+    docs.write_text(
+        "".join(json.dumps({"id": f"{d['id']}-{i}", "text": d["text"]}) + "\n" for i in range(10) for d in rows)
+    )
+    labels = load_labels(small_data["labels"])
+    opts = TagOptions(top_k=2, chunk_docs=20)
+    ref = tag(tiny_encoder, labels, docs, tmp_path / "local.parquet", opts, progress=False, log=lambda s: None)
+    killed = []
+
+    def actor_pids() -> list[int]:
+        """Ray names its worker processes after the actor they hold (ray::MapWorker(MapBatches(_RankActor)))."""
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    cmd = open(f"/proc/{d}/cmdline", "rb").read().decode(errors="replace")
+                except OSError:
+                    continue
+                if "_RankActor" in cmd and "ray::" in cmd:
+                    out.append(int(d))
+        return out
+
+    def kill_one():
+        for _ in range(1200):
+            pids = actor_pids()
+            if pids:
+                time.sleep(1.5)  # mid-job: the actor has its first batches
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.1)
+
+    with RayEngine(actors=1, log=lambda s: None) as eng:
+        th = threading.Thread(target=kill_one, daemon=True)
+        th.start()
+        got = tag(
+            tiny_encoder, labels, docs, tmp_path / "ray.parquet", opts, progress=False, log=lambda s: None, engine=eng
+        )
+        th.join(timeout=5)
+    assert not r.is_initialized()
+    assert killed, "no actor was killed"
+    assert got["docs"] == ref["docs"] == 400
+    la, lb = _sorted(pd.read_parquet(tmp_path / "local.parquet")), _sorted(pd.read_parquet(tmp_path / "ray.parquet"))
+    assert len(lb) == 800 and lb.duplicated(["doc_id", "rank"]).sum() == 0
+    assert (la[["doc_id", "rank", "label_id"]] == lb[["doc_id", "rank", "label_id"]]).all().all()
+
+
+def test_tag_cli_engine_ray_and_iterate_engine_ray(tmp_path, small_data, tiny_encoder):
+    out = tmp_path / "t.csv"
+    r = runner.invoke(
+        app,
+        [
+            "tag",
+            "--model",
+            tiny_encoder,
+            "--labels",
+            small_data["labels"],
+            "--docs",
+            small_data["eval"],
+            "--out",
+            str(out),
+            "--engine",
+            "ray",
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "by dense" in r.output and len(pd.read_csv(out)) == 40 * 5
+    run = tmp_path / "run"
+    r = runner.invoke(
+        app,
+        [
+            "iterate",
+            "--docs",
+            small_data["docs"],
+            "--labels",
+            small_data["labels"],
+            "--eval-docs",
+            small_data["eval"],
+            "--out",
+            str(run),
+            "--rounds",
+            "1",
+            "--teacher",
+            "simulated:0",
+            "--encoder",
+            tiny_encoder,
+            "-j",
+            "3",
+            "--batch-size",
+            "8",
+            "--engine",
+            "ray",
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "on Ray" in r.output and (run / "round-01" / "metrics.json").exists()
