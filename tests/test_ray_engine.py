@@ -77,12 +77,10 @@ def test_tag_on_ray_equals_local_row_by_row(engine, tmp_path, small_data, tiny_e
     assert not list(tmp_path.glob("*.ray-parts"))
 
 
-def test_tag_cli_on_ray_with_a_killed_actor_gives_every_row_once(tmp_path, small_data, tiny_encoder):
+def test_tag_on_ray_with_a_killed_actor_gives_every_row_once(engine, tmp_path, small_data, tiny_encoder):
     """SIGKILL the ranking actor mid-job: Ray replaces it and retries its batch; every document comes back once,
     with the rows of an uninterrupted local run."""
-    import ray as r
 
-    from lmtx.search.ray_engine import RayEngine
     from lmtx.store.data import load_labels
     from lmtx.tag import TagOptions, tag
 
@@ -119,14 +117,12 @@ def test_tag_cli_on_ray_with_a_killed_actor_gives_every_row_once(tmp_path, small
                 return
             time.sleep(0.1)
 
-    with RayEngine(actors=1, log=lambda s: None) as eng:
-        th = threading.Thread(target=kill_one, daemon=True)
-        th.start()
-        got = tag(
-            tiny_encoder, labels, docs, tmp_path / "ray.parquet", opts, progress=False, log=lambda s: None, engine=eng
-        )
-        th.join(timeout=5)
-    assert not r.is_initialized()
+    th = threading.Thread(target=kill_one, daemon=True)
+    th.start()
+    got = tag(
+        tiny_encoder, labels, docs, tmp_path / "ray.parquet", opts, progress=False, log=lambda s: None, engine=engine
+    )
+    th.join(timeout=5)
     assert killed, "no actor was killed"
     assert got["docs"] == ref["docs"] == 400
     la, lb = _sorted(pd.read_parquet(tmp_path / "local.parquet")), _sorted(pd.read_parquet(tmp_path / "ray.parquet"))
