@@ -22,8 +22,6 @@ app.add_typer(prompts_app, name="prompts")
 teacher_app = typer.Typer(help="Teachers: list the registry, serve one with vLLM.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-
 
 def _fail(msg: str, code: int = 2):
     typer.secho(f"error: {msg}", fg="red", err=True)
@@ -42,23 +40,9 @@ def _user_errors():
 
 
 def _config_dict(config_file, overrides, given: dict | None = None) -> tuple[dict, dict]:
-    """defaults < --config file < options given on the command line < --set (every default lives in config.py).
-    Returns the settings and, per 'section.key' set by other than the defaults, where it came from."""
-    from .config import RunConfig, apply_overrides, load_config_file
+    from .config import config_layers
 
-    d, sources = RunConfig().to_dict(), {}
-    if config_file is not None:
-        for sect, sub in load_config_file(config_file).items():
-            d[sect].update(sub)
-            sources.update({f"{sect}.{k}": f"from {config_file}" for k in sub})
-    for key, v in (given or {}).items():
-        sect, k = key.split(".")
-        d[sect][k] = str(v) if isinstance(v, Path) else v
-        sources[key] = "from the command line"
-    for item in overrides or []:
-        apply_overrides(d, [item])
-        sources[item.partition("=")[0].strip()] = "from --set"
-    return d, sources
+    return config_layers(config_file, overrides, given)
 
 
 def _options_for(fields, defaults: dict, special: dict | None = None) -> list[tuple[str, str, inspect.Parameter]]:
@@ -111,16 +95,10 @@ def _tag_options() -> list[tuple[str, str, inspect.Parameter]]:
 
 
 def _iterate_config(config_file, overrides, settings: dict):
-    from .config import RunConfig
+    from .config import build_config
 
     keys = {name: key for name, key, _ in _setting_options()}
-    d, _ = _config_dict(config_file, overrides, {keys[n]: v for n, v in settings.items() if v is not None})
-    if not d["loop"]["docs"] and not d["loop"]["labels"]:  # neither given: the bundled sample
-        d["loop"].update(docs=str(SAMPLE / "docs.jsonl"), labels=str(SAMPLE / "labels.jsonl"))
-        d["loop"]["eval_docs"] = d["loop"]["eval_docs"] or str(SAMPLE / "eval.jsonl")
-    elif not d["loop"]["docs"] or not d["loop"]["labels"]:
-        _fail("give both --docs and --labels (or neither, for the bundled sample)")
-    return RunConfig.from_dict(d)
+    return build_config(config_file, overrides, {keys[n]: v for n, v in settings.items() if v is not None})
 
 
 def _with_options(options):

@@ -590,3 +590,54 @@ def config_diff(old: dict, new: dict) -> list[str]:
             if a.get(k) != b.get(k):
                 out.append(f"{sect}.{k}: {a.get(k)!r} (saved) != {b.get(k)!r} (now)")
     return out
+
+
+def option_keys() -> dict[str, str]:
+    """`lmtx iterate` option (as a Python name, e.g. candidates) -> its config key (index.candidates)."""
+    return {f.metadata["option"].replace("-", "_"): k for k, f in settings() if f.metadata.get("option")}
+
+
+def config_layers(file=None, overrides=(), given: dict | None = None, base: dict | None = None) -> tuple[dict, dict]:
+    """defaults (or ``base``) < a --config file < ``given`` ('section.key' -> value: options typed on the command line)
+    < --set overrides. Returns the settings and, per key set by other than the defaults, where it came from."""
+    from pathlib import Path
+
+    d, sources = base or RunConfig().to_dict(), {}
+    if file is not None:
+        for sect, sub in load_config_file(file).items():
+            d[sect].update(sub)
+            sources.update({f"{sect}.{k}": f"from {file}" for k in sub})
+    for key, v in (given or {}).items():
+        sect, k = key.split(".")
+        d[sect][k] = str(v) if isinstance(v, Path) else v
+        sources[key] = "from the command line"
+    for item in overrides or []:
+        apply_overrides(d, [item])
+        sources[item.partition("=")[0].strip()] = "from --set"
+    return d, sources
+
+
+def build_config(
+    file=None, overrides=(), given: dict | None = None, options: dict | None = None, base: dict | None = None
+) -> RunConfig:
+    """The run's RunConfig from its layers (config_layers); ``options``: iterate's option names -> values (the
+    Python API's keywords). Neither loop.docs nor loop.labels: the bundled sample."""
+    from pathlib import Path
+
+    keys = option_keys()
+    given = dict(given or {})
+    for name, v in (options or {}).items():
+        if name not in keys:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(keys), n=1)
+            raise ConfigError(f"unknown option {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        given[keys[name]] = v
+    d, _ = config_layers(file, overrides, given, base)
+    if not d["loop"]["docs"] and not d["loop"]["labels"]:
+        sample = Path(__file__).resolve().parent.parent / "data" / "sample"
+        d["loop"].update(docs=str(sample / "docs.jsonl"), labels=str(sample / "labels.jsonl"))
+        d["loop"]["eval_docs"] = d["loop"]["eval_docs"] or str(sample / "eval.jsonl")
+    elif not d["loop"]["docs"] or not d["loop"]["labels"]:
+        raise ConfigError("give both docs and labels (--docs, --labels), or neither for the bundled sample")
+    return RunConfig.from_dict(d)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ..config import FLOAT_DTYPES
-from .base import Teacher, TeacherError, chat_format_id
+from .base import Pair, Teacher, TeacherError, chat_format_id
 from .prompts import PromptTemplate
 
 VICUNA = (
@@ -298,3 +298,37 @@ def run_teacher(
         timeout=timeout,
         dtype=dtype,
     )
+
+
+class _Teacher:
+    """A teacher by name, with P(yes) for (document, label) pairs through lmtx's prompt and reader."""
+
+    def __init__(self, inner, template):
+        self.inner, self.template = inner, template
+        self.model_id = inner.model_id
+
+    def p_yes(self, pairs) -> list[float]:
+        """``pairs``: (document text, label name[, label description]) tuples or dicts with doc / label /
+        description. Returns P(yes) per pair."""
+
+        ps = []
+        for i, p in enumerate(pairs):
+            if isinstance(p, Mapping):
+                doc, name, desc = p.get("doc", ""), p.get("label", ""), p.get("description", "")
+            else:
+                doc, name, desc = (list(p) + [""])[:3]
+            ps.append(Pair(f"d{i}", str(doc), f"l{i}", str(name), str(desc)))
+        return [j.p_yes for j in self.inner.score(ps)]
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+def teacher_by_name(
+    name: str = "qwen0.5b", prompt: str = "paper-desc", urls: list[str] | None = None, device: str = "cpu"
+) -> _Teacher:
+    """A teacher by registry name, hf:PATH or vllm:NAME (served at ``urls`` when given), for P(yes) of pairs."""
+    from .prompts import load_template
+
+    tpl = load_template(prompt)
+    return _Teacher(make_teacher(name, tpl, urls=urls or [], device=device, progress=lambda s: None), tpl)
