@@ -47,7 +47,10 @@ def replay(run: Path) -> list[dict]:
     _, guard = guard_split(docs, cfg)
     tpl = load_template(cfg.teacher.prompt, cfg.teacher.prompt_file, cfg.teacher.max_doc_words)
     cache = AnswerCache(run / "teacher-cache.sqlite")
-    model_id = man["teacher"].split(" (")[0].removeprefix("hf:")
+    if "teacher" in man:
+        model_id = man["teacher"].split(" (")[0].removeprefix("hf:")
+    else:  # only round 0 finished: the one teacher in the cache
+        (model_id,) = {m for (m,) in cache.db.execute("SELECT DISTINCT model FROM answers")}
     lex = lexical_index(labels, cfg.encoder.label_text)
     texts = [d.text for d in guard]
     l_idx, l_sc = lex.topk(texts, cfg.retrieval.pool)
@@ -79,6 +82,7 @@ def replay(run: Path) -> list[dict]:
             "best_on_gold": max(by_w.values()) if by_w else None,
             "dense": by_w.get("1"),
             "choices": {},
+            "label_free_means": {f"{w:g}": round(float(v.mean()), 4) for w, v in ratings.items() if len(v)},
         }
         for name, (prior, z) in RULES.items():
             if prior is None:
@@ -98,9 +102,12 @@ def replay(run: Path) -> list[dict]:
 
 
 def main():
-    rows = [x for a in sys.argv[1:] for x in replay(Path(a))]
     res = ROOT / "benchmarks" / "results" / "weight_choice"
-    res.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    if sys.argv[1:] == ["--md"]:  # the table again from the saved rows
+        rows = json.loads(res.with_suffix(".json").read_text())
+    else:
+        rows = [x for a in sys.argv[1:] for x in replay(Path(a))]
+        res.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     lines = [
         "# The label-free choice of the ranking weight, replayed",
         "",
@@ -108,14 +115,20 @@ def main():
         "of each dense weight's top-1 label on the guard's held-out documents, the weight each rule picks, and "
         "that weight's P@1 on gold (the round's eval documents). No teacher call.",
         "",
-        "| run | round | dense P@1 | best on gold | " + " | ".join(RULES) + " |",
-        "|---|---|---|---|" + "---|" * len(RULES),
+        "| run | round | dense P@1 | best on gold | "
+        + " | ".join(RULES)
+        + " | teacher's mean P(yes), w 1 / 0.8 / 0.5 / 0 |",
+        "|---|---|---|---|" + "---|" * len(RULES) + "---|",
     ]
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for r in rows:
         cells = [f"{c['weight']:g}: {f(c['P@1'])}" for c in r["choices"].values()]
         lines.append(
-            f"| {r['run']} | {r['round']} | {f(r['dense'])} | {f(r['best_on_gold'])} | " + " | ".join(cells) + " |"
+            f"| {r['run']} | {r['round']} | {f(r['dense'])} | {f(r['best_on_gold'])} | "
+            + " | ".join(cells)
+            + " | "
+            + " / ".join(f(r.get("label_free_means", {}).get(w)) for w in ("1", "0.8", "0.5", "0"))
+            + " |"
         )
     res.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {res}.md")
