@@ -109,7 +109,7 @@ def main():
     res = {}
     for name, (run, docs) in runs.items():
         if run.exists() and docs.exists():
-            res[name] = {"run": str(run), "rounds": replay(run, docs)}
+            res[name] = {"run": str(Path(run).resolve().relative_to(ROOT)), "rounds": replay(run, docs)}
     out = ROOT / "benchmarks" / "results" / "fusion_weight"
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     lines = [

@@ -744,9 +744,16 @@ def main():
     res["seconds"] = round(time.time() - t0)
     _totals(res)
     Path(a.out).mkdir(parents=True, exist_ok=True)
+    res = _relative(res, work)
     res_path.write_text(json.dumps(res, indent=1))
     (Path(a.out) / "reliability.md").write_text(_markdown(res))
     print(json.dumps(res["totals"], indent=1))
+
+
+def _relative(res: dict, work: Path) -> dict:
+    """The results with this machine's paths out: the drill folder as DRILLS/, the repository as a relative path."""
+    text = json.dumps(res).replace(str(work.resolve()) + "/", "DRILLS/").replace(str(work) + "/", "DRILLS/")
+    return json.loads(text.replace(str(ROOT) + "/", ""))
 
 
 def _totals(res: dict):
