@@ -64,7 +64,13 @@ def main():
     conf = OUT / "run" / "config.json"
     conf.write_text(conf.read_text().replace(str(OUT), "{FIXTURE}"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    (OUT / "WRITTEN_BY").write_text(json.dumps({"lmtx_commit": commit.strip()}) + "\n")
+    import sentence_transformers
+    import torch
+    import transformers
+
+    versions = {"sentence_transformers": sentence_transformers.__version__, "transformers": transformers.__version__,
+                "torch": torch.__version__}
+    (OUT / "WRITTEN_BY").write_text(json.dumps({"lmtx_commit": commit.strip(), **versions}) + "\n")
 
 
 if __name__ == "__main__":
