@@ -167,3 +167,13 @@ def test_shipped_strong_teacher_recipe_is_a_valid_config():
     cfg = RunConfig.from_dict(load_config_file(p))
     assert (cfg.teacher.name, cfg.select.fusion, cfg.train.epochs) == ("qwen1.5b", "w:0.8", 2)
     assert cfg.train.merge_init == RunConfig().train.merge_init  # everything else stays at the defaults
+
+
+def test_the_configuration_page_is_lmtx_config():
+    from pathlib import Path
+
+    from lmtx.config import render_config
+
+    page = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    block = page.split("```toml\n", 1)[1].rsplit("```", 1)[0]
+    assert block == render_config(), "docs/configuration.md is stale: paste `lmtx config` into its block"
