@@ -23,6 +23,18 @@ teacher_app = typer.Typer(help="Teachers: list the registry, serve one with vLLM
 app.add_typer(teacher_app, name="teacher")
 
 
+# --engine and --ray-address, shared by iterate and tag (typer copies an option's info per command)
+ENGINE_OPTION = typer.Option(
+    "local",
+    help="local (this process) or ray (Ray Data on the cluster at --ray-address, RAY_ADDRESS, or a local one; "
+    "pip install 'lmtx\\[ray]').",
+)
+RAY_ADDRESS_OPTION = typer.Option(
+    None,
+    help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local instance started and stopped by lmtx).",
+)
+
+
 def _fail(msg: str, code: int = 2):
     typer.secho(f"error: {msg}", fg="red", err=True)
     raise typer.Exit(code)
@@ -150,16 +162,8 @@ def iterate(
     device: str = typer.Option("cpu"),
     dry_run: bool = typer.Option(False, help="Print how many teacher calls the run needs, and stop."),
     progress: bool = typer.Option(True, help="Progress bars."),
-    engine: str = typer.Option(
-        "local",
-        help="local (this process) or ray (Ray Data on the cluster at --ray-address, RAY_ADDRESS, or a local "
-        "one; pip install 'lmtx[ray]').",
-    ),
-    ray_address: Optional[str] = typer.Option(
-        None,
-        help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local instance started and "
-        "stopped by lmtx).",
-    ),
+    engine: str = ENGINE_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     **settings,
 ):
     """Run the LMTX loop: embed, retrieve candidates, ask the teacher, select, train; once per round.
@@ -454,16 +458,8 @@ def tag(
         "each).",
     ),
     progress: bool = typer.Option(True),
-    engine: str = typer.Option(
-        "local",
-        help="local (this process) or ray (Ray Data on the cluster at --ray-address, RAY_ADDRESS, or a local "
-        "one; pip install 'lmtx[ray]').",
-    ),
-    ray_address: Optional[str] = typer.Option(
-        None,
-        help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local instance started and "
-        "stopped by lmtx).",
-    ),
+    engine: str = ENGINE_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     **options,
 ):
     """Tag a new corpus with a trained encoder (no LLM). Interrupted runs resume where they stopped."""
