@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import RunConfig, build_config
 from .loop.job import RoundResult, Runtime
-from .store.data import DataError, Doc, Label, LabelSet, load_docs, load_labels, parse_doc
+from .store.data import DataError, Doc, Label, LabelSet, docs_of, load_docs, load_labels
 
 __all__ = ["Tagger", "iterate", "evaluate", "teacher", "RunConfig", "RoundResult", "as_docs", "as_labels"]
 
@@ -50,13 +50,8 @@ def as_docs(data, columns: Mapping[str, str] | None = None) -> list[Doc]:
     rename = {v: k for k, v in (columns or {}).items()}
     if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
         return [Doc(str(i), t) for i, t in enumerate(data)]
-    docs, seen = [], {}
-    for where, rec in _records(data, "docs"):
-        d = parse_doc(where, {rename.get(k, k): v for k, v in rec.items()})
-        if d.id in seen:
-            raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
-        seen[d.id] = where
-        docs.append(d)
+    renamed = ((where, {rename.get(k, k): v for k, v in rec.items()}) for where, rec in _records(data, "docs"))
+    docs = [d for _, d in docs_of(renamed)]
     if not docs:
         raise DataError("<docs>: no documents")
     return docs

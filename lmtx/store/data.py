@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 class DataError(ValueError):
@@ -232,8 +232,14 @@ def load_labels(path: str | Path) -> LabelSet:
 def iter_docs(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[str, Doc]]:
     """(where, document) for every record of a documents file, streamed; an id seen earlier in the file is refused
     (file:line of both)."""
+    return docs_of(iter_records(path, chunk_rows=chunk_rows))
+
+
+def docs_of(records: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, Doc]]:
+    """(where, document) for (where, record) pairs, from a file or from memory; a repeated id is refused, naming
+    where both are."""
     seen: dict[str, str] = {}
-    for where, rec in iter_records(path, chunk_rows=chunk_rows):
+    for where, rec in records:
         d = parse_doc(where, rec)
         if d.id in seen:
             raise DataError(f"{where}: field 'id': duplicate document id {d.id!r} (first at {seen[d.id]})")
