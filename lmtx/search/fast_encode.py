@@ -230,14 +230,16 @@ def encode_labels(
     show_progress: bool = False,
     desc: str = "",
     log=None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Label embeddings with the chosen backend; returns (embeddings, backend used)."""
+    """Label embeddings with the chosen backend; returns (embeddings, backend used). ``workers``: onnx-int8's
+    processes (default: one per core)."""
     used = resolve_backend(model, backend, len(texts))
     if log and used != pick_backend(backend, len(texts)):
         log("[lmtx] onnx-int8 label encoding needs a transformer + mean-pooling encoder; using torch")
     t0 = time.time()
     if used == "onnx-int8":
-        emb = encode_int8(model, texts, show_progress=show_progress, desc=desc)
+        emb = encode_int8(model, texts, workers, show_progress=show_progress, desc=desc)
     elif used == "torch-pool":
         emb = encode_pool(model, texts, batch_size, show_progress)
     else:

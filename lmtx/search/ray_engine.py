@@ -80,7 +80,7 @@ class RayEngine:
         self, model_spec: str, texts: list[str], backend: str, batch_size: int = 64, chunk: int = 4096
     ) -> np.ndarray:
         """Every text's embedding by an actor pool that loads the encoder ``model_spec`` once per actor and
-        encodes chunks with ``backend`` (chosen for the whole set, as lmtx.search.fast_encode.encode_labels chooses);
+        encodes chunks with ``backend`` (resolved for the whole set by the caller: torch, onnx-int8 or torch-pool);
         rows back in text order. torch gives the local engine's vectors to float tolerance; onnx-int8 quantizes
         activations per batch, so its vectors differ from a local run's by about as much as int8 from float32."""
         import time
@@ -94,7 +94,8 @@ class RayEngine:
         )
         out = ds.map_batches(
             _LabelEncoder,
-            fn_constructor_args=(model_spec, backend, batch_size, len(texts)),
+            # torch-pool's processes would oversubscribe an actor's one CPU: the actors are the pool
+            fn_constructor_args=(model_spec, "torch" if backend == "torch-pool" else backend, batch_size),
             batch_size=chunk,
             batch_format="numpy",
             compute=self.pool(),
@@ -117,22 +118,18 @@ class RayEngine:
 class _LabelEncoder:
     """A Ray actor: the encoder loaded once; each batch of (i, text) comes back as (i, emb)."""
 
-    def __init__(self, model_spec: str, backend: str, batch_size: int, n_total: int):
+    def __init__(self, model_spec: str, backend: str, batch_size: int):
         import torch
 
         from .encoder import load_encoder
 
         torch.set_num_threads(1)
         self.model = load_encoder(model_spec, progress=lambda s: None)
-        self.backend, self.batch_size, self.n_total = backend, batch_size, n_total  # auto decides on the whole set
+        self.backend, self.batch_size = backend, batch_size  # torch or onnx-int8, chosen for the whole label set
 
     def __call__(self, batch: dict) -> dict:
-        from .fast_encode import embed, encode_int8, resolve_backend
+        from .fast_encode import encode_labels
 
         texts = [str(t) for t in batch["text"]]
-        used = resolve_backend(self.model, self.backend, self.n_total)
-        if used == "onnx-int8":  # one onnxruntime worker per actor: the actors are the parallelism
-            emb = encode_int8(self.model, texts, workers=1)
-        else:
-            emb = embed(self.model, texts, self.batch_size)
+        emb, _ = encode_labels(self.model, texts, self.backend, self.batch_size, workers=1)  # one worker per actor
         return {"i": batch["i"], "emb": emb}
