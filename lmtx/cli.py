@@ -51,12 +51,6 @@ def _user_errors():
     return (AssetError, ConfigError, DataError, EngineError, PromptError, TeacherError)
 
 
-def _config_dict(config_file, overrides, given: dict | None = None) -> tuple[dict, dict]:
-    from .config import config_layers
-
-    return config_layers(config_file, overrides, given)
-
-
 def _options_for(fields, defaults: dict, special: dict | None = None) -> list[tuple[str, str, inspect.Parameter]]:
     """Typer options for the fields that name one (config.setting(option=...)): (parameter, key, the typer
     parameter). ``fields``: (key, dataclass field) pairs; ``defaults``: key -> default. Each option's default is None,
@@ -230,10 +224,10 @@ def config_cmd(
 ):
     """Every run setting: its help, its default, and (with --config/--set) the effective value and where it came
     from. The output is a valid --config file."""
-    from .config import RunConfig, render_config
+    from .config import RunConfig, config_layers, render_config
 
     try:
-        d, sources = _config_dict(config, set_)
+        d, sources = config_layers(config, set_)
         RunConfig.from_dict(d)  # the same checks as iterate
         text = render_config(d, sources if (config is not None or set_) else None)
     except _user_errors() as e:

@@ -286,14 +286,13 @@ def _tag_ray(
     if fmt == "parquet":
         _join_parts(parts, out, fmt)
     else:
-        with replacing(out, "write:tagged") as tmp:
+        with replacing(out, "write:tagged") as tmp, open(tmp, "wb") as f:
             for i, p in enumerate(parts):
                 df = pd.read_parquet(p)
-                with open(tmp, "ab") as f:
-                    if fmt == "jsonl":
-                        f.write(df.to_json(orient="records", lines=True, force_ascii=False).encode())
-                    else:
-                        f.write(df.to_csv(index=False, header=i == 0).encode())
+                if fmt == "jsonl":
+                    f.write(df.to_json(orient="records", lines=True, force_ascii=False).encode())
+                else:
+                    f.write(df.to_csv(index=False, header=i == 0).encode())
     shutil.rmtree(parts_dir)
     secs = time.time() - t0
     log(f"[lmtx] tagged {seen} documents on Ray ({engine.actors} actor(s)) in {secs:.0f}s")
