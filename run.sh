@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ./run.sh          set up (venv, dependencies, offline weights), then run the default job
-# ./run.sh test     set up, then ruff (lint, format), the whole test suite (fast, real-weights and real-vLLM tests), then the
-#                   fast tests on the oldest transformers / sentence-transformers pyproject.toml allows
+# ./run.sh test     set up, then ruff (lint, format), mkdocs build --strict, the whole test suite (fast, real-weights,
+#                   real-vLLM and Ray tests), then the fast tests on the oldest transformers / sentence-transformers
+#                   pyproject.toml allows
 # ./run.sh floor    set up, then only that floor check
+# ./run.sh docs     set up, then build the documentation site into site/
 # ./run.sh setup    set up only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -62,6 +64,12 @@ setup_ray() {
     "$VENV/bin/python" -c "import ray.data" 2>/dev/null || "$VENV/bin/pip" install -q -e '.[dev,ray]'
 }
 
+# The documentation site's tools (the optional extra lmtx[docs]: MkDocs, Material, mkdocstrings).
+setup_docs() {
+    "$VENV/bin/python" -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null \
+        || "$VENV/bin/pip" install -q -e '.[dev,docs]'
+}
+
 # The oldest transformers / sentence-transformers that pyproject.toml allows, overlaid on the venv (with the
 # tokenizers / huggingface-hub they need) for a run of the fast tests: the floors are checked, not guessed.
 floor_test() {
@@ -86,6 +94,9 @@ case "${1:-}" in
         # lint and format check (ruff, configured in pyproject.toml)
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
+        # the docs site: every page, link and API reference resolves (the built site is not kept)
+        setup_docs
+        NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$(mktemp -d)"
         # everything: fast tests, real offline weights (slow), a real vLLM server (vllm), a local Ray cluster (ray)
         "$VENV/bin/python" -m pytest -m "" -q "$@"
         # then the fast tests again on the oldest transformers / sentence-transformers pyproject allows
@@ -94,6 +105,12 @@ case "${1:-}" in
     floor)
         setup
         floor_test
+        ;;
+    docs)
+        setup
+        setup_docs
+        NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict
+        echo "[run.sh] the site is in site/ (or: $VENV/bin/mkdocs serve)"
         ;;
     setup)
         setup
@@ -104,7 +121,7 @@ case "${1:-}" in
         exec "$VENV/bin/lmtx" iterate --out runs/demo --rounds 3 --max-docs 150 --candidates 5
         ;;
     *)
-        echo "usage: ./run.sh [test [pytest args] | floor | setup]" >&2
+        echo "usage: ./run.sh [test [pytest args] | floor | docs | setup]" >&2
         exit 2
         ;;
 esac

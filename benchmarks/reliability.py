@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fault drills: kill -9 at many points, injected faults, a corpus of bad inputs.
 
-    python benchmarks/reliability.py [--only kill,faults,bad] [--out benchmarks/results]
+    python benchmarks/reliability.py [--only kill,faults,bad,injection,ray] [--out benchmarks/results]
 
 * **Kill points**: `lmtx iterate` (2 rounds) and `lmtx tag` run as subprocesses with ``LMTX_DRILL_KILL`` set
   (lmtx/store/drill.py): the process SIGKILLs itself at the named point (a temporary file written but not renamed,
@@ -16,6 +16,11 @@
 * **Bad inputs**: malformed documents / labels in each input format, and bad options for iterate, tag,
   evaluate. Each must exit 2 with a one-line message naming the file (line, field) or the option, no
   traceback, and nothing written.
+
+* **Ray** (``--only ray``, needs ``lmtx[ray]``): ``lmtx tag --engine ray`` on a local Ray cluster with (a) one
+  of Ray's rank actors SIGKILLed mid-job (found by its process title), and (b) the lmtx process itself SIGKILLed
+  mid-job, then the same command again. Counted: whether the job (or the rerun) finished, rows lost or doubled
+  against the local engine's output, and Ray processes left on the machine afterwards.
 
 Writes reliability.json (the totals the issue names, every failure listed) and reliability.md.
 """
@@ -199,6 +204,122 @@ def kill_drills(work: Path, data: dict, enc: str, only: set | None = None) -> li
         }
         rows.append(_checked(row, rc1, log1, rc2, log2))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- Ray drills
+def _ray_pids(marker: str = "") -> list[int]:
+    """Processes of Ray (raylet, gcs_server, workers named ray::...), or only those whose command line has marker."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        is_ray = "ray::" in cmd or "/ray/core/src/ray/" in cmd or "raylet" in cmd or "gcs_server" in cmd
+        if is_ray and marker in cmd:
+            out.append(int(d))
+    return out
+
+
+def _wait_for(pred, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def ray_drills(work: Path, data: dict, enc: str) -> list[dict]:
+    """lmtx tag --engine ray with a rank actor killed, and with lmtx itself killed (then rerun)."""
+    import signal
+
+    import pandas as pd
+
+    work.mkdir(parents=True, exist_ok=True)
+    docs = work / "docs.jsonl"
+    rows = [json.loads(x) for x in open(data["eval"])]
+    with open(docs, "w") as f:
+        for i in range(10):
+            for d in rows:
+                f.write(json.dumps({"id": f"{d['id']}-{i}", "text": d["text"]}) + "\n")
+    base = LMTX + [
+        "tag",
+        "--model",
+        enc,
+        "--labels",
+        data["labels"],
+        "--docs",
+        str(docs),
+        "--top-k",
+        "2",
+        "--chunk-docs",
+        "20",
+        "--no-progress",
+    ]
+    env = {**os.environ, "LMTX_HOME": str(work / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+    rc, log, _ = _run(base + ["--out", str(work / "local.parquet")], {"LMTX_HOME": env["LMTX_HOME"]})
+    if rc != 0:
+        raise SystemExit(f"the local tag run failed:\n{log[-2000:]}")
+    key = ["doc_id", "rank"]
+    ref = pd.read_parquet(work / "local.parquet").sort_values(key).reset_index(drop=True)
+    before = set(_ray_pids())
+    results = []
+    for kind in ("actor", "driver"):
+        out = work / f"ray-{kind}.parquet"
+        t0 = time.time()
+        p = subprocess.Popen(
+            base + ["--out", str(out), "--engine", "ray"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        reached = _wait_for(lambda: bool(_ray_pids("_RankActor")) or p.poll() is not None, 300)
+        killed = None
+        if reached and p.poll() is None:
+            time.sleep(1.5)  # mid-job: the actor is ranking its first batches
+            target = p.pid if kind == "driver" else (_ray_pids("_RankActor") or [None])[0]
+            if target:
+                os.kill(target, signal.SIGKILL)
+                killed = target
+        log1 = p.communicate(timeout=600)[0]
+        rc1 = p.returncode
+        rerun = None
+        if kind == "driver":
+            rc2, log2, _ = _run(base + ["--out", str(out), "--engine", "ray"], {k: env[k] for k in ("LMTX_HOME",)})
+            rerun = rc2
+        finished = (rc1 == 0) if kind == "actor" else (rerun == 0)
+        row = {
+            "drill": f"tag --engine ray, {kind} SIGKILLed mid-job",
+            "killed": killed is not None,
+            "first_exit": rc1,
+            "rerun_exit": rerun,
+            "finished": finished,
+            "seconds": round(time.time() - t0, 1),
+        }
+        if finished:
+            got = pd.read_parquet(out).sort_values(key).reset_index(drop=True)
+            merged = ref[key].merge(got[key], how="outer", indicator=True)
+            row["rows_lost"] = int((merged["_merge"] == "left_only").sum())
+            row["rows_extra"] = int((merged["_merge"] == "right_only").sum())
+            row["rows_twice"] = int(got.duplicated(key).sum())
+            row["same_labels"] = bool(len(got) == len(ref) and (got["label_id"] == ref["label_id"]).all())
+        else:
+            row["error"] = (log1 if kind == "actor" else log2)[-500:]
+        time.sleep(3)
+        row["ray_processes_left"] = len(set(_ray_pids()) - before)
+        if kind == "driver" and row["ray_processes_left"]:
+            # the killed lmtx could not shut down the Ray it had started: say what was left, then clean up
+            for pid in set(_ray_pids()) - before:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        results.append(row)
+    return results
 
 
 def _checked(row: dict, rc1: int, log1: str, rc2: int, log2: str) -> dict:
@@ -741,6 +862,8 @@ def main():
         res["kills"] = sorted(old + new, key=lambda k: (ITERATE_POINTS + TAG_POINTS).index(k["point"]))
     if "injection" in only:
         res["injection"] = prompt_injection(data, a.injection_teachers.split(","))
+    if "ray" in only:
+        res["ray"] = ray_drills(work / "ray", data, enc)
     res["seconds"] = round(time.time() - t0)
     _totals(res)
     Path(a.out).mkdir(parents=True, exist_ok=True)
@@ -845,6 +968,24 @@ def _markdown(res: dict) -> str:
         for r in res["injection"]:
             cell = lambda w: f"{r[w + '_mean_p_yes']:.3f} ({r[w + '_yes_rate']:.2f})"  # noqa: E731
             lines.append(f"| {r['teacher']} | {r['pairs']} | {cell('clean')} | {cell('start')} | {cell('end')} |")
+        lines.append("")
+    if res.get("ray"):
+        lines += [
+            "## On Ray (`lmtx tag --engine ray`, a local cluster)",
+            "",
+            "400 documents in batches of 20, top-2, compared row by row with the local engine's output. *Ray "
+            "processes left*: counted 3 s after the job (or the rerun) ended.",
+            "",
+            "| drill | killed | first exit | rerun exit | finished | rows lost | rows extra | rows twice | same labels "
+            "| Ray processes left |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["ray"]:
+            lines.append(
+                f"| {r['drill']} | {r['killed']} | {r['first_exit']} | {r['rerun_exit'] if r['rerun_exit'] is not None else ''} | "
+                f"{r['finished']} | {r.get('rows_lost', '')} | {r.get('rows_extra', '')} | {r.get('rows_twice', '')} | "
+                f"{r.get('same_labels', '')} | {r['ray_processes_left']} |"
+            )
         lines.append("")
     if res.get("bad_inputs"):
         lines += ["## Bad inputs", "", "| input | outcome | message |", "|---|---|---|"]

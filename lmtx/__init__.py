@@ -6,7 +6,17 @@ The Python API (lmtx.api) loads on first use, so ``import lmtx`` stays light:
 
 from .version import __version__
 
-__all__ = ["__version__", "Tagger", "iterate", "evaluate", "teacher", "RunConfig", "RoundResult"]
+__all__ = [
+    "__version__",
+    "Tagger",
+    "iterate",
+    "evaluate",
+    "teacher",
+    "RunConfig",
+    "RoundResult",
+    "as_docs",
+    "as_labels",
+]
 
 
 def __getattr__(name: str):

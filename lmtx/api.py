@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import RunConfig, build_config
 from .loop.job import RoundResult, Runtime
-from .store.data import DataError, Doc, Label, LabelSet, docs_of, load_docs, load_labels
+from .store.data import DataError, Doc, LabelSet, docs_of, labels_of, load_docs, load_labels
 
 __all__ = ["Tagger", "iterate", "evaluate", "teacher", "RunConfig", "RoundResult", "as_docs", "as_labels"]
 
@@ -58,24 +58,13 @@ def as_docs(data, columns: Mapping[str, str] | None = None) -> list[Doc]:
 
 
 def as_labels(data) -> LabelSet:
-    """A label set from a file path, a LabelSet, a list of dicts (id, name[, description]) or a DataFrame."""
+    """A label set from a file path, a LabelSet, a list of dicts (id, name[, description]) or a DataFrame, checked
+    by the same rules as a label file (store.data.labels_of)."""
     if isinstance(data, LabelSet):
         return data
     if isinstance(data, (str, Path)):
         return load_labels(data)
-    labels, seen = [], set()
-    for where, rec in _records(data, "labels"):
-        for f in ("id", "name"):
-            if rec.get(f) in (None, ""):
-                raise DataError(f"{where}: field {f!r}: missing")
-        lid = str(rec["id"])
-        if lid in seen:
-            raise DataError(f"{where}: field 'id': duplicate label id {lid!r}")
-        seen.add(lid)
-        labels.append(Label(lid, str(rec["name"]), str(rec.get("description") or "")))
-    if not labels:
-        raise DataError("<labels>: no labels")
-    return LabelSet(labels)
+    return labels_of(_records(data, "labels"))
 
 
 class Tagger:

@@ -24,7 +24,7 @@ from .search.encoder import fingerprint_labels as _fingerprint_labels
 from .search.index import LabelIndex
 from .store import drill
 from .store.assets import sha256_file
-from .store.data import Doc, LabelSet, iter_docs, stable_key
+from .store.data import Doc, LabelSet, is_xc_record, iter_docs, iter_records, stable_key
 from .store.files import replacing
 from .store.rundir import read_json, write_text
 
@@ -268,6 +268,12 @@ def _tag_ray(
     if verify is not None or opts.shard is not None:
         raise TagError("--engine ray tags every document without --verify or --shard (run those on the local engine)")
     n_docs = sum(1 for _ in iter_docs(docs_path))  # lmtx's own reader first: a bad line is named (file:line)
+    first = next(iter_records(docs_path), (None, {}))[1]
+    if is_xc_record(first):
+        raise TagError(
+            f"{docs_path}: --engine ray reads id/text documents; this file is in the XC repository's layout (uid, "
+            "title, content): tag it with --engine local, or convert it to JSONL with id and text first"
+        )
     t0 = time.time()
     parts_dir = out.with_name(out.name + ".ray-parts")
     shutil.rmtree(parts_dir, ignore_errors=True)

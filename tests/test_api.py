@@ -25,8 +25,6 @@ def test_import_lmtx_is_light_and_exports_the_api():
 
 
 def test_tagger_on_texts_dataframes_and_files_matches_lmtx_tag(tmp_path, small_data, tiny_encoder):
-    from lmtx.store.data import load_labels
-    from lmtx.tag import TagOptions, tag
 
     t = lmtx.Tagger.load(tiny_encoder, labels=small_data["labels"])
     docs = [json.loads(x) for x in open(small_data["eval"])]
@@ -35,20 +33,20 @@ def test_tagger_on_texts_dataframes_and_files_matches_lmtx_tag(tmp_path, small_d
     frame = pd.DataFrame({"doc": [d["id"] for d in docs], "body": [d["text"] for d in docs]})
     by_frame = t.tag(frame, k=3, columns={"id": "doc", "text": "body"})
     assert (by_frame["label"].to_numpy() == by_texts["label"].to_numpy()).all()
-    tag(
-        tiny_encoder,
-        load_labels(small_data["labels"]),
-        small_data["eval"],
-        tmp_path / "cli.parquet",
-        TagOptions(top_k=3),
-        progress=False,
-        log=lambda s: None,
-    )
+    from typer.testing import CliRunner
+
+    from lmtx.cli import app
+
+    args = ["tag", "--model", tiny_encoder, "--labels", small_data["labels"], "--docs", small_data["eval"]]
+    r = CliRunner().invoke(app, args + ["--top-k", "3", "--out", str(tmp_path / "cli.parquet"), "--no-progress"])
+    assert r.exit_code == 0, r.output
     cli = pd.read_parquet(tmp_path / "cli.parquet")
     assert (cli["label_id"].to_numpy() == by_frame["label"].to_numpy()).all()
+    assert abs(cli["score"].to_numpy() - by_frame["score"].to_numpy()).max() < 1e-6
     assert (cli["doc_id"].to_numpy() == by_frame["id"].to_numpy()).all()
-    s = t.tag_file(small_data["eval"], tmp_path / "api.jsonl", k=3)
-    assert s["docs"] == len(docs) and len(pd.read_json(tmp_path / "api.jsonl", lines=True)) == 3 * len(docs)
+    s = t.tag_file(small_data["eval"], tmp_path / "api.parquet", k=3)
+    assert s["docs"] == len(docs)
+    assert pd.read_parquet(tmp_path / "api.parquet").equals(cli)  # the API's file and the CLI's, byte for byte
 
 
 def test_in_memory_rows_are_checked_like_file_lines(small_data, tiny_encoder):
@@ -57,7 +55,7 @@ def test_in_memory_rows_are_checked_like_file_lines(small_data, tiny_encoder):
         t.tag(pd.DataFrame({"id": ["1", "2"], "text": ["music player", None]}))
     with pytest.raises(DataError, match=r"<docs>:row 2: field 'id': duplicate document id '1'"):
         t.tag([{"id": "1", "text": "x"}, {"id": "1", "text": "y"}])
-    with pytest.raises(DataError, match=r"<labels>:row 1: field 'name': missing"):
+    with pytest.raises(DataError, match=r"<labels>:row 1: missing field\(s\) \['name'\]"):
         lmtx.Tagger.load(tiny_encoder, labels=[{"id": "a"}])
 
 

@@ -23,6 +23,10 @@ from ..teacher.prompts import load_template
 
 @dataclass
 class RoundResult:
+    """One finished round, as `lmtx iterate` prints a line for it: ``round`` (0 = the initial encoder), its
+    ``metrics`` (the round's metrics.json: gold metrics where eval docs were given, the guard's decision, the
+    retrieval chosen, pairs per teacher), ``path`` (the round's folder) and ``resumed`` (read back, not recomputed)."""
+
     round: int
     metrics: dict
     path: Path

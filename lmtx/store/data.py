@@ -2,6 +2,10 @@
 
 Documents: ``id``, ``text``, optional gold ``labels`` (a list; in CSV a ``|``-separated string).
 Labels: ``id``, ``name``, optional ``description`` (the name is used where it is missing).
+Also the Extreme Classification Repository's raw-text layout, as its LF-* datasets ship (LF-Amazon-131K,
+LF-Wikipedia-500K): ``trn.json.gz`` / ``tst.json.gz`` lines with ``uid``, ``title``, ``content`` and
+``target_ind`` (positions in ``lbl.json.gz``, which lies beside them), and ``lbl.json.gz`` lines with ``uid``,
+``title``, ``content`` (the label's name and description). Read as they are downloaded; see ``xc_doc``.
 Every error names the file, the line (or row) and the field.
 """
 
@@ -208,11 +212,16 @@ def parse_doc(where: str, rec: dict) -> Doc:
     )
 
 
-def load_labels(path: str | Path) -> LabelSet:
+def labels_of(records: Iterable[tuple[str, dict]], source: str = "<labels>") -> LabelSet:
+    """A label set from (where, record) pairs, from a file or from memory: ``id``, ``name``, optional
+    ``description`` (or an XC ``lbl.json.gz`` line: ``uid``, ``title``, ``content``); a repeated id is refused,
+    naming where both are."""
     labels: list[Label] = []
     seen: dict[str, str] = {}
-    for where, rec in iter_records(path):
-        _columns_check(Path(path), rec, ("id", "name"), where)
+    for where, rec in records:
+        if "uid" in rec and "id" not in rec:  # the XC repository's label file
+            rec = {"id": rec["uid"], "name": rec.get("title"), "description": rec.get("content")}
+        _columns_check(Path(source), rec, ("id", "name"), where)
         lid = _str_field(rec, "id", where)
         if lid in seen:
             raise DataError(f"{where}: field 'id': duplicate label id {lid!r} (first at {seen[lid]})")
@@ -225,14 +234,89 @@ def load_labels(path: str | Path) -> LabelSet:
             )
         )
     if not labels:
-        raise DataError(f"{path}: no labels")
+        raise DataError(f"{source}: no labels")
     return LabelSet(labels)
+
+
+def load_labels(path: str | Path) -> LabelSet:
+    return labels_of(iter_records(path), str(path))
 
 
 def iter_docs(path: str | Path, chunk_rows: int = 10_000) -> Iterator[tuple[str, Doc]]:
     """(where, document) for every record of a documents file, streamed; an id seen earlier in the file is refused
-    (file:line of both)."""
-    return docs_of(iter_records(path, chunk_rows=chunk_rows))
+    (file:line of both). A file in the XC repository's layout is read as ``xc_doc`` says."""
+    records = iter_records(path, chunk_rows=chunk_rows)
+    first = next(records, None)
+    if first is None:
+        return iter(())
+    import itertools
+
+    records = itertools.chain([first], records)
+    if is_xc_record(first[1]):
+        records = _xc_docs(Path(path), records)
+    return docs_of(records)
+
+
+def is_xc_record(rec: dict) -> bool:
+    """A record in the XC repository's raw-text layout (uid, title, content) rather than lmtx's (id, text)."""
+    return "uid" in rec and "id" not in rec and "text" not in rec
+
+
+XC_LABEL_FILES = ("lbl.json.gz", "lbl.json")
+
+
+def xc_label_ids(path: Path) -> tuple[Path, list[str]]:
+    """The label file beside an XC documents file and its uids by line position (what ``target_ind`` counts)."""
+    for name in XC_LABEL_FILES:
+        lbl = path.parent / name
+        if lbl.is_file():
+            ids = []
+            for where, rec in iter_records(lbl):
+                ids.append(_str_field(rec, "uid", where))
+            return lbl, ids
+    raise DataError(
+        f"{path}: documents in the XC repository's layout (uid, title, content, target_ind) need the label file "
+        f"{XC_LABEL_FILES[0]} beside them: target_ind counts its lines"
+    )
+
+
+def xc_doc(where: str, rec: dict, label_ids: list[str] | None) -> dict:
+    """One XC line as an lmtx document record: id = uid; text = title and content (each when not empty, on two
+    lines, as the LF-* papers read them); labels = the uids of lbl.json.gz's lines at ``target_ind``."""
+    title = _str_field(rec, "title", where, required=False, ints=False)
+    content = _str_field(rec, "content", where, required=False, ints=False)
+    out = {"id": rec["uid"], "text": "\n".join(x for x in (title, content) if x)}
+    tind = rec.get("target_ind")
+    if tind is not None and label_ids is not None:
+        if hasattr(tind, "tolist"):
+            tind = tind.tolist()
+        if not isinstance(tind, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in tind):
+            raise DataError(f"{where}: field 'target_ind' must be a list of label positions (integers)")
+        bad = [i for i in tind if not 0 <= i < len(label_ids)]
+        if bad:
+            raise DataError(
+                f"{where}: field 'target_ind': position(s) {bad[:5]} outside the label file's {len(label_ids)} lines"
+            )
+        out["labels"] = [label_ids[i] for i in tind]
+    return out
+
+
+def _xc_docs(path: Path, records: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+    """XC records as lmtx records. The LF-* training files repeat some uids (one product listed twice): a repeated
+    uid gets its line appended (``uid@LINE``), so every document keeps its own gold labels."""
+    label_ids = None
+    seen: set[str] = set()
+    for where, rec in records:
+        if not is_xc_record(rec):
+            _columns_check(path, rec, ("uid", "title", "content"), where)
+        if label_ids is None and rec.get("target_ind") is not None:
+            label_ids = xc_label_ids(path)[1]
+        out = xc_doc(where, rec, label_ids)
+        uid = str(out["id"])
+        if uid in seen:
+            out["id"] = f"{uid}@{where.rsplit(':', 1)[-1]}"
+        seen.add(uid)
+        yield where, out
 
 
 def docs_of(records: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, Doc]]:
