@@ -150,7 +150,7 @@ def iterate(
         "auto",
         help="auto (a GPU with vLLM: the in-process vLLM engine for GPU teachers; a GPU without it: transformers on "
         "the GPU; no GPU: offline teachers on the CPU, GPU teachers refused), transformers or vllm (forced; the memory "
-        "check still applies).",
+        "check still applies), or ray-vllm (with --engine ray: vLLM engines on the Ray cluster's GPUs, no server).",
     ),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu"),
@@ -167,10 +167,12 @@ def iterate(
     """
     try:
         cfg = _iterate_config(config, set_, settings)
-        from .config import one_of
+        from .config import ConfigError, one_of
         from .teacher.plan import check_hub_weights, plan_teacher, probe_machine
 
-        one_of(teacher_backend, ("auto", "transformers", "vllm"), "--teacher-backend")
+        one_of(teacher_backend, ("auto", "transformers", "vllm", "ray-vllm"), "--teacher-backend")
+        if teacher_backend == "ray-vllm" and engine != "ray":
+            raise ConfigError("--teacher-backend ray-vllm runs the teacher on a Ray cluster: add --engine ray")
         plan = plan_teacher(
             cfg.teacher.name,
             probe_machine(),

@@ -159,3 +159,42 @@ class FakeServer:
                 "usage": {"prompt_tokens": 10 * len(prompts), "completion_tokens": 1},
             },
         )
+
+
+def serve_http(srv: FakeServer, host: str = "127.0.0.1"):
+    """The fake server on a real loopback port, for clients in other processes (Ray's workers). Returns
+    (its /v1 URL, a function that stops it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            n = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(n) if n else b""
+            req = httpx.Request(self.command, f"http://{host}{self.path}", content=body)
+            try:
+                resp = srv.handle(req)
+            except httpx.TimeoutException:  # the "timeout" fault: the answer never comes (the client times out)
+                return
+            data = resp.content
+            self.send_response(resp.status_code)
+            for k, v in resp.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(k, v)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    def stop():
+        httpd.shutdown()
+        httpd.server_close()
+
+    return f"http://{host}:{httpd.server_address[1]}/v1", stop

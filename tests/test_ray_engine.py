@@ -181,3 +181,82 @@ def test_tag_cli_engine_ray_and_iterate_engine_ray(tmp_path, small_data, tiny_en
     )
     assert r.exit_code == 0, r.output
     assert "on Ray" in r.output and (run / "round-01" / "metrics.json").exists()
+
+
+# -- teacher scoring on Ray -------------------------------------------------------------------------------------
+def _pairs():
+    from lmtx.teacher.base import Pair
+
+    labels = [("audio", "Sound", "audio and music"), ("game", "Games", "games and play"), ("web", "Web", "web server")]
+    return [
+        Pair(f"d{i}", f"document {i}: a program for {topic}", lid, name, desc)
+        for i, topic in enumerate(["music", "chess", "http", "sound", "puzzles", "browsing"])
+        for lid, name, desc in labels
+    ]
+
+
+def _served(url, logs=None, **kw):
+    from lmtx.teacher.openai import ServedTeacher
+    from lmtx.teacher.prompts import load_template
+
+    return ServedTeacher(
+        [url],
+        load_template("paper"),
+        model_id="fake",
+        chat_format="USER: {msg} ASSISTANT:",
+        log=(logs.append if logs is not None else (lambda m: None)),
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("kind,faults", [("vllm", []), ("vllm-old", []), ("vllm", [None, 503, 500, "short"])])
+def test_served_teacher_on_ray_gives_the_local_clients_answers(engine, kind, faults):
+    """Ray Data's HTTP processor sends lmtx's request body and reads with lmtx's reader: the same P(yes) as lmtx's
+    own client; an answer Ray cannot use (ids ignored, a 500, a choice missing) is asked again by lmtx's client."""
+    from fake_openai import FakeServer, serve_http
+
+    pairs = _pairs()
+    url, stop = serve_http(FakeServer(kind))
+    try:
+        want = _served(url).score(pairs)
+    finally:
+        stop()
+    srv = FakeServer(kind, faults=list(faults))
+    url, stop = serve_http(srv)
+    logs = []
+    try:
+        t = _served(url, logs, engine=engine)
+        got = t.score(pairs)
+    finally:
+        stop()
+    assert [a.p_yes for a in got] == pytest.approx([a.p_yes for a in want], abs=1e-9)
+    assert {a.p_yes for a in got} != {got[0].p_yes}  # the answers differ by prompt ("Games" swaps yes and no)
+    sent = [b["prompt"] for b in srv.requests]
+    assert sum(len(p) for p in sent) >= len(pairs)  # every prompt went out, a document's together
+    if kind == "vllm-old" or faults:
+        assert any("Ray could not score" in m for m in logs)
+
+
+def test_served_teacher_on_ray_commits_answers_to_the_cache(engine, tmp_path):
+    """Only uncached pairs go to Ray; a rerun over the same pairs sends nothing."""
+    from fake_openai import FakeServer, serve_http
+
+    from lmtx.teacher.cache import AnswerCache, score_cached
+    from lmtx.teacher.openai import RAY_CHUNK_PAIRS
+
+    srv = FakeServer("vllm")
+    url, stop = serve_http(srv)
+    try:
+        t = _served(url, engine=engine)
+        assert t.chunk_pairs == RAY_CHUNK_PAIRS
+        cache = AnswerCache(tmp_path / "cache.sqlite")
+        pairs = _pairs()
+        a, asked = score_cached(t, "h", pairs[:9], cache)
+        assert asked == 9
+        n = len(srv.requests)
+        b, asked = score_cached(t, "h", pairs, cache)
+        assert asked == 9 and [x.p_yes for x in b[:9]] == [x.p_yes for x in a]
+        c, asked = score_cached(t, "h", pairs, cache)
+        assert asked == 0 and len(srv.requests) > n
+    finally:
+        stop()

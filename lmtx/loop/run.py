@@ -542,9 +542,13 @@ def _start_teachers(job: Job) -> None:
         timeout=rt.teacher_timeout,
         served_dtype=rt.served_dtype,
         plan=rt.teacher_plan,
+        engine=rt.engine,
         **common,
     )
     log(f"[lmtx] teacher: {job.teacher.describe()}")
+    if rt.engine is not None and hasattr(job.teacher, "use_engine"):  # a served teacher: its requests go through Ray
+        job.teacher.use_engine(rt.engine)
+        log("[lmtx] teacher requests on Ray (Ray Data's HTTP processor); answers cached every chunk as they come")
     if job.teacher.simulated:
         log("[lmtx] NOTE: SIMULATED teacher (answers from gold labels): a research tool, not a real result")
     if cfg.teacher.strong and cfg.teacher.strong_budget > 0:

@@ -133,3 +133,64 @@ class _LabelEncoder:
         texts = [str(t) for t in batch["text"]]
         emb, _ = encode_labels(self.model, texts, self.backend, self.batch_size, workers=1)  # one worker per actor
         return {"i": batch["i"], "emb": emb}
+
+
+# -- HTTP requests (a served teacher) ---------------------------------------------------------------------------
+def _http_pre(row: dict) -> dict:
+    return {"payload": row["body"], "key": row["key"]}
+
+
+class _HttpPost:
+    """Ray's HTTP processor's post-processing: the caller's reader turns each response into scalars (Ray keeps
+    row data in Arrow blocks; raw logprob dicts with token-string keys do not belong there)."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def __call__(self, row: dict) -> dict:
+        try:
+            out = self.read(row.get("http_response"))
+            return {"key": row["key"], "ok": True, "error": "", **out}
+        except Exception as e:  # a refused or malformed answer comes back as a row; the caller retries it its way
+            return {"key": row["key"], "ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def http_requests(
+    engine: "RayEngine",
+    requests: list[tuple[int, str, dict]],
+    read,
+    headers: dict | None = None,
+    concurrency: int = 4,
+    batch_size: int = 8,
+    max_retries: int = 3,
+):
+    """POST every (key, url, JSON body) with Ray Data's HTTP request processor (ray.data.llm; one processor per
+    URL, the URLs' datasets unioned) and yield ``{"key", "ok", "error", **read(response)}`` rows as Ray finishes
+    them (not in order). Transient failures (429, 5xx, timeouts) are retried by Ray with backoff up to
+    ``max_retries``; an answer ``read`` cannot use comes back with ok False for the caller to handle."""
+    try:
+        from ray.data.llm import HttpRequestProcessorConfig, build_processor
+    except ImportError as e:
+        raise EngineError(
+            f"the served teacher on Ray needs Ray Data's HTTP processor: pip install 'lmtx[ray]' ({e})"
+        ) from None
+    import ray.data
+
+    by_url: dict[str, list[dict]] = {}
+    for key, url, body in requests:
+        by_url.setdefault(url, []).append({"key": key, "body": body})
+    outs = []
+    for url, rows in by_url.items():
+        cfg = HttpRequestProcessorConfig(
+            url=url,
+            headers=headers or {},
+            concurrency=max(1, min(concurrency, engine.actors or 1)),
+            batch_size=batch_size,
+            max_retries=max_retries,
+        )
+        proc = build_processor(cfg, preprocess=_http_pre, postprocess=_HttpPost(read))
+        outs.append(proc(ray.data.from_items(rows)))
+    if not outs:
+        return
+    ds = outs[0].union(*outs[1:]) if len(outs) > 1 else outs[0]
+    yield from ds.iter_rows()

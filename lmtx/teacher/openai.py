@@ -38,6 +38,10 @@ from .base import (
 from .logprobs import Reading, judge, read_entries
 from .prompts import PromptTemplate
 
+# pairs per cache commit when Ray sends the requests: a Ray Data pipeline per chunk costs about a second to start,
+# and a job killed mid-chunk loses at most this many answers
+RAY_CHUNK_PAIRS = 8192
+
 # a prompt the server answered without any yes/no mass: never a yes (mass 0), neutral in the fused score
 UNREADABLE = Judgment(p_yes=0.5, mass=0.0)
 
@@ -59,6 +63,10 @@ def _retry_after(value: str | None) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def _completions(url: str) -> str:
+    return f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions"
 
 
 def _root(url: str) -> str:
@@ -89,6 +97,7 @@ class ServedTeacher:
         max_wait: float = 60.0,
         max_unreadable: float = 0.02,
         transport=None,
+        engine=None,
     ):
         if not urls:
             raise TeacherError("a served teacher needs at least one --teacher-url")
@@ -112,6 +121,9 @@ class ServedTeacher:
         self.max_wait = max_wait  # longest pause between tries (Retry-After is honoured up to this)
         self.max_unreadable = max_unreadable  # share of a chunk's prompts allowed without yes/no mass
         self.transport = transport  # an httpx transport (tests replay server responses through MockTransport)
+        self.engine = None
+        if engine is not None:
+            self.use_engine(engine)
         self._mode_logged = False
         self.stats = {
             "prompts": 0,
@@ -227,23 +239,10 @@ class ServedTeacher:
 
         delay, t_end = 1.0, time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
-            body = {
-                "model": self.served_model,
-                "prompt": prompts,
-                "max_tokens": 1,
-                "temperature": 0,
-                "logprobs": 1 if self.exact_ids else self.top_logprobs,
-                "return_tokens_as_token_ids": True,
-            }
-            if self.exact_ids:
-                body["logprob_token_ids"] = self.yes_ids + self.no_ids
+            body = self._body(prompts)
             wait = None
             try:
-                r = await client.post(
-                    f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions",
-                    json=body,
-                    headers=self._headers(),
-                )
+                r = await client.post(_completions(url), json=body, headers=self._headers())
                 if r.status_code == 429 or r.status_code >= 500:
                     wait = _retry_after(r.headers.get("retry-after")) if r.status_code in (429, 503) else None
                     raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -273,6 +272,20 @@ class ServedTeacher:
                 await asyncio.sleep(max(0.0, min(pause, left, self.max_wait)))
                 delay = min(delay * 2, 30)
         raise TeacherError(f"teacher server {url}: no answer after {self.retries + 1} tries")
+
+    def _body(self, prompts: list) -> dict:
+        """lmtx's completions request for a document's prompts: one token, greedy, the yes/no logprobs."""
+        body = {
+            "model": self.served_model,
+            "prompt": prompts,
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": 1 if self.exact_ids else self.top_logprobs,
+            "return_tokens_as_token_ids": True,
+        }
+        if self.exact_ids:
+            body["logprob_token_ids"] = self.yes_ids + self.no_ids
+        return body
 
     def _fallback(self, url: str, why: str):
         if self.exact_ids:
@@ -319,6 +332,71 @@ class ServedTeacher:
 
             return await asyncio.gather(*(one(g) for g in groups), return_exceptions=True)
 
+    # -- on Ray (--engine ray) ------------------------------------------------------------------------------
+    def use_engine(self, engine) -> None:
+        """Send the requests through a started lmtx.search.ray_engine.RayEngine (Ray Data's HTTP processor), with
+        the answer cache committed every RAY_CHUNK_PAIRS pairs."""
+        self.engine = engine
+        self.chunk_pairs = RAY_CHUNK_PAIRS
+
+    def _score_ray(self, groups: list[list[Pair]]) -> list:
+        """The same requests through Ray Data's HTTP processor (lmtx.search.ray_engine.http_requests): lmtx's body,
+        and lmtx's reader as Ray's post-processing, which returns only scalars. The first document goes through
+        lmtx's own client first (it settles exact ids or top-K, as the local path does); with ``prime`` each
+        document's first prompt goes in a first wave and its other j-1 in a second, so they find its prefix in
+        the server's cache. A row Ray could not use (a refused request, a missing choice, ids ignored) is asked
+        again through lmtx's own client, whose retries and fallbacks then apply."""
+        from ..search.ray_engine import http_requests
+
+        if not groups:
+            return []
+        results: list = [None] * len(groups)
+        results[0] = asyncio.run(self._score(groups[:1]))[0]
+        prompts = [[self.render(p) for p in g] for g in groups]
+        got: list[list] = [[None] * len(g) for g in groups]
+        redo: set[int] = set()
+        waves = [(0, 1), (1, None)] if self.prime else [(0, None)]
+        reader = _RayReader(self.yes_ids, self.no_ids, self.exact_ids)
+        for lo, hi in waves:
+            reqs = [
+                (gi, _completions(self._replica(groups[gi][0].doc_id)), self._body(prompts[gi][lo:hi]))
+                for gi in range(1, len(groups))
+                if gi not in redo and prompts[gi][lo:hi]
+            ]
+            try:
+                rows = list(http_requests(self.engine, reqs, reader, headers=self._headers()))
+            except Exception as e:  # the pipeline itself failed (retries spent): lmtx's client asks what is missing
+                self.log(f"[lmtx] Ray's HTTP processor failed ({type(e).__name__}: {str(e)[:200]})")
+                rows = []
+            for row in rows:
+                gi = int(row["key"])
+                n = len(prompts[gi][lo:hi])
+                if not row["ok"] or row["ignored"] or len(row["p_yes"]) != n:
+                    redo.add(gi)
+                    continue
+                self.stats["requests"] += 1
+                self.stats["prompt_tokens"] += int(row["prompt_tokens"])
+                self.stats["missing_yes_mass"] += int(row["missing_yes"])
+                self.stats["missing_no_mass"] += int(row["missing_no"])
+                for k, (p, m) in enumerate(zip(row["p_yes"], row["mass"])):
+                    if p < 0:  # no yes/no mass at all
+                        self.stats["unreadable"] += 1
+                        got[gi][lo + k] = UNREADABLE
+                        continue
+                    if m < 0.5:
+                        self.stats["low_mass"] += 1
+                    got[gi][lo + k] = Judgment(p_yes=float(p), mass=float(m))
+            redo |= {gi for gi in range(1, len(groups)) if gi not in redo and any(a is None for a in got[gi][lo:hi])}
+        for gi in range(1, len(groups)):
+            if gi not in redo:
+                results[gi] = got[gi]
+        if redo:
+            order = sorted(redo)
+            self.log(f"[lmtx] {len(order)} document(s) Ray could not score: asking them through lmtx's own client")
+            for gi, r in zip(order, asyncio.run(self._score([groups[gi] for gi in order]))):
+                results[gi] = r
+        return results
+
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
         """One Judgment per pair. A failed request raises PartialAnswers carrying every answer that did arrive
         (the cache keeps them). Too many prompts without yes/no mass stop the run (TeacherError)."""
@@ -326,7 +404,7 @@ class ServedTeacher:
         if not self._mode_logged:
             self._mode_logged = True
             self.log(f"[lmtx] served teacher {self.served_model}: asking for {self._mode()}")
-        results = asyncio.run(self._score(groups))
+        results = self._score_ray(groups) if self.engine is not None else asyncio.run(self._score(groups))
         self.stats["prompts"] += len(pairs)
         done, errors, i = {}, [], 0
         for g, r in zip(groups, results):
@@ -348,3 +426,34 @@ class ServedTeacher:
                 f"--teacher-url serves the model named by --teacher"
             )
         return [done[k] for k in range(len(pairs))]
+
+
+class _RayReader:
+    """lmtx's P(yes) reader as Ray's post-processing: a completions response -> per prompt P(yes) and yes+no mass
+    (-1 where the answer carries no yes/no mass), the missing-side counts, whether exact ids were ignored, and the
+    prompt tokens the server counted. Raises on a response that is not an answer (Ray then marks the row)."""
+
+    def __init__(self, yes_ids, no_ids, exact: bool):
+        self.yes_ids, self.no_ids, self.exact = list(yes_ids), list(no_ids), exact
+
+    def __call__(self, resp) -> dict:
+        if not isinstance(resp, dict) or "choices" not in resp:
+            raise TeacherError(f"not a completions answer: {str(resp)[:200]}")
+        choices = sorted(resp["choices"], key=lambda c: c["index"])
+        p_yes, mass, my, mn, ignored = [], [], 0, 0, False
+        for c in choices:
+            x = judge(read_entries(c.get("logprobs")), self.yes_ids, self.no_ids, exact=self.exact)
+            ignored |= bool(x.ignored)
+            my += int(x.missing_yes)
+            mn += int(x.missing_no)
+            p_yes.append(-1.0 if x.judgment is None else float(x.judgment.p_yes))
+            mass.append(0.0 if x.judgment is None else float(x.judgment.mass))
+        tokens = (resp.get("usage") or {}).get("prompt_tokens", 0) or 0
+        return {
+            "p_yes": p_yes,
+            "mass": mass,
+            "missing_yes": my,
+            "missing_no": mn,
+            "ignored": ignored,
+            "prompt_tokens": int(tokens),
+        }

@@ -37,8 +37,8 @@ class Machine:
 @dataclass
 class TeacherPlan:
     spec: str  # what make_teacher builds: the name as given, or vllm:NAME for the in-process engine
-    backend: str  # simulated | served | serve | vllm | transformers
-    device: str  # cpu | cuda | remote
+    backend: str  # simulated | served | serve | vllm | transformers | ray-vllm
+    device: str  # cpu | cuda | remote | cluster
     dtype: str
     weight_gib: float | None = None  # the weights at that precision (None: unknown, or not loaded here)
     available_gib: float | None = None  # free memory where they would be loaded
@@ -127,7 +127,8 @@ def plan_teacher(
     spec: str, machine: Machine, urls=(), serve: bool = False, backend: str = "auto", dtype: str = "auto"
 ) -> TeacherPlan:
     """The backend for a teacher on ``machine``; TeacherError, naming what would work, when it cannot run here.
-    ``backend``: auto | transformers | vllm (forced; the memory check still applies)."""
+    ``backend``: auto | transformers | vllm (forced; the memory check still applies) | ray-vllm (vLLM engines that
+    Ray Data places on the cluster's GPUs, --engine ray: nothing is checked against this machine)."""
     from .registry import REGISTRY, parse_simulated, resolve_dtype
 
     if parse_simulated(spec) is not None:
@@ -140,6 +141,8 @@ def plan_teacher(
             spec, "serve", "cuda" if gpu else "cpu", dtype if dtype != "auto" else ("bfloat16" if gpu else "float32")
         )
     base = spec[5:] if spec.startswith("vllm:") else spec
+    if backend == "ray-vllm":
+        return TeacherPlan(f"ray-vllm:{base}", "ray-vllm", "cluster", dtype if dtype != "auto" else "bfloat16")
     big = base in REGISTRY and not REGISTRY[base].asset  # a GPU-class teacher (the paper's 13B models)
     if spec.startswith("vllm:"):
         backend = "vllm"

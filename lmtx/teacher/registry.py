@@ -153,8 +153,10 @@ def make_teacher(
     tokenizer: str | None = None,
     timeout: float = 300.0,
     dtype: str = "auto",
+    engine=None,
 ) -> Teacher:
-    """Build a teacher from its spec. ``dtype``: teacher.dtype (see resolve_dtype); it is part of the id."""
+    """Build a teacher from its spec. ``dtype``: teacher.dtype (see resolve_dtype); it is part of the id.
+    ``engine``: a started RayEngine, for ray-vllm:NAME (vLLM engines that Ray Data places on the cluster's GPUs)."""
     rate = parse_simulated(spec)
     if rate is not None:
         from .simulated import SimulatedTeacher
@@ -174,6 +176,27 @@ def make_teacher(
         d = resolve_dtype(dtype, "inprocess", path)
         kw = {"dtype": d} if d in FLOAT_DTYPES else {"quantization": d}
         return InProcessVLLMTeacher(path, template, model_id=teacher_model_id(base, d), chat_format=chat_format, **kw)
+    if spec.startswith("ray-vllm:"):  # Ray Data's vLLM engine processor on a GPU cluster (lmtx.teacher.ray_vllm)
+        from transformers import AutoTokenizer
+
+        from .ray_vllm import RayVllmTeacher
+
+        if engine is None:
+            raise TeacherError("the ray-vllm teacher backend runs on a Ray cluster: add --engine ray")
+        base = spec[len("ray-vllm:") :]
+        chat_format = REGISTRY[base].chat_format if base in REGISTRY else None
+        path = local_model_path(base, progress) if base in REGISTRY else base.removeprefix("hf:")
+        d = resolve_dtype(dtype, "inprocess", path)
+        return RayVllmTeacher(
+            engine,
+            path,
+            template,
+            model_id=teacher_model_id(base, d),
+            tokenizer=AutoTokenizer.from_pretrained(path),
+            chat_format=chat_format,
+            dtype=d,
+            log=progress,
+        )
     if urls:
         return make_served_teacher(
             spec, template, urls, tokenizer, progress, timeout=timeout, dtype=resolve_dtype(dtype, "external")
@@ -274,11 +297,12 @@ def run_teacher(
     timeout: float = 300.0,
     served_dtype: str | None = None,
     plan=None,
+    engine=None,
 ):
     """A run's teacher as its settings (config.TeacherConfig) and the machine's plan (lmtx.teacher.plan) say: served
     at ``urls`` when given; else the backend the plan chose (e.g. vllm:NAME on a GPU with vLLM)."""
     dtype = served_dtype if urls and served_dtype and teacher_cfg.dtype == "auto" else teacher_cfg.dtype
-    if plan is not None and plan.backend in ("transformers", "vllm") and not urls:
+    if plan is not None and plan.backend in ("transformers", "vllm", "ray-vllm") and not urls:
         name = plan.spec
         if plan.device == "cuda":
             device = "cuda"
@@ -297,6 +321,7 @@ def run_teacher(
         tokenizer=tokenizer,
         timeout=timeout,
         dtype=dtype,
+        engine=engine,
     )
 
 
