@@ -61,7 +61,7 @@ setup_vllm() {
 
 # Ray Data for the --engine ray tests (the optional extra lmtx[ray]; ~150 MB).
 setup_ray() {
-    "$VENV/bin/python" -c "import ray.data" 2>/dev/null || "$VENV/bin/pip" install -q -e '.[dev,ray]'
+    "$VENV/bin/python" -c "import ray.data, aiohttp" 2>/dev/null || "$VENV/bin/pip" install -q -e '.[dev,ray]'
 }
 
 # The documentation site's tools (the optional extra lmtx[docs]: MkDocs, Material, mkdocstrings).

@@ -270,7 +270,89 @@ def write_md(res: dict):
         )
     if res.get("notes"):
         lines += ["", *res["notes"]]
+    lines += ["", *on_paper(st)]
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+# -- on paper: GPU-cluster wall times from the rates measured above and cited hardware rates -------------------------
+H100_BF16 = 989e12  # FLOP/s, dense BF16, H100 SXM (NVIDIA's data sheet)
+MINILM_FLOP_PER_TOKEN = 2 * 10.6e6  # all-MiniLM-L6-v2: 10.6M non-embedding weights, 2 FLOP each per token
+TEACHER_FLOP_PER_TOKEN = 2 * 13e9  # a 13B teacher, prefill
+
+
+def on_paper(st: dict) -> list[str]:
+    """The two estimates issue "past one machine" asks for, each with the rates it assumes and why."""
+    tag_local = st.get("tag-local", {})
+    tag2 = st.get("tag-ray2") or st.get("tag-ray1") or {}
+    enc = st.get("encode-local-full", {})
+    cpu_docs_s = tag_local.get("docs_per_s")
+    lines = ["## On paper: GPU clusters", ""]
+    # (1) 100M documents on 8 GPU nodes
+    docs, tokens = 100e6, 128  # a document cut to 128 tokens (lmtx embeds up to 256; most tagged texts are shorter)
+    enc_flop = docs * tokens * MINILM_FLOP_PER_TOKEN
+    util = 0.10  # a 6-layer, 384-wide encoder keeps a GPU busy at about a tenth of its peak (small matmuls)
+    gpus = 8
+    enc_s = enc_flop / (gpus * H100_BF16 * util)
+    search_flop = docs * 783_728 * 384 * 2  # exact top-k: one dot product per (document, label)
+    search_s = search_flop / (gpus * H100_BF16 * 0.5)  # large matmuls run near half of peak
+    lines += [
+        "**Tagging 100M documents on 8 GPU nodes (one H100 each) at 783,728 labels.** Encoding: 100M documents x "
+        f"{tokens} tokens x {MINILM_FLOP_PER_TOKEN / 1e6:.1f} MFLOP per token = {enc_flop:.1e} FLOP; at 10% of an "
+        f"H100's {H100_BF16 / 1e12:.0f} TFLOPS dense BF16 (a small encoder's matmuls do not fill the GPU) on 8 GPUs: "
+        f"{enc_s / 60:.0f} minutes. Top-5 by exact search: 100M x 783,728 x 384 x 2 = {search_flop:.1e} FLOP, at "
+        f"half of peak on 8 GPUs (large, regular matmuls): {search_s:.0f} seconds; the label matrix (1.2 GB in "
+        "float32, 0.6 GB in BF16) fits every GPU, so each actor holds it once (lmtx's actors load the cached index "
+        f"once each). {'Encoding' if enc_s > search_s else 'Search'} sets the time: about {(enc_s + search_s) / 60:.0f} "
+        "minutes of GPU work on 8 H100s, before reading 100M documents and writing 500M rows (parquet parts, one per "
+        "batch, on shared storage), which at these rates is likely the real limit.",
+    ]
+    if cpu_docs_s:
+        lines += [
+            "",
+            f"Without GPUs, from this run: the local engine tagged {cpu_docs_s:.0f} documents/s on 2 cores (encoding "
+            "and HNSW search together); Ray's actors scale that per core they get, so 8 nodes of 32 cores reach about "
+            f"{cpu_docs_s / 2 * 32 * 8:,.0f} documents/s if the rate per core holds, and 100M documents take "
+            f"{docs / (cpu_docs_s / 2 * 32 * 8) / 3600:.1f} hours"
+            + (
+                f"; with Ray's own cost as measured here ({tag2['seconds'] / tag_local['seconds']:.2f}x the local "
+                f"engine's time on the same machine), {docs / (cpu_docs_s / 2 * 32 * 8) / 3600 * tag2['seconds'] / tag_local['seconds']:.1f} "
+                "hours. On 2 cores Ray's actors compete with Ray's own processes for the same two cores, so this ratio "
+                "is an upper bound for nodes with many cores."
+                if tag2.get("seconds") and tag_local.get("seconds")
+                else "."
+            ),
+        ]
+    # (2) one LMTX round on LF-Wikipedia-500K on 8 H100s
+    n_docs, j, labels = 30_000, 10, 501_070
+    prefix, per_cand = 350, 25  # a Wikipedia article cut to 256 words by the template, and a title + description
+    prefill = n_docs * (prefix + j * per_cand)
+    no_cache = n_docs * j * (prefix + per_cand)
+    rate = [H100_BF16 * u / TEACHER_FLOP_PER_TOKEN for u in (0.4, 0.5)]  # tokens/s per H100, prefill-only batches
+    t_lo, t_hi = (prefill / (8 * r) for r in reversed(rate))
+    label_flop = labels * 20 * MINILM_FLOP_PER_TOKEN
+    lines += [
+        "",
+        "**One LMTX round on LF-Wikipedia-500K (30,000 documents, j = 10, 501,070 labels, a 13B teacher) on 8 "
+        f"H100s.** Teacher: {n_docs * j:,} pairs; with a document's {j} prompts sharing its prefix in the engine's "
+        f"prefix cache (about {prefix} tokens of article, the template's 256-word cut, plus about {per_cand} per "
+        f"candidate) that is {prefill / 1e6:.0f}M prefill tokens ({no_cache / 1e6:.0f}M without prefix caching). A "
+        f"13B model needs {TEACHER_FLOP_PER_TOKEN / 1e9:.0f} GFLOP per prompt token; prefill-only batches reach "
+        f"40-50% of the H100's peak, {rate[0]:,.0f}-{rate[1]:,.0f} tokens/s per GPU, and `max_tokens=1` makes "
+        f"prefill the whole cost: {t_lo / 60:.1f}-{t_hi / 60:.1f} minutes on 8 GPUs, one engine each "
+        f"({no_cache / prefill:.1f}x "
+        "that without prefix caching), plus loading the 26 GB of BF16 weights into each engine (a minute or two from "
+        f"shared storage). Label encoding: {labels:,} labels x 20 tokens = {label_flop:.1e} FLOP, seconds on one GPU"
+        + (
+            f" (on this CPU the local engine encodes {enc['labels_per_s']:.0f} labels/s, {labels / enc['labels_per_s'] / 60:.0f} "
+            "minutes)"
+            if enc.get("labels_per_s")
+            else ""
+        )
+        + f". Retrieval (30,000 x 501,070 exact, {n_docs * labels * 384 * 2:.1e} FLOP) and training (235 steps of "
+        "128) take seconds on a GPU. The round is the teacher's: about 3-5 minutes of wall time with weights loaded, the guard's few "
+        "thousand pairs included.",
+    ]
+    return lines
 
 
 def main():
