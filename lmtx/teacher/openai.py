@@ -222,8 +222,8 @@ class ServedTeacher:
     def _replica(self, doc_id: str) -> str:
         return self.urls[stable_key(doc_id) % len(self.urls)]
 
-    def _reading(self, choice) -> Reading:
-        return judge(read_entries(choice.get("logprobs")), self.yes_ids, self.no_ids, exact=self.exact_ids)
+    def _reading(self, choice, exact: bool) -> Reading:
+        return judge(read_entries(choice.get("logprobs")), self.yes_ids, self.no_ids, exact=exact)
 
     def _mode(self) -> str:
         return (
@@ -232,13 +232,14 @@ class ServedTeacher:
             else f"top-{self.top_logprobs} logprobs (the server ignores logprob_token_ids)"
         )
 
-    async def _post(self, client, url: str, prompts: list) -> list[dict]:
+    async def _post(self, client, url: str, prompts: list) -> tuple[list[dict], bool]:
         """One completions request with retries: timeouts, transport errors, 429 (honouring Retry-After), 5xx,
         malformed JSON and a wrong number of choices are retried with jittered backoff within ``deadline``."""
         import httpx
 
         delay, t_end = 1.0, time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
+            exact = self.exact_ids  # the mode this request asks in (another request may switch it meanwhile)
             body = self._body(prompts)
             wait = None
             try:
@@ -246,7 +247,7 @@ class ServedTeacher:
                 if r.status_code == 429 or r.status_code >= 500:
                     wait = _retry_after(r.headers.get("retry-after")) if r.status_code in (429, 503) else None
                     raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
-                if r.status_code == 400 and self.exact_ids and "logprob_token_ids" in r.text:
+                if r.status_code == 400 and exact and "logprob_token_ids" in r.text:
                     self._fallback(url, "it refused logprob_token_ids")
                     continue
                 if r.status_code >= 400:
@@ -260,7 +261,7 @@ class ServedTeacher:
                     raise _Retryable(f"{len(choices)} choices for {len(prompts)} prompts")
                 self.stats["requests"] += 1
                 self.stats["prompt_tokens"] += (data.get("usage") or {}).get("prompt_tokens", 0) or 0
-                return choices
+                return choices, exact
             except (httpx.TimeoutException, httpx.TransportError, _Retryable) as e:
                 left = t_end - time.monotonic()
                 if attempt == self.retries or left <= 0:
@@ -295,9 +296,9 @@ class ServedTeacher:
 
     async def _request(self, client, url: str, prompts: list) -> list[Judgment]:
         for _ in range(2):
-            choices = await self._post(client, url, prompts)
-            readings = [self._reading(c) for c in choices]
-            if self.exact_ids and any(x.ignored for x in readings):
+            choices, exact = await self._post(client, url, prompts)
+            readings = [self._reading(c, exact) for c in choices]
+            if exact and any(x.ignored for x in readings):
                 self._fallback(url, "it did not return the requested yes/no token ids (logprob_token_ids ignored)")
                 continue
             break
