@@ -133,9 +133,7 @@ def child(stage: str) -> dict:
         label_text = RunConfig().encoder.label_text
         texts = [l.text(label_text) for l in labels.labels]
         if stage == "encode-local-full":
-            from lmtx.search.encoder import label_embeddings
-
-            from lmtx.search.encoder import fingerprint_encoder, fingerprint_labels
+            from lmtx.search.encoder import fingerprint_encoder, fingerprint_labels, label_embeddings
             from lmtx.store.assets import lmtx_home
 
             model = load_encoder(spec, progress=quiet)
@@ -152,6 +150,7 @@ def child(stage: str) -> dict:
                 "labels": len(texts),
                 "backend": resolve_backend(model, "auto", len(texts)),
                 "seconds": secs,
+                "cached": cached,
                 "labels_per_s": len(texts) / secs,
                 "dim": int(emb.shape[1]),
                 "index_s": time.time() - t1,
