@@ -68,7 +68,19 @@ def as_labels(data) -> LabelSet:
 
 
 class Tagger:
-    """A trained encoder (or any sentence-transformers model) with a label set, ranking as `lmtx tag` does."""
+    """Tags documents with a trained encoder (or any sentence-transformers model) and a label set, ranking exactly as
+    `lmtx tag` does: dense, lexical (BM25 over the label texts) or their fusion, as the run chose.
+
+    Build one with ``Tagger.load``; no LLM is called.
+
+        tagger = lmtx.Tagger.load("runs/demo")          # a run folder: its best round, label set and ranking
+        df = tagger.tag(["an audio player for GNOME"], k=5)  # id, rank, label, label_name, score
+        tagger.tag_file("docs.csv", "tags.parquet")      # streamed in resumable chunks, like `lmtx tag`
+
+    The label index (and, for hybrid ranking, the BM25 index) is built on first use and cached under
+    ``$LMTX_HOME``, so a second Tagger over the same model and labels starts at once. Labels the model never saw
+    work as well (zero-shot): pass ``labels=`` to ``load``.
+    """
 
     def __init__(self, model: str, labels: LabelSet, options):
         self.model, self.labels, self.options = model, labels, options

@@ -1,6 +1,7 @@
 """The Python API (lmtx.api, exported from lmtx): what the CLI does, from Python objects."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,8 +25,12 @@ def test_import_lmtx_is_light_and_exports_the_api():
         lmtx.no_such_thing  # noqa: B018
 
 
-def test_tagger_on_texts_dataframes_and_files_matches_lmtx_tag(tmp_path, small_data, tiny_encoder):
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
+
+def test_tagger_on_texts_dataframes_and_files_matches_lmtx_tag(tmp_path, tiny_encoder):
+    """The API and the CLI give identical outputs on the bundled sample (600 documents, 411 labels)."""
+    small_data = {"labels": str(SAMPLE / "labels.jsonl"), "eval": str(SAMPLE / "eval.jsonl")}
     t = lmtx.Tagger.load(tiny_encoder, labels=small_data["labels"])
     docs = [json.loads(x) for x in open(small_data["eval"])]
     by_texts = t.tag([d["text"] for d in docs], k=3)
@@ -88,3 +93,21 @@ def test_teacher_by_name_gives_p_yes(tiny_teacher):
     t = lmtx.teacher(f"hf:{tiny_teacher}", prompt="paper")
     p = t.p_yes([("an audio player", "Audio", "sound"), {"doc": "a game", "label": "Games"}])
     assert len(p) == 2 and all(0.0 <= x <= 1.0 for x in p)
+
+
+def test_evaluate_from_python_equals_lmtx_evaluate(tmp_path, tiny_encoder):
+    from typer.testing import CliRunner
+
+    from lmtx.cli import app
+
+    docs, labels = str(SAMPLE / "eval.jsonl"), str(SAMPLE / "labels.jsonl")
+    r = CliRunner().invoke(
+        app,
+        ["evaluate", "--model", tiny_encoder, "--docs", docs, "--labels", labels, "--out", str(tmp_path / "m.json")],
+    )
+    assert r.exit_code == 0, r.output
+    cli = json.loads((tmp_path / "m.json").read_text())
+    api = lmtx.evaluate(tiny_encoder, docs, labels)
+    assert {k: api[k] for k in ("P@1", "P@5", "R@10", "nDCG@5")} == {
+        k: cli[k] for k in ("P@1", "P@5", "R@10", "nDCG@5")
+    }
