@@ -245,7 +245,7 @@ def ray_drills(work: Path, data: dict, enc: str) -> list[dict]:
         for i in range(10):
             for d in rows:
                 f.write(json.dumps({"id": f"{d['id']}-{i}", "text": d["text"]}) + "\n")
-    base = LMTX + [
+    base = [
         "tag",
         "--model",
         enc,
@@ -271,7 +271,7 @@ def ray_drills(work: Path, data: dict, enc: str) -> list[dict]:
         out = work / f"ray-{kind}.parquet"
         t0 = time.time()
         p = subprocess.Popen(
-            base + ["--out", str(out), "--engine", "ray"],
+            LMTX + base + ["--out", str(out), "--engine", "ray"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
