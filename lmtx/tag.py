@@ -267,13 +267,12 @@ def _tag_ray(
 
     if verify is not None or opts.shard is not None:
         raise TagError("--engine ray tags every document without --verify or --shard (run those on the local engine)")
-    n_docs = sum(1 for _ in iter_docs(docs_path))  # lmtx's own reader first: a bad line is named (file:line)
-    first = next(iter_records(docs_path), (None, {}))[1]
-    if is_xc_record(first):
+    if is_xc_record(next(iter_records(docs_path), (None, {}))[1]):  # before reading the whole file
         raise TagError(
             f"{docs_path}: --engine ray reads id/text documents; this file is in the XC repository's layout (uid, "
             "title, content): tag it with --engine local, or convert it to JSONL with id and text first"
         )
+    n_docs = sum(1 for _ in iter_docs(docs_path))  # lmtx's own reader first: a bad line is named (file:line)
     t0 = time.time()
     parts_dir = out.with_name(out.name + ".ray-parts")
     shutil.rmtree(parts_dir, ignore_errors=True)

@@ -265,15 +265,12 @@ def is_xc_record(rec: dict) -> bool:
 XC_LABEL_FILES = ("lbl.json.gz", "lbl.json")
 
 
-def xc_label_ids(path: Path) -> tuple[Path, list[str]]:
-    """The label file beside an XC documents file and its uids by line position (what ``target_ind`` counts)."""
+def xc_label_ids(path: Path) -> list[str]:
+    """The uids of the label file beside an XC documents file, by line position (what ``target_ind`` counts)."""
     for name in XC_LABEL_FILES:
         lbl = path.parent / name
         if lbl.is_file():
-            ids = []
-            for where, rec in iter_records(lbl):
-                ids.append(_str_field(rec, "uid", where))
-            return lbl, ids
+            return [_str_field(rec, "uid", where) for where, rec in iter_records(lbl)]
     raise DataError(
         f"{path}: documents in the XC repository's layout (uid, title, content, target_ind) need the label file "
         f"{XC_LABEL_FILES[0]} beside them: target_ind counts its lines"
@@ -310,7 +307,7 @@ def _xc_docs(path: Path, records: Iterable[tuple[str, dict]]) -> Iterator[tuple[
         if not is_xc_record(rec):
             _columns_check(path, rec, ("uid", "title", "content"), where)
         if label_ids is None and rec.get("target_ind") is not None:
-            label_ids = xc_label_ids(path)[1]
+            label_ids = xc_label_ids(path)
         out = xc_doc(where, rec, label_ids)
         uid = str(out["id"])
         if uid in seen:

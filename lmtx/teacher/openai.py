@@ -65,6 +65,11 @@ def _retry_after(value: str | None) -> float | None:
             return None
 
 
+def read_choice(choice: dict, yes_ids, no_ids, exact: bool) -> Reading:
+    """One completions choice read by lmtx's judge: the reading of every served request, local or on Ray."""
+    return judge(read_entries(choice.get("logprobs")), yes_ids, no_ids, exact=exact)
+
+
 def _completions(url: str) -> str:
     return f"{url}/completions" if url.endswith("/v1") else f"{url}/v1/completions"
 
@@ -222,9 +227,6 @@ class ServedTeacher:
     def _replica(self, doc_id: str) -> str:
         return self.urls[stable_key(doc_id) % len(self.urls)]
 
-    def _reading(self, choice, exact: bool) -> Reading:
-        return judge(read_entries(choice.get("logprobs")), self.yes_ids, self.no_ids, exact=exact)
-
     def _mode(self) -> str:
         return (
             "exact yes/no logprobs (logprob_token_ids)"
@@ -240,7 +242,7 @@ class ServedTeacher:
         delay, t_end = 1.0, time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
             exact = self.exact_ids  # the mode this request asks in (another request may switch it meanwhile)
-            body = self._body(prompts)
+            body = self._body(prompts, exact)
             wait = None
             try:
                 r = await client.post(_completions(url), json=body, headers=self._headers())
@@ -274,17 +276,18 @@ class ServedTeacher:
                 delay = min(delay * 2, 30)
         raise TeacherError(f"teacher server {url}: no answer after {self.retries + 1} tries")
 
-    def _body(self, prompts: list) -> dict:
-        """lmtx's completions request for a document's prompts: one token, greedy, the yes/no logprobs."""
+    def _body(self, prompts: list, exact: bool) -> dict:
+        """lmtx's completions request for a document's prompts: one token, greedy, the yes/no logprobs (the exact
+        ids, or the top K)."""
         body = {
             "model": self.served_model,
             "prompt": prompts,
             "max_tokens": 1,
             "temperature": 0,
-            "logprobs": 1 if self.exact_ids else self.top_logprobs,
+            "logprobs": 1 if exact else self.top_logprobs,
             "return_tokens_as_token_ids": True,
         }
-        if self.exact_ids:
+        if exact:
             body["logprob_token_ids"] = self.yes_ids + self.no_ids
         return body
 
@@ -297,11 +300,15 @@ class ServedTeacher:
     async def _request(self, client, url: str, prompts: list) -> list[Judgment]:
         for _ in range(2):
             choices, exact = await self._post(client, url, prompts)
-            readings = [self._reading(c, exact) for c in choices]
+            readings = [read_choice(c, self.yes_ids, self.no_ids, exact) for c in choices]
             if exact and any(x.ignored for x in readings):
                 self._fallback(url, "it did not return the requested yes/no token ids (logprob_token_ids ignored)")
                 continue
             break
+        return self._tally(readings)
+
+    def _tally(self, readings: list[Reading]) -> list[Judgment]:
+        """Readings as judgments (UNREADABLE where no yes/no mass was listed), counted in ``stats``."""
         out = []
         for x in readings:
             self.stats["missing_yes_mass"] += x.missing_yes
@@ -357,10 +364,11 @@ class ServedTeacher:
         got: list[list] = [[None] * len(g) for g in groups]
         redo: set[int] = set()
         waves = [(0, 1), (1, None)] if self.prime else [(0, None)]
-        reader = _RayReader(self.yes_ids, self.no_ids, self.exact_ids)
+        exact = self.exact_ids  # settled by the first document
+        reader = _RayReader(self.yes_ids, self.no_ids, exact)
         for lo, hi in waves:
             reqs = [
-                (gi, _completions(self._replica(groups[gi][0].doc_id)), self._body(prompts[gi][lo:hi]))
+                (gi, _completions(self._replica(groups[gi][0].doc_id)), self._body(prompts[gi][lo:hi], exact))
                 for gi in range(1, len(groups))
                 if gi not in redo and prompts[gi][lo:hi]
             ]
@@ -371,22 +379,12 @@ class ServedTeacher:
                 rows = []
             for row in rows:
                 gi = int(row["key"])
-                n = len(prompts[gi][lo:hi])
-                if not row["ok"] or row["ignored"] or len(row["p_yes"]) != n:
+                if not row["ok"] or row["ignored"] or len(row["p_yes"]) != len(prompts[gi][lo:hi]):
                     redo.add(gi)
                     continue
                 self.stats["requests"] += 1
                 self.stats["prompt_tokens"] += int(row["prompt_tokens"])
-                self.stats["missing_yes_mass"] += int(row["missing_yes"])
-                self.stats["missing_no_mass"] += int(row["missing_no"])
-                for k, (p, m) in enumerate(zip(row["p_yes"], row["mass"])):
-                    if p < 0:  # no yes/no mass at all
-                        self.stats["unreadable"] += 1
-                        got[gi][lo + k] = UNREADABLE
-                        continue
-                    if m < 0.5:
-                        self.stats["low_mass"] += 1
-                    got[gi][lo + k] = Judgment(p_yes=float(p), mass=float(m))
+                got[gi][lo:hi] = self._tally(_RayReader.readings(row))
             redo |= {gi for gi in range(1, len(groups)) if gi not in redo and any(a is None for a in got[gi][lo:hi])}
         for gi in range(1, len(groups)):
             if gi not in redo:
@@ -430,9 +428,10 @@ class ServedTeacher:
 
 
 class _RayReader:
-    """lmtx's P(yes) reader as Ray's post-processing: a completions response -> per prompt P(yes) and yes+no mass
-    (-1 where the answer carries no yes/no mass), the missing-side counts, whether exact ids were ignored, and the
-    prompt tokens the server counted. Raises on a response that is not an answer (Ray then marks the row)."""
+    """lmtx's reader (read_choice) as Ray's post-processing, which must return scalars, not Readings: per prompt
+    P(yes) and yes+no mass (-1 and 0 where no yes/no mass was listed) and the missing-side flags, whether exact ids
+    were ignored, and the prompt tokens the server counted. ``readings`` turns such a row back into Readings.
+    Raises on a response that is not an answer (Ray then marks the row)."""
 
     def __init__(self, yes_ids, no_ids, exact: bool):
         self.yes_ids, self.no_ids, self.exact = list(yes_ids), list(no_ids), exact
@@ -440,21 +439,22 @@ class _RayReader:
     def __call__(self, resp) -> dict:
         if not isinstance(resp, dict) or "choices" not in resp:
             raise TeacherError(f"not a completions answer: {str(resp)[:200]}")
-        choices = sorted(resp["choices"], key=lambda c: c["index"])
-        p_yes, mass, my, mn, ignored = [], [], 0, 0, False
-        for c in choices:
-            x = judge(read_entries(c.get("logprobs")), self.yes_ids, self.no_ids, exact=self.exact)
-            ignored |= bool(x.ignored)
-            my += int(x.missing_yes)
-            mn += int(x.missing_no)
-            p_yes.append(-1.0 if x.judgment is None else float(x.judgment.p_yes))
-            mass.append(0.0 if x.judgment is None else float(x.judgment.mass))
-        tokens = (resp.get("usage") or {}).get("prompt_tokens", 0) or 0
+        xs = [
+            read_choice(c, self.yes_ids, self.no_ids, self.exact)
+            for c in sorted(resp["choices"], key=lambda c: c["index"])
+        ]
         return {
-            "p_yes": p_yes,
-            "mass": mass,
-            "missing_yes": my,
-            "missing_no": mn,
-            "ignored": ignored,
-            "prompt_tokens": int(tokens),
+            "p_yes": [-1.0 if x.judgment is None else float(x.judgment.p_yes) for x in xs],
+            "mass": [0.0 if x.judgment is None else float(x.judgment.mass) for x in xs],
+            "missing_yes": [bool(x.missing_yes) for x in xs],
+            "missing_no": [bool(x.missing_no) for x in xs],
+            "ignored": any(x.ignored for x in xs),
+            "prompt_tokens": int((resp.get("usage") or {}).get("prompt_tokens", 0) or 0),
         }
+
+    @staticmethod
+    def readings(row: dict) -> list[Reading]:
+        return [
+            Reading(None if p < 0 else Judgment(p_yes=float(p), mass=float(m)), bool(my), bool(mn))
+            for p, m, my, mn in zip(row["p_yes"], row["mass"], row["missing_yes"], row["missing_no"])
+        ]

@@ -9,7 +9,7 @@ cache stays the one source of truth (only uncached pairs go to Ray; answers are 
 A document's candidate prompts are adjacent rows, so they land in the same engine batch and share its prefix.
 
 Needs ``ray[llm]``, which pins its own vLLM and CUDA libraries: GPU images only, never CPU CI. Without a GPU the
-pre- and post-processing functions are tested on rows shaped like Ray's output (``tests/test_ray_engine.py``).
+pre- and post-processing functions are tested on rows shaped like Ray's output (``tests/test_ray_vllm.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Sequence
 
 from .base import Judgment, Pair, TeacherError, answer_token_ids, encode_prompt, prompt_text
 from .logprobs import judge
+from .openai import UNREADABLE
 from .prompts import PromptTemplate
 
 MAX_UNREADABLE = 0.02  # share of a chunk's answers allowed without yes/no mass, as the served teacher
@@ -156,19 +157,20 @@ class RayVllmTeacher:
             return []
         ds = ray.data.from_items(self.rows(pairs))
         out: list[Judgment | None] = [None] * len(pairs)
+        bad = 0
         for r in self.processor()(ds).iter_rows():
             k = int(r["key"])
             self.stats["prompt_tokens"] += int(r["input_tokens"])
             if r["p_yes"] < 0:
-                self.stats["unreadable"] += 1
-                out[k] = Judgment(p_yes=0.5, mass=0.0)
+                bad += 1
+                out[k] = UNREADABLE
             else:
                 out[k] = Judgment(p_yes=float(r["p_yes"]), mass=float(r["mass"]))
         self.stats["prompts"] += len(pairs)
+        self.stats["unreadable"] += bad
         missing = sum(a is None for a in out)
         if missing:
             raise TeacherError(f"Ray's vLLM processor returned no answer for {missing} of {len(pairs)} pairs")
-        bad = sum(a.mass == 0.0 for a in out)  # type: ignore[union-attr]
         if bad > MAX_UNREADABLE * len(pairs):
             raise TeacherError(
                 f"{bad} of {len(pairs)} teacher answers list neither yes nor no among the top {TOP_LOGPROBS} tokens; "
