@@ -40,6 +40,7 @@ class RayEngine:
     actors: int | None = None
     log: object = print
     _started: bool = field(default=False, repr=False)
+    _watch: object = field(default=None, repr=False)
 
     def __enter__(self) -> "RayEngine":
         ray = require_ray()
@@ -49,6 +50,8 @@ class RayEngine:
             kw = {"include_dashboard": False, "log_to_driver": False}
             ray.init(address=address, **({} if address else {"num_cpus": os.cpu_count()}), **kw)
             self._started = True
+            if not address:  # a local instance lmtx started: it dies with lmtx, even with a SIGKILLed lmtx
+                self._watch = start_watchdog(_local_ray_pids())
         import logging
 
         for name in ("ray", "ray.data"):  # Ray's INFO lines (execution plans, progress) stay out of lmtx's output
@@ -67,6 +70,9 @@ class RayEngine:
 
             ray.shutdown()
             self._started = False
+        if self._watch is not None:
+            stop_watchdog(self._watch)
+            self._watch = None
 
     def pool(self):
         """The actor pool strategy of lmtx's stateful stages (sized to ``actors``; autoscaling from one actor, so a
@@ -133,6 +139,103 @@ class _LabelEncoder:
         texts = [str(t) for t in batch["text"]]
         emb, _ = encode_labels(self.model, texts, self.backend, self.batch_size, workers=1)  # one worker per actor
         return {"i": batch["i"], "emb": emb}
+
+
+# -- a local Ray instance shares lmtx's fate ---------------------------------------------------------------------
+# ray.shutdown() stops the instance lmtx started, but a SIGKILLed lmtx runs no exit handler and Ray's head processes
+# outlive it. A small watchdog process holds the read end of a pipe whose write end only lmtx holds: the pipe closes
+# when lmtx ends, however it ends. "done" on the pipe means lmtx shut Ray down itself; a bare end of file means lmtx
+# died, and the watchdog stops the instance's processes and every descendant it has seen (workers, actors, agents:
+# it looks every second, since Ray's own fate sharing ends the raylet first and leaves its agents orphaned), TERM
+# then KILL, each checked to be the same process (its start time) before it is signalled.
+_WATCHDOG = r"""
+import os, select, signal, sys, time
+def start(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+def grow(seen):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    todo = list(seen)
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in seen and (t := start(c)) is not None:
+                seen[c] = t
+                todo.append(c)
+seen = {int(a): start(int(a)) for a in sys.argv[1:]}
+msg = b""
+while True:  # every second, the processes' descendants so far (Ray's agents outlive the raylet that started them)
+    grow(seen)
+    if select.select([sys.stdin.buffer], [], [], 1.0)[0]:
+        chunk = os.read(sys.stdin.fileno(), 64)
+        msg += chunk
+        if not chunk or msg.strip() == b"done":
+            break
+if msg.strip() == b"done":
+    sys.exit(0)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for p, t in seen.items():
+        if t is not None and start(p) == t:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+    time.sleep(2)
+"""
+
+
+def _local_ray_pids() -> list[int]:
+    """PIDs of the head processes (GCS, raylet, ...) of the local Ray instance this process started."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return []
+    node = getattr(worker, "_global_node", None)
+    pids = []
+    for infos in (getattr(node, "all_processes", None) or {}).values():
+        for info in infos:
+            proc = getattr(info, "process", None)
+            if proc is not None and getattr(proc, "pid", None):
+                pids.append(int(proc.pid))
+    return pids
+
+
+def start_watchdog(pids: list[int]):
+    """A watchdog over ``pids`` (and their descendants) that stops them if this process dies (see above); None on
+    a platform without /proc or when there is nothing to watch."""
+    import subprocess
+    import sys
+
+    if not pids or not os.path.isdir("/proc"):
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, *map(str, pids)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a signal to lmtx's process group (Ctrl-C) does not reach it
+        close_fds=True,
+    )
+
+
+def stop_watchdog(proc) -> None:
+    """lmtx ended Ray itself: tell the watchdog so, and let it go."""
+    try:
+        proc.stdin.write(b"done")
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    except Exception:
+        proc.kill()
 
 
 # -- HTTP requests (a served teacher) ---------------------------------------------------------------------------
