@@ -69,6 +69,27 @@ def test_served_matches_local_transformers(server):
     assert np.allclose([x.p_yes for x in two.score(PAIRS)], pa, atol=1e-4)
 
 
+def test_served_teacher_on_ray_matches_lmtx_client_against_the_real_server(server):
+    """Ray Data's HTTP processor (--engine ray) sends lmtx's completions bodies to the real vLLM server and reads
+    them with lmtx's P(yes) reader: the same answers as lmtx's own client, and nothing asked twice."""
+    pytest.importorskip("ray", reason="pip install 'lmtx[ray]' (./run.sh test installs it)")
+    from lmtx.search.ray_engine import RayEngine
+
+    tpl = load_template("paper-desc")
+    pairs = PAIRS + [Pair(f"{p.doc_id}2", p.doc + " Free software.", p.label_id, p.label, p.description) for p in PAIRS]
+    want = make_served_teacher("smollm2", tpl, [server.url]).score(pairs)
+    logs = []
+    with RayEngine(actors=1, log=logs.append) as eng:
+        t = make_served_teacher("smollm2", tpl, [server.url], progress=logs.append)
+        t.use_engine(eng)
+        got = t.score(pairs)
+    assert [a.p_yes for a in got] == pytest.approx([a.p_yes for a in want], abs=1e-4)
+    assert [a.mass for a in got] == pytest.approx([a.mass for a in want], abs=1e-4)
+    assert t.exact_ids and t.stats["unreadable"] == 0
+    assert not any("could not score" in str(m) for m in logs), logs  # every row came back through Ray
+    assert t.stats["requests"] >= 2 * 2  # the first document by lmtx's client, the other three through Ray
+
+
 def test_iterate_against_server_killed_mid_run_resumes(tmp_path, small_data, monkeypatch):
     """Start a server, run a round, kill the server mid-teaching; the rerun (new server) asks only what is left."""
     out = tmp_path / "run"
