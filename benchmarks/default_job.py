@@ -3,14 +3,20 @@ the best weight on gold, plus wall time per step.
 
     ./run.sh                                  # writes runs/demo
     python benchmarks/default_job.py runs/demo
+    python benchmarks/default_job.py --time-against REV   # wall time: the job at git revision REV, then at the
+                                                          # working tree, one after the other, each from empty caches
 
-Writes benchmarks/results/default_job.{json,md}.
+Writes benchmarks/results/default_job.{json,md}; sections of runs not named again are kept.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +64,44 @@ def section(run: Path) -> tuple[list[dict], list[str]]:
     return rows, lines
 
 
-def main():
-    runs = [Path(a) for a in sys.argv[1:]] or [ROOT / "runs" / "demo"]
-    out = ROOT / "benchmarks" / "results" / "default_job"
+JOB = ["iterate", "--rounds", "3", "--max-docs", "150", "--candidates", "5", "--no-progress"]  # run.sh's job
+
+
+def time_against(rev: str, work: Path) -> dict:
+    """The default job at git revision ``rev`` (a worktree) and at this working tree, one after the other, each
+    with an empty LMTX_HOME (the offline weights linked in) and a new run folder: wall seconds of each, same host,
+    same session. Run it on a quiet machine: nothing else may share the cores."""
+    home = Path(os.environ.get("LMTX_HOME", ROOT / ".lmtx")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    old = work / f"tree-{rev}"
+    if not old.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(old), rev], check=True)
+    out = {}
+    for name, tree in ((f"at {rev}", old), ("working tree", ROOT)):
+        h = work / f"home-{len(out)}"
+        subprocess.run(["rm", "-rf", str(h)], check=True)
+        h.mkdir()
+        (h / "assets").symlink_to(home / "assets")
+        run = work / f"run-{len(out)}"
+        subprocess.run(["rm", "-rf", str(run)], check=True)
+        env = {**os.environ, "LMTX_HOME": str(h), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        t0 = time.time()
+        cmd = [sys.executable, "-c", "from lmtx.cli import app; app()", *JOB, "--out", str(run)]
+        with open(work / f"log-{len(out)}.txt", "w") as log:
+            rc = subprocess.run(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        secs = time.time() - t0
+        man = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+        p1 = {}
+        for r in sorted(int(k) for k in man.get("rounds", {})):
+            m = json.loads((run / f"round-{r:02d}" / "metrics.json").read_text())
+            fin = (m.get("retrieval") or {}).get("final") or {}
+            p1[r] = {"dense": m.get("P@1"), "handed_out": fin.get("P@1", m.get("P@1"))}
+        out[name] = {"exit": rc, "seconds": round(secs, 1), "P@1": p1, "run": str(run.relative_to(work))}
+        print(f"[default_job] {name}: exit {rc}, {secs:.0f} s", flush=True)
+    return out
+
+
+def render(data: dict) -> list[str]:
     lines = [
         "# The default job (`./run.sh`: the bundled sample, 3 rounds, 150 docs, j = 5, Qwen2.5-Coder-0.5B)",
         "",
@@ -69,12 +110,54 @@ def main():
         "never used. Seconds: the round's steps on the host that ran it.",
         "",
     ]
-    data = {}
+    for run in data.get("runs", {}).values():
+        lines += run["lines"] + [""]
+    for t in data.get("wall_time", []):
+        (a, x), (b, y) = list(t["jobs"].items())
+        lines += [
+            f"## Wall time: the job {a} against the {b} ({t['date']}, one after the other on one quiet 2-core host)",
+            "",
+            "`python benchmarks/default_job.py --time-against REV`: each job from an empty LMTX_HOME (offline weights "
+            "linked in, no answer or label cache) and a new run folder."
+            + (f" Note: {t['note']}." if t.get("note") else ""),
+            "",
+            "| job | exit | wall seconds | P@1 by round (dense / handed out) |",
+            "|---|---|---|---|",
+        ]
+        for k, v in t["jobs"].items():
+            p1 = ", ".join(
+                f"{r}: {q['dense']:.3f}" + (f" / {q['handed_out']:.3f}" if q["handed_out"] != q["dense"] else "")
+                for r, q in v["P@1"].items()
+            )
+            lines.append(f"| {k} | {v['exit']} | {v['seconds']:.0f} | {p1} |")
+        lines += ["", f"Ratio ({b} / {a}): **{y['seconds'] / x['seconds']:.2f}**.", ""]
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--time-against", metavar="REV", help="time the job at git revision REV against the working tree")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "default-job-time")
+    a = ap.parse_args()
+    out = ROOT / "benchmarks" / "results" / "default_job"
+    jp = out.with_suffix(".json")
+    data = json.loads(jp.read_text()) if jp.exists() else {}
+    if "runs" not in data:  # the first format: run name -> rows (its lines are rebuilt from the old markdown)
+        old = out.with_suffix(".md").read_text().split("\n## ") if out.with_suffix(".md").exists() else []
+        data = {"runs": {}, "wall_time": []}
+        for part in old[1:]:
+            name = part.split("\n", 1)[0].split(":", 1)[0].strip()
+            data["runs"][name] = {"lines": ("## " + part).rstrip("\n").split("\n")}
+    runs = a.runs or ([] if a.time_against else [ROOT / "runs" / "demo"])
     for run in runs:
         rows, sec = section(run)
-        data[run.name] = rows
-        lines += sec + [""]
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+        data["runs"][run.name] = {"rows": rows, "lines": sec}
+    if a.time_against:
+        jobs = time_against(a.time_against, a.work)
+        data["wall_time"].append({"date": time.strftime("%Y-%m-%d"), "rev": a.time_against, "jobs": jobs})
+    lines = render(data)
+    jp.write_text(json.dumps(data, indent=1))
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 
