@@ -377,7 +377,9 @@ def evaluate(
         "auto", help="auto (a run folder's own choice; dense for a plain encoder), dense, lexical or hybrid."
     ),
     dense_weight: Optional[float] = typer.Option(
-        None, help="hybrid: the dense side's weight in [0, 1] (default: the run's, else retrieval.dense_weight's)."
+        None,
+        help="hybrid: the dense side's weight in [0, 1] (default: the run's; else retrieval.dense_weight for a run, "
+        "retrieval.zero_shot_weight for an encoder as fetched).",
     ),
     label_text: Optional[str] = typer.Option(
         None, help="name, description or name+description (default: the run's, else name+description)."

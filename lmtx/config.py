@@ -381,30 +381,42 @@ class RetrievalConfig:
     mode: str = setting(
         "auto",
         "What the run ranks with (evaluation, lmtx tag --model RUN, the student's view when "
-        "picking pseudo-positives): auto (hybrid at retrieval.dense_weight unless the teacher, rating "
-        "each weight's top-1 label on the guard's held-out documents, prefers another by more than "
-        "one standard error; dense only and BM25 only included), dense, lexical or hybrid.",
+        "picking pseudo-positives): auto (hybrid at the prior weight -- retrieval.zero_shot_weight for "
+        "the encoder as fetched, retrieval.dense_weight for one this run trained -- unless the teacher, "
+        "rating each weight's top-1 label on the guard's held-out documents, prefers another by more "
+        "than one standard error; dense only and BM25 only included), dense, lexical or hybrid (at "
+        "retrieval.dense_weight).",
         "retrieval",
     )
     dense_weight: float = setting(
-        0.8,
-        "The dense side's weight (1 = dense only, 0 = BM25 only): hybrid's weight and "
-        "auto's prior; best or near-best on gold in the measured rows "
-        "(benchmarks/results/hybrid.md).",
+        0.9,
+        "The dense side's weight (1 = dense only, 0 = BM25 only) for an encoder this run trained: "
+        "auto's prior for it, and hybrid's weight. A trained student ranks far above BM25 and "
+        "needs little of it: the best weight on gold of trained encoders was 0.8-1.0, and 0.9 lost "
+        "least to it at worst (benchmarks/results/weight_choice.md).",
     )
-    candidate_weight: float = setting(
-        0.65,
-        "The teacher's candidates: each document's top-j by the fused score at "
-        "this dense weight (1 = the encoder's own top-j); more gold per teacher pair "
-        "than a union or either side alone (benchmarks/results/hybrid.md).",
+    zero_shot_weight: float = setting(
+        0.6,
+        "The dense side's weight for the encoder as fetched (round 0, not trained by lmtx): auto's "
+        "prior for it. Zero-shot, the best weight on gold was 0.4-0.8 on the measured corpora and 0.6 "
+        "lost least to it at worst (benchmarks/results/weight_choice.md).",
+    )
+    candidate_weight: float | None = setting(
+        None,
+        "The teacher's candidates: each document's top-j by the fused score at this dense weight (1 = "
+        "the encoder's own top-j, 0 = BM25's). Unset: the weight the run ranks its best encoder with "
+        "(retrieval.mode: its state's prior or the teacher's choice), so candidates lean on BM25 while "
+        "the encoder is as fetched and on the student once trained. On debtags the student's own "
+        "candidates trained a better student than fused ones at 0.65, although those held more gold "
+        "(benchmarks/results/debtags.md).",
         "candidate-weight",
     )
     pool: int = setting(200, "Labels per side and document that the fusion scores (each side's top-pool).")
 
     def __post_init__(self):
         one_of(self.mode, RETRIEVAL_MODES, "retrieval.mode")
-        for k in ("dense_weight", "candidate_weight"):
-            if not 0.0 <= getattr(self, k) <= 1.0:
+        for k in ("dense_weight", "zero_shot_weight", "candidate_weight"):
+            if getattr(self, k) is not None and not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(f"retrieval.{k} must be in [0, 1] (the dense side's weight), got {getattr(self, k)}")
         if self.pool < 1:
             raise ConfigError(f"retrieval.pool must be >= 1, got {self.pool}")

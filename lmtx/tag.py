@@ -68,7 +68,8 @@ class TagOptions:
     )
     dense_weight: float | None = setting(
         None,
-        "hybrid: the dense side's weight in [0, 1]; unset: the run's, else retrieval.dense_weight's.",
+        "hybrid: the dense side's weight in [0, 1]; unset: the run's; else retrieval.dense_weight for a run, "
+        "retrieval.zero_shot_weight for an encoder as fetched.",
         "dense-weight",
     )
 

@@ -160,7 +160,20 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     assert lex["P@1"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-9)
     hyb = evaluate(str(out), ev, labels, retrieval="hybrid", dense_weight=0.5)
     assert hyb["P@1"] == pytest.approx(ret["P@1_by_weight"]["0.5"], abs=1e-4)
-    assert evaluate(str(out), ev, labels, retrieval="hybrid")["dense_weight"] in (0.8, choice["dense_weight"])
+    from lmtx.config import RetrievalConfig
+
+    rc = RetrievalConfig()
+    assert evaluate(str(out), ev, labels, retrieval="hybrid")["dense_weight"] in (
+        rc.dense_weight,
+        choice["dense_weight"],
+    )
+    # the label-free choice starts from the prior of the encoder's state: as fetched (round 0) or trained (round 1)
+    assert f"{rc.zero_shot_weight:g}" in man["retrieval_choice"]["0"]["label_free"]
+    assert f"{rc.dense_weight:g}" in choice["label_free"]
+    # the teacher's candidates were ranked at the weight the run ranked its best encoder (round 0's) with
+    assert m1["candidate_weight"] == man["retrieval_choice"]["0"]["dense_weight"]
+    # an encoder lmtx has not trained ranks hybrid at the zero-shot weight
+    assert evaluate(tiny_encoder, ev, labels, retrieval="hybrid")["dense_weight"] == rc.zero_shot_weight
     # tag through the CLI: the same top-1 as evaluate's ranking of the run
     from lmtx.evaluation.evaluate import rank_with_encoder
 

@@ -60,8 +60,8 @@ def resolve_retrieval(
     model_spec: str | None, retrieval: str = "auto", dense_weight: float | None = None, label_text: str | None = None
 ) -> dict:
     """What to rank with: ``auto`` takes a run's own choice (its manifest's "retrieval"; dense for a plain
-    encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else retrieval.dense_weight's
-    default). ``label_text``:
+    encoder); dense | lexical | hybrid (at ``dense_weight``, else the run's hybrid weight, else the default
+    retrieval.dense_weight for a run, retrieval.zero_shot_weight for an encoder lmtx has not trained). ``label_text``:
     given, else the run's, else the default."""
     from ..config import DEFAULT_LABEL_TEXT, LABEL_TEXTS, RetrievalConfig, one_of
     from ..search.hybrid import RETRIEVALS
@@ -87,7 +87,11 @@ def resolve_retrieval(
         w = (
             dense_weight
             if dense_weight is not None
-            else (float(rec["dense_weight"]) if rec and rec.get("mode") == "hybrid" else RetrievalConfig().dense_weight)
+            else float(rec["dense_weight"])
+            if rec and rec.get("mode") == "hybrid"
+            else RetrievalConfig().dense_weight
+            if rec
+            else RetrievalConfig().zero_shot_weight  # an encoder lmtx has not trained
         )
     else:
         mode, w = retrieval, (1.0 if retrieval == "dense" else 0.0)

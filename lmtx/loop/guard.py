@@ -35,7 +35,7 @@ def rate(job: Job, model, lemb: np.ndarray, r: int, enc_round: int) -> Rating:
     auto = job.cfg.retrieval.mode == "auto"
     if auto:
         pools = job.pools(lemb, demb, "guard", texts)
-        prior = job.cfg.retrieval.dense_weight
+        prior = prior_weight(job.cfg, enc_round)
         tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in sorted({*WEIGHTS, prior}, reverse=True)}
         top1 = tops[1.0]
     else:
@@ -56,6 +56,12 @@ def rate(job: Job, model, lemb: np.ndarray, r: int, enc_round: int) -> Rating:
             "docs": len(texts),
         }
     return Rating(float(p1.mean()), rows, asked, choice)
+
+
+def prior_weight(cfg: RunConfig, enc_round: int) -> float:
+    """auto's prior dense weight for an encoder: retrieval.zero_shot_weight for the encoder as fetched (round 0),
+    retrieval.dense_weight for one this run trained."""
+    return cfg.retrieval.zero_shot_weight if enc_round == 0 else cfg.retrieval.dense_weight
 
 
 def weight_of(cfg: RunConfig, choice: dict | None) -> float:

@@ -65,6 +65,7 @@ class Candidates:
     demb: np.ndarray  # the training documents' embeddings (by the best encoder)
     idx: np.ndarray  # each document's candidate label indices
     pools: Pools  # each document's dense and lexical top labels
+    weight: float = 1.0  # the dense weight the candidates were ranked at
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,10 @@ def _round(r: int, st: State, job: Job) -> tuple[RoundResult, State]:
     rd = job.run.round_dir(r)
     rd.mkdir(parents=True, exist_ok=True)
     clock, stats0 = Clock(), dict(getattr(job.teacher, "stats", {}))
-    with clock("retrieve"):
-        cands = _retrieve(job, st, rd)
     with clock("guard"):
         ref = _guard_reference(job, st, r)
+    with clock("retrieve"):
+        cands = _retrieve(job, st, rd, ref.weight)
     with clock("teacher"):
         judged, asked = _teach(job, st, cands, ref.weight, r)
     fused, views, casc = _fuse(job, st, judged, r, clock)
@@ -167,16 +168,19 @@ def _round(r: int, st: State, job: Job) -> tuple[RoundResult, State]:
     nxt = _promote(job, st, r, trained, verdict, ref, judged, casc)
     with clock("evaluate"):
         m = _evaluate(job, r, st.best_round, nxt, trained, verdict, judged, examples)
+    m["candidate_weight"] = cands.weight
     res = _record(job, r, rd, nxt, m, judged, examples, trained, verdict, views, casc, asked, clock, stats0)
     return res, nxt
 
 
-def _retrieve(job: Job, st: State, rd: Path) -> Candidates:
-    """1. This round's candidates, retrieved with the best encoder so far (written to candidates.parquet)."""
+def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
+    """1. This round's candidates, retrieved with the best encoder so far (written to candidates.parquet): the top-j
+    of the fused ranking at retrieval.candidate_weight, else at ``weight``, the one the run ranks that encoder with."""
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
     pools = job.pools(st.lemb, demb, "train", job.doc_texts)
-    idx, score = pools.rank(cfg.retrieval.candidate_weight, cfg.index.candidates)
+    cw = cfg.retrieval.candidate_weight
+    idx, score = pools.rank(weight if cw is None else cw, cfg.index.candidates)
     sim = cosines(demb, st.lemb, idx)
     write_parquet(
         rd / "candidates.parquet",
@@ -186,11 +190,11 @@ def _retrieve(job: Job, st: State, rd: Path) -> Candidates:
                 "rank": np.tile(np.arange(idx.shape[1]), len(job.docs)),
                 "label_id": [job.labels[int(i)].id for i in idx.ravel()],
                 "similarity": sim.ravel(),
-                "retrieval_score": score.ravel(),  # the fused score at retrieval.candidate_weight (the cosine at 1)
+                "retrieval_score": score.ravel(),  # the fused score at the candidates' weight (the cosine at 1)
             }
         ),
     )
-    return Candidates(demb, idx, pools)
+    return Candidates(demb, idx, pools, weight if cw is None else cw)
 
 
 def _guard_reference(job: Job, st: State, r: int) -> GuardReference:
