@@ -384,7 +384,7 @@ class RetrievalConfig:
         "picking pseudo-positives): auto (hybrid at the prior weight -- retrieval.zero_shot_weight for "
         "the encoder as fetched, retrieval.dense_weight for one this run trained -- unless the teacher, "
         "rating each weight's top-1 label on the guard's held-out documents, prefers another by more "
-        "than one standard error; dense only and BM25 only included), dense, lexical or hybrid (at "
+        "than 2.5 standard errors; dense only and BM25 only included), dense, lexical or hybrid (at "
         "retrieval.dense_weight).",
         "retrieval",
     )

@@ -96,6 +96,11 @@ def test_choose_weight_keeps_the_prior_unless_clearly_beaten():
     # a noise-sized lead (the sample's round 3: 0.5153 vs 0.5149) does not move the prior
     noisy = flat + np.r_[0.01, -0.005, np.zeros(28)]
     assert choose_weight({0.8: flat, 0.5: noisy, 1.0: flat}, prior=0.8)[0] == 0.8
+    # a lead of about 1.5 standard errors (debtags' round 3: 0.5086 vs 0.5054 on 45 documents) moved it at one
+    # standard error and cost P@1; six weights compared, the default bar is 2.5
+    lead = flat + np.r_[np.full(15, 0.014), np.full(15, -0.008)]
+    assert choose_weight({0.9: flat, 0.65: lead}, prior=0.9, z=1.0)[0] == 0.65
+    assert choose_weight({0.9: flat, 0.65: lead}, prior=0.9)[0] == 0.9
     # a clear, consistent gain does, dense only included; of two, the larger gain wins
     assert choose_weight({0.8: flat, 1.0: flat + 0.05, 0.5: flat + 0.02}, prior=0.8)[0] == 1.0
     w, means = choose_weight({0.8: flat, 0.0: flat + np.linspace(0.0, 0.2, 30)}, prior=0.8)
