@@ -402,13 +402,12 @@ class RetrievalConfig:
         "lost least to it at worst (benchmarks/results/weight_choice.md).",
     )
     candidate_weight: float | None = setting(
-        None,
+        0.65,
         "The teacher's candidates: each document's top-j by the fused score at this dense weight (1 = "
-        "the encoder's own top-j, 0 = BM25's). Unset: the weight the run ranks its best encoder with "
-        "(retrieval.mode: its state's prior or the teacher's choice), so candidates lean on BM25 while "
-        "the encoder is as fetched and on the student once trained. On debtags the student's own "
-        "candidates trained a better student than fused ones at 0.65, although those held more gold "
-        "(benchmarks/results/debtags.md).",
+        "the encoder's own top-j, 0 = BM25's); more gold per teacher pair than a union or either side "
+        "alone (benchmarks/results/hybrid.md). null (a JSON --config) or None (the Python API): the weight the "
+        "run ranks its best encoder with; measured, it asked more pairs and ended no higher "
+        "(benchmarks/results/debtags.md, default_job.md).",
         "candidate-weight",
     )
     pool: int = setting(200, "Labels per side and document that the fusion scores (each side's top-pool).")

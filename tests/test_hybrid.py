@@ -175,8 +175,7 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     # the label-free choice starts from the prior of the encoder's state: as fetched (round 0) or trained (round 1)
     assert f"{rc.zero_shot_weight:g}" in man["retrieval_choice"]["0"]["label_free"]
     assert f"{rc.dense_weight:g}" in choice["label_free"]
-    # the teacher's candidates were ranked at the weight the run ranked its best encoder (round 0's) with
-    assert m1["candidate_weight"] == man["retrieval_choice"]["0"]["dense_weight"]
+    assert m1["candidate_weight"] == rc.candidate_weight  # the teacher's candidates: fused at this weight
     # an encoder lmtx has not trained ranks hybrid at the zero-shot weight
     assert evaluate(tiny_encoder, ev, labels, retrieval="hybrid")["dense_weight"] == rc.zero_shot_weight
     # tag through the CLI: the same top-1 as evaluate's ranking of the run
@@ -237,3 +236,22 @@ def test_bad_retrieval_options(small_data):
         RetrievalConfig(mode="bm25")
     with pytest.raises(ConfigError, match="candidate_weight"):
         RetrievalConfig(candidate_weight=1.5)
+
+
+def test_candidates_can_follow_the_ranking_weight(tmp_path, small_data, tiny_encoder):
+    """retrieval.candidate_weight None: the candidates are ranked at the weight the run ranks its best encoder with
+    (round 1: the encoder as fetched, at its label-free choice)."""
+    from lmtx.config import EncoderConfig, LoopConfig, RetrievalConfig, RunConfig, TeacherConfig, TrainConfig
+    from lmtx.loop.run import Runtime, iterate
+
+    cfg = RunConfig(
+        encoder=EncoderConfig(model=tiny_encoder),
+        retrieval=RetrievalConfig(candidate_weight=None),
+        teacher=TeacherConfig(name="simulated:0.1"),
+        train=TrainConfig(batch_size=8),
+        loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"]),
+    )
+    out = tmp_path / "run"
+    m1 = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))[-1].metrics
+    man = json.loads((out / "manifest.json").read_text())
+    assert m1["candidate_weight"] == man["retrieval_choice"]["0"]["dense_weight"]
