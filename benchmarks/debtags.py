@@ -22,7 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.config import EncoderConfig, IndexConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig  # noqa: E402
+from lmtx.config import (  # noqa: E402
+    EncoderConfig,
+    IndexConfig,
+    LoopConfig,
+    RetrievalConfig,
+    RunConfig,
+    SelectConfig,
+    TeacherConfig,
+    TrainConfig,
+)
 from lmtx.evaluation.evaluate import evaluate  # noqa: E402
 from lmtx.learn.fuse import teacher_weaker as _teacher_weaker  # noqa: E402
 from lmtx.loop.run import Runtime, iterate  # noqa: E402
@@ -85,6 +94,7 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, o
     cfg = RunConfig(
         encoder=EncoderConfig(**{"model": "all-MiniLM-L6-v2", **over.pop("encoder", {})}),
         index=IndexConfig(candidates=j),
+        retrieval=RetrievalConfig(**over.pop("retrieval", {})),
         teacher=TeacherConfig(name=teacher_name, **over.pop("teacher", {})),
         select=SelectConfig(**over.pop("select", {})),
         train=TrainConfig(**over.pop("train", {})),
@@ -473,6 +483,15 @@ def main():
                 "name+description",
                 "qwen0.5b",
                 {},
+            ),
+            (
+                "q05-hybrid-densecand",
+                "lmtx defaults with hybrid retrieval, but the teacher's candidates are the encoder's own top-j "
+                "(retrieval.candidate_weight 1), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {"retrieval": {"candidate_weight": 1.0}},
             ),
             (
                 "q15-hybrid-strong",

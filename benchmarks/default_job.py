@@ -115,7 +115,9 @@ def render(data: dict) -> list[str]:
     for t in data.get("wall_time", []):
         (a, x), (b, y) = list(t["jobs"].items())
         lines += [
-            f"## Wall time: the job {a} against the {b} ({t['date']}, one after the other on one quiet 2-core host)",
+            f"## Wall time: the job {a} against {b} ({t['date']}, one 2-core host"
+            + ("" if t.get("note") else ", one after the other on a quiet machine")
+            + ")",
             "",
             "`python benchmarks/default_job.py --time-against REV`: each job from an empty LMTX_HOME (offline weights "
             "linked in, no answer or label cache) and a new run folder."

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from lmtx.config import RetrievalConfig, RunConfig  # noqa: E402
 from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
-from lmtx.search.hybrid import WEIGHTS, build_pools, choose_weight  # noqa: E402
+from lmtx.search.hybrid import CHOICE_Z, WEIGHTS, build_pools, choose_weight  # noqa: E402
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
@@ -40,7 +40,8 @@ def state_prior(r: int) -> float:
 
 
 RULES = {
-    "prior by state (0.6 as fetched, 0.9 trained), 1 SE (the default)": (state_prior, 1.0),
+    "prior by state (0.6 as fetched, 0.9 trained), 2.5 SE (the default)": (state_prior, CHOICE_Z),
+    "prior by state, 1 SE": (state_prior, 1.0),
     "prior 0.8, 1 SE (the default before)": (0.8, 1.0),
     "prior 0.8, 2 SE": (0.8, 2.0),
     "prior 1 (dense), 1 SE": (1.0, 1.0),
@@ -126,13 +127,20 @@ def curves() -> list[dict]:
     for r in h["rows"]:
         if r.get("by_weight") and r.get("encoder") == "all-MiniLM-L6-v2":
             bw = {k: v["P@1"] for k, v in r["by_weight"].items()}
-            out.append({"source": "hybrid.json", "corpus": r["corpus"], "state": "as fetched", "P@1_by_weight": bw})
+            out.append(
+                {
+                    "source": f"hybrid.json ({r['corpus']})",
+                    "corpus": r["corpus"],
+                    "state": "as fetched",
+                    "P@1_by_weight": bw,
+                }
+            )
     pj = json.loads((res / "pypi-sources.json").read_text())
     for r in pj["rows"]:
         if r.get("P@1_by_weight"):
             out.append(
                 {
-                    "source": "pypi-sources.json",
+                    "source": "pypi-sources.json (783,728 labels)",
                     "corpus": "pypi-783k",
                     "state": "as fetched" if r.get("round", 0) == 0 else f"round {r['round']}",
                     "P@1_by_weight": r["P@1_by_weight"],
