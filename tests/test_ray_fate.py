@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from lmtx.search.watchdog import alive, descendants
+
 pytest.importorskip("ray", reason="pip install 'lmtx[ray]'") if os.environ.get("LMTX_NEED_RAY") != "1" else None
 pytestmark = pytest.mark.ray
 
@@ -22,32 +24,6 @@ with RayEngine(actors=1, log=lambda s: None):
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended; only its entry is left
-    except OSError:
-        return False
-
-
-def _tree(roots: list[int]) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
-            except (OSError, ValueError, IndexError):
-                continue
-    seen, todo = set(), list(roots)
-    while todo:
-        p = todo.pop()
-        if p not in seen:
-            seen.add(p)
-            todo.extend(kids.get(p, []))
-    return seen
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="the watchdog reads /proc")
 def test_a_local_ray_dies_with_a_sigkilled_lmtx():
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -57,13 +33,13 @@ def test_a_local_ray_dies_with_a_sigkilled_lmtx():
         line = p.stdout.readline()
         heads = [int(x) for x in line.split()]
         assert heads, "the local Ray instance's head processes were not listed"
-        procs = _tree(heads)  # the head processes and what they started (workers)
-        assert all(_alive(x) for x in heads)
+        procs = descendants(dict.fromkeys(heads))  # the head processes and what they started (workers)
+        assert all(alive(x) for x in heads)
     finally:
         p.send_signal(signal.SIGKILL)  # no exit handler runs: only the watchdog can stop Ray now
         p.wait()
     t_end = time.time() + 60
-    while time.time() < t_end and any(_alive(x) for x in procs):
+    while time.time() < t_end and any(alive(x) for x in procs):
         time.sleep(0.5)
-    left = sorted(x for x in procs if _alive(x))
+    left = sorted(x for x in procs if alive(x))
     assert not left, f"Ray processes left after lmtx was SIGKILLed: {left}"

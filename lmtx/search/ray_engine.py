@@ -141,59 +141,7 @@ class _LabelEncoder:
         return {"i": batch["i"], "emb": emb}
 
 
-# -- a local Ray instance shares lmtx's fate ---------------------------------------------------------------------
-# ray.shutdown() stops the instance lmtx started, but a SIGKILLed lmtx runs no exit handler and Ray's head processes
-# outlive it. A small watchdog process holds the read end of a pipe whose write end only lmtx holds: the pipe closes
-# when lmtx ends, however it ends. "done" on the pipe means lmtx shut Ray down itself; a bare end of file means lmtx
-# died, and the watchdog stops the instance's processes and every descendant it has seen (workers, actors, agents:
-# it looks every second, since Ray's own fate sharing ends the raylet first and leaves its agents orphaned), TERM
-# then KILL, each checked to be the same process (its start time) before it is signalled.
-_WATCHDOG = r"""
-import os, select, signal, sys, time
-def start(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-def grow(seen):
-    kids = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-    todo = list(seen)
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in seen and (t := start(c)) is not None:
-                seen[c] = t
-                todo.append(c)
-seen = {int(a): start(int(a)) for a in sys.argv[1:]}
-msg = b""
-while True:  # every second, the processes' descendants so far (Ray's agents outlive the raylet that started them)
-    grow(seen)
-    if select.select([sys.stdin.buffer], [], [], 1.0)[0]:
-        chunk = os.read(sys.stdin.fileno(), 64)
-        msg += chunk
-        if not chunk or msg.strip() == b"done":
-            break
-if msg.strip() == b"done":
-    sys.exit(0)
-for sig in (signal.SIGTERM, signal.SIGKILL):
-    for p, t in seen.items():
-        if t is not None and start(p) == t:
-            try:
-                os.kill(p, sig)
-            except OSError:
-                pass
-    time.sleep(2)
-"""
-
-
+# -- a local Ray instance shares lmtx's fate (lmtx.search.watchdog) ------------------------------------------------
 def _local_ray_pids() -> list[int]:
     """PIDs of the head processes (GCS, raylet, ...) of the local Ray instance this process started."""
     try:
@@ -211,15 +159,17 @@ def _local_ray_pids() -> list[int]:
 
 
 def start_watchdog(pids: list[int]):
-    """A watchdog over ``pids`` (and their descendants) that stops them if this process dies (see above); None on
-    a platform without /proc or when there is nothing to watch."""
+    """A watchdog over ``pids`` (and their descendants) that stops them if this process dies
+    (lmtx.search.watchdog); None on a platform without /proc or when there is nothing to watch."""
     import subprocess
     import sys
 
     if not pids or not os.path.isdir("/proc"):
         return None
+    from . import watchdog
+
     return subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, *map(str, pids)],
+        [sys.executable, watchdog.__file__, *map(str, pids)],  # a script: no lmtx import in the watchdog
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
