@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,24 +79,22 @@ def time_against(rev: str, work: Path) -> dict:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(old), rev], check=True)
     out = {}
     for name, tree in ((f"at {rev}", old), ("working tree", ROOT)):
-        h = work / f"home-{len(out)}"
-        subprocess.run(["rm", "-rf", str(h)], check=True)
+        h, run = work / f"home-{len(out)}", work / f"run-{len(out)}"
+        shutil.rmtree(h, ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
         h.mkdir()
         (h / "assets").symlink_to(home / "assets")
-        run = work / f"run-{len(out)}"
-        subprocess.run(["rm", "-rf", str(run)], check=True)
         env = {**os.environ, "LMTX_HOME": str(h), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         t0 = time.time()
         cmd = [sys.executable, "-c", "from lmtx.cli import app; app()", *JOB, "--out", str(run)]
         with open(work / f"log-{len(out)}.txt", "w") as log:
             rc = subprocess.run(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         secs = time.time() - t0
-        man = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
-        p1 = {}
-        for r in sorted(int(k) for k in man.get("rounds", {})):
-            m = json.loads((run / f"round-{r:02d}" / "metrics.json").read_text())
-            fin = (m.get("retrieval") or {}).get("final") or {}
-            p1[r] = {"dense": m.get("P@1"), "handed_out": fin.get("P@1", m.get("P@1"))}
+        rows = section(run)[0] if (run / "manifest.json").exists() else []
+        p1 = {
+            x["round"]: {"dense": x["dense_P@1"], "handed_out": (x["final"] or {}).get("P@1", x["dense_P@1"])}
+            for x in rows
+        }
         out[name] = {"exit": rc, "seconds": round(secs, 1), "P@1": p1, "run": str(run.relative_to(work))}
         print(f"[default_job] {name}: exit {rc}, {secs:.0f} s", flush=True)
     return out

@@ -21,7 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.config import RetrievalConfig, RunConfig  # noqa: E402
+from lmtx.config import RunConfig  # noqa: E402
+from lmtx.loop.guard import prior_weight  # noqa: E402
 from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
 from lmtx.search.hybrid import CHOICE_Z, WEIGHTS, build_pools, choose_weight  # noqa: E402
@@ -34,9 +35,8 @@ from lmtx.teacher.prompts import load_template  # noqa: E402
 
 
 def state_prior(r: int) -> float:
-    """The default prior: retrieval.zero_shot_weight for the encoder as fetched, retrieval.dense_weight after."""
-    c = RetrievalConfig()
-    return c.zero_shot_weight if r == 0 else c.dense_weight
+    """The default prior of encoder round r (lmtx.loop.guard.prior_weight under the default config)."""
+    return prior_weight(RunConfig(), r)
 
 
 RULES = {
@@ -181,7 +181,7 @@ def prior_table(rows: list[dict]) -> list[str]:
     for it in items:
         bw = it["P@1_by_weight"]
         best = max(bw, key=lambda k: (bw[k], -abs(float(k) - 0.8)))
-        pw = 0.6 if it["state"] == "as fetched" else 0.9
+        pw = state_prior(0 if it["state"] == "as fetched" else 1)
         p, p8 = _at(bw, pw), _at(bw, 0.8)
         lines.append(
             f"| {it['source']} | {it['state']} | {f(_at(bw, 1.0))} | {f(_at(bw, 0.9))} | {f(p8)} | {f(_at(bw, 0.6))} "

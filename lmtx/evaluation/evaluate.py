@@ -84,15 +84,12 @@ def resolve_retrieval(
             w = dense_weight
     elif retrieval == "hybrid":
         mode = "hybrid"
-        w = (
-            dense_weight
-            if dense_weight is not None
-            else float(rec["dense_weight"])
-            if rec and rec.get("mode") == "hybrid"
-            else RetrievalConfig().dense_weight
-            if rec
-            else RetrievalConfig().zero_shot_weight  # an encoder lmtx has not trained
-        )
+        if dense_weight is not None:
+            w = dense_weight
+        elif rec and rec.get("mode") == "hybrid":
+            w = float(rec["dense_weight"])
+        else:  # the default prior: a run's encoders are trained, a plain encoder is as fetched
+            w = RetrievalConfig().dense_weight if rec else RetrievalConfig().zero_shot_weight
     else:
         mode, w = retrieval, (1.0 if retrieval == "dense" else 0.0)
     if mode == "hybrid" and w >= 1.0:

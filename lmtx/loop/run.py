@@ -65,7 +65,7 @@ class Candidates:
     demb: np.ndarray  # the training documents' embeddings (by the best encoder)
     idx: np.ndarray  # each document's candidate label indices
     pools: Pools  # each document's dense and lexical top labels
-    weight: float = 1.0  # the dense weight the candidates were ranked at
+    weight: float  # the dense weight the candidates were ranked at
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,9 @@ def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
     pools = job.pools(st.lemb, demb, "train", job.doc_texts)
-    cw = cfg.retrieval.candidate_weight
-    idx, score = pools.rank(weight if cw is None else cw, cfg.index.candidates)
+    if cfg.retrieval.candidate_weight is not None:
+        weight = cfg.retrieval.candidate_weight
+    idx, score = pools.rank(weight, cfg.index.candidates)
     sim = cosines(demb, st.lemb, idx)
     write_parquet(
         rd / "candidates.parquet",
@@ -194,7 +195,7 @@ def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
             }
         ),
     )
-    return Candidates(demb, idx, pools, weight if cw is None else cw)
+    return Candidates(demb, idx, pools, weight)
 
 
 def _guard_reference(job: Job, st: State, r: int) -> GuardReference:
