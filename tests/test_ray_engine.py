@@ -43,6 +43,18 @@ def test_label_encoding_on_ray_equals_local(engine, tiny_encoder):
     assert on_ray.shape == local.shape and np.abs(on_ray - local).max() < 1e-5
 
 
+def test_int8_label_encoding_on_ray_equals_local(engine, tiny_encoder, monkeypatch):
+    """onnx-int8 scales activations per batch: Ray must encode the local engine's chunks, not chunks of its own."""
+    from lmtx.search import fast_encode
+    from lmtx.search.encoder import load_encoder
+
+    monkeypatch.setattr(fast_encode, "CHUNK", 64)  # several chunks; both engines cut them in this process
+    texts = [f"label {i} audio game text {i % 7} " + "word " * (i % 11) for i in range(300)]
+    local = fast_encode.encode_int8(load_encoder(tiny_encoder), texts, workers=2)
+    on_ray = engine.encode_labels(tiny_encoder, texts, "onnx-int8", 16)
+    assert on_ray.shape == local.shape and np.abs(on_ray - local).max() < 1e-6
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
 @pytest.mark.parametrize("retrieval", ["dense", "hybrid"])
 def test_tag_on_ray_equals_local_row_by_row(engine, tmp_path, small_data, tiny_encoder, suffix, retrieval):

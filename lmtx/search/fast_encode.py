@@ -145,6 +145,28 @@ def _encode_chunk(texts: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def int8_chunks(texts: list[str]) -> list[np.ndarray]:
+    """The positions of ``texts`` in the chunks onnx-int8 encodes, whatever the engine: sorted by (length, text),
+    cut every CHUNK. Batches then pad little and hold the same texts whatever the input order or the process that
+    encodes them; dynamic int8 scales activations per batch, so this keeps a label's vector independent of where it
+    sits in the file and of which engine encoded it."""
+    order = np.array(sorted(range(len(texts)), key=lambda i: (len(texts[i]), texts[i])), dtype=np.int64)
+    return [order[s : s + CHUNK] for s in range(0, len(order), CHUNK)]
+
+
+class Int8Session:
+    """The int8 ONNX export of ``model`` loaded in this process (one export, then any number of chunks): what a Ray
+    actor holds. ``self(texts)`` encodes one chunk of :func:`int8_chunks` exactly as encode_int8's workers do."""
+
+    def __init__(self, model, threads: int = 1):
+        with tempfile.TemporaryDirectory(prefix="lmtx-onnx-") as tmp:  # session and tokenizer load into memory
+            path = export_int8(model, Path(tmp))
+            _init_worker(str(path), tmp, int(model.max_seq_length or 256), threads)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return _encode_chunk(texts)
+
+
 def encode_int8(
     model, texts: list[str], workers: int | None = None, show_progress: bool = False, desc: str = ""
 ) -> np.ndarray:
@@ -156,10 +178,7 @@ def encode_int8(
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
     workers = workers or os.cpu_count() or 1
-    # by (length, text): batches pad little, and hold the same texts whatever the input order (dynamic int8 scales
-    # activations per batch, so this keeps a label's vector independent of where it sits in the file)
-    order = np.array(sorted(range(len(texts)), key=lambda i: (len(texts[i]), texts[i])), dtype=np.int64)
-    chunks = [order[s : s + CHUNK] for s in range(0, len(order), CHUNK)]
+    chunks = int8_chunks(texts)
     out = np.empty((len(texts), model.get_sentence_embedding_dimension()), dtype=np.float32)
     bar = None
     if show_progress:

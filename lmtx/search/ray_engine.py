@@ -87,22 +87,29 @@ class RayEngine:
     ) -> np.ndarray:
         """Every text's embedding by an actor pool that loads the encoder ``model_spec`` once per actor and
         encodes chunks with ``backend`` (resolved for the whole set by the caller: torch, onnx-int8 or torch-pool);
-        rows back in text order. torch gives the local engine's vectors to float tolerance; onnx-int8 quantizes
-        activations per batch, so its vectors differ from a local run's by about as much as int8 from float32."""
+        rows back in text order. torch gives the local engine's vectors to float tolerance. onnx-int8 quantizes
+        activations per batch, so its chunks are the local engine's (fast_encode.int8_chunks, cut here and sent
+        whole, one row each) and each actor exports the model once: the vectors are the local engine's too."""
         import time
 
         import ray.data
 
         t0 = time.time()
-        ds = ray.data.from_items(
-            [{"i": i, "text": t} for i, t in enumerate(texts)],
-            override_num_blocks=max(1, min(len(texts) // chunk + 1, 4 * self.actors)),
-        )
+        int8 = backend == "onnx-int8"
+        if int8:
+            from .fast_encode import int8_chunks
+
+            rows = [{"i": c, "text": [texts[i] for i in c]} for c in int8_chunks(texts)]
+            per_call, blocks = 1, len(rows)
+        else:
+            rows = [{"i": i, "text": t} for i, t in enumerate(texts)]
+            per_call, blocks = chunk, len(texts) // chunk + 1
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(blocks, 4 * self.actors)))
         out = ds.map_batches(
             _LabelEncoder,
             # torch-pool's processes would oversubscribe an actor's one CPU: the actors are the pool
             fn_constructor_args=(model_spec, "torch" if backend == "torch-pool" else backend, batch_size),
-            batch_size=chunk,
+            batch_size=per_call,
             batch_format="numpy",
             compute=self.pool(),
             num_cpus=1,
@@ -122,7 +129,8 @@ class RayEngine:
 
 
 class _LabelEncoder:
-    """A Ray actor: the encoder loaded once; each batch of (i, text) comes back as (i, emb)."""
+    """A Ray actor: the encoder loaded once (for onnx-int8, exported once); each batch of (i, text) comes back as
+    (i, emb). An onnx-int8 batch is one row holding a whole chunk (its positions and texts), flattened on return."""
 
     def __init__(self, model_spec: str, backend: str, batch_size: int):
         import torch
@@ -131,14 +139,21 @@ class _LabelEncoder:
 
         torch.set_num_threads(1)
         self.model = load_encoder(model_spec, progress=lambda s: None)
-        self.backend, self.batch_size = backend, batch_size  # torch or onnx-int8, chosen for the whole label set
+        self.batch_size = batch_size
+        self.int8 = None
+        if backend == "onnx-int8":
+            from .fast_encode import Int8Session
+
+            self.int8 = Int8Session(self.model, threads=1)
 
     def __call__(self, batch: dict) -> dict:
-        from .fast_encode import encode_labels
+        if self.int8 is not None:
+            idx = np.concatenate([np.asarray(i, dtype=np.int64) for i in batch["i"]])
+            emb = np.concatenate([self.int8([str(t) for t in texts]) for texts in batch["text"]])
+            return {"i": idx, "emb": emb}
+        from .fast_encode import embed
 
-        texts = [str(t) for t in batch["text"]]
-        emb, _ = encode_labels(self.model, texts, self.backend, self.batch_size, workers=1)  # one worker per actor
-        return {"i": batch["i"], "emb": emb}
+        return {"i": batch["i"], "emb": embed(self.model, [str(t) for t in batch["text"]], self.batch_size)}
 
 
 # -- a local Ray instance shares lmtx's fate (lmtx.search.watchdog) ------------------------------------------------
