@@ -293,9 +293,9 @@ def on_paper(st: dict) -> list[str]:
     """The two estimates issue "past one machine" asks for, each with the rates it assumes and why."""
     tag_local = st.get("tag-local", {})
     tag2 = st.get("tag-ray2") or st.get("tag-ray1") or {}
-    enc = st.get("encode-local-full", {})
-    if enc.get("cached"):  # its matrix came from the cache: the slice's local rate is the encoding rate
-        enc = st.get("encode-local", {})
+    # the local engine's encoding rate: the slice's, measured beside the Ray stages (the full encoding may have
+    # read its matrix from the cache, or shared the machine)
+    enc = st.get("encode-local") or st.get("encode-local-full", {})
     cpu_docs_s = tag_local.get("docs_per_s")
     lines = ["## On paper: GPU clusters", ""]
     # (1) 100M documents on 8 GPU nodes
