@@ -82,7 +82,7 @@ def rows_of(run: Path) -> list[dict]:
         prior = prior_weight(RunConfig(), r - 1)
         out.append(
             {
-                "run": run.name,
+                "run": run.name if run.parent.name == "runs" else f"{run.parent.name}/{run.name}",
                 "encoder_round": r - 1,
                 "judged_docs": len(docs),
                 "pairs": len(j),
@@ -122,6 +122,17 @@ def markdown(rows: list[dict]) -> str:
             f"| {sw} | {sp} | {x['state_prior']:g} | {f(x['state_prior_P@1'])} | {x['best_weight_on_gold']:g} | "
             f"{f(x['best_P@1'])} |"
         )
+    lines += [
+        "",
+        "Triad minus state prior, P@1 on gold summed over each run's encoders (positive: the triad would have "
+        "ranked better):",
+        "",
+    ]
+    runs: dict[str, list[float]] = {}
+    for x in rows:
+        if x["triad_P@1"] is not None and x["state_prior_P@1"] is not None:
+            runs.setdefault(x["run"], []).append(x["triad_P@1"] - x["state_prior_P@1"])
+    lines += [f"- {k}: {sum(v):+.4f} over {len(v)} encoders" for k, v in runs.items()]
     return "\n".join(lines) + "\n"
 
 
