@@ -391,9 +391,10 @@ class RetrievalConfig:
     dense_weight: float = setting(
         0.9,
         "The dense side's weight (1 = dense only, 0 = BM25 only) for an encoder this run trained: "
-        "auto's prior for it, and hybrid's weight. A trained student ranks far above BM25 and "
-        "needs little of it: the best weight on gold of trained encoders was 0.8-1.0, and 0.9 lost "
-        "least to it at worst (benchmarks/results/weight_choice.md).",
+        "auto's prior for it, and hybrid's weight. Where the trained student ranks far above BM25 "
+        "(debtags, the sample) its best weight on gold was 0.8-1.0 and 0.9 lost least to it at worst "
+        "(benchmarks/results/weight_choice.md); at 783,728 labels, where it stays close to BM25, the "
+        "best was 0.6 and 0.9 gave up 2-3 points of P@1 (benchmarks/results/pypi-sources.md).",
     )
     zero_shot_weight: float = setting(
         0.6,
