@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from lmtx.config import RunConfig  # noqa: E402
 from lmtx.learn.fuse import _centered, estimate_quality, teacher_logit  # noqa: E402
 from lmtx.loop.guard import prior_weight  # noqa: E402
+from lmtx.store.rundir import write_text  # noqa: E402
 
 SUBSET_DOCS = 45  # the guard of a 300-document run (15%)
 DRAWS = 50
@@ -66,7 +67,8 @@ def rows_of(run: Path) -> list[dict]:
         if "lexical" not in j.columns:  # a run made before hybrid retrieval
             continue
         j = j[j["candidate"]]
-        by_w = (json.loads(prev.read_text()).get("retrieval") or {}).get("P@1_by_weight") or {}
+        ret = json.loads(prev.read_text()).get("retrieval") or {}
+        by_w = ret.get("P@1_by_weight") or {}
         if not by_w:
             continue
         w = triad_weight(j)
@@ -78,7 +80,7 @@ def rows_of(run: Path) -> list[dict]:
         ]
         subs = np.array([s for s in subs if s is not None])
         p10, p50, p90 = (float(x) for x in np.percentile(subs, [10, 50, 90]))
-        best = max(by_w, key=lambda k: (by_w[k], -abs(float(k) - 0.8)))
+        best = ret["best_weight_on_gold"]  # as the round recorded it (lmtx.loop.score)
         prior = prior_weight(RunConfig(), r - 1)
         out.append(
             {
@@ -92,8 +94,8 @@ def rows_of(run: Path) -> list[dict]:
                 "subset_P@1_p10_p50_p90": [at(by_w, p10), at(by_w, p50), at(by_w, p90)],
                 "state_prior": prior,
                 "state_prior_P@1": at(by_w, prior),
-                "best_weight_on_gold": float(best),
-                "best_P@1": by_w[best],
+                "best_weight_on_gold": best,
+                "best_P@1": by_w[f"{best:g}"],
             }
         )
     return out
@@ -142,8 +144,8 @@ def main():
     new = [x for a in sys.argv[1:] for x in rows_of(Path(a))]
     names = {x["run"] for x in new}
     rows = [x for x in old if x["run"] not in names] + new
-    res.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    res.with_suffix(".md").write_text(markdown(rows))
+    write_text(res.with_suffix(".json"), json.dumps(rows, indent=1))
+    write_text(res.with_suffix(".md"), markdown(rows))
     for x in new:
         print(json.dumps(x))
 
