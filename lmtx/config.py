@@ -372,6 +372,7 @@ class LoopConfig:
 
 
 RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
+STANDARDIZE_MODES = ("labels", "pool")  # lmtx.search.hybrid.STANDARDIZE
 
 
 @dataclass
@@ -391,30 +392,42 @@ class RetrievalConfig:
     dense_weight: float = setting(
         0.9,
         "The dense side's weight (1 = dense only, 0 = BM25 only) for an encoder this run trained: "
-        "auto's prior for it, and hybrid's weight. Where the trained student ranks far above BM25 "
-        "(debtags, the sample) its best weight on gold was 0.8-1.0 and 0.9 lost least to it at worst "
-        "(benchmarks/results/weight_choice.md); at 783,728 labels, where it stays close to BM25, the "
-        "best was 0.6 and 0.9 gave up 2-3 points of P@1 (benchmarks/results/pypi-sources.md).",
+        "auto's prior for it, and hybrid's weight. With scores standardized over every label, the "
+        "trained students' best weight on gold was 0.8-0.97 on debtags, the sample and 783,728 "
+        "labels, and 0.9 lost at most 0.01 P@1 to it (benchmarks/results/standardize.md).",
     )
     zero_shot_weight: float = setting(
-        0.6,
+        0.8,
         "The dense side's weight for the encoder as fetched (round 0, not trained by lmtx): auto's "
-        "prior for it. Zero-shot, the best weight on gold was 0.4-0.8 on the measured corpora and 0.6 "
-        "lost least to it at worst (benchmarks/results/weight_choice.md).",
+        "prior for it. With scores standardized over every label, the best weight on gold was 0.7-0.9 "
+        "on the measured corpora and 0.8 lost at most 0.01 P@1 to it "
+        "(benchmarks/results/standardize.md).",
     )
     candidate_weight: float | None = setting(
-        0.65,
+        0.8,
         "The teacher's candidates: each document's top-j by the fused score at this dense weight (1 = "
-        "the encoder's own top-j, 0 = BM25's); more gold per teacher pair than a union or either side "
-        "alone (benchmarks/results/hybrid.md). null (a JSON --config) or None (the Python API): the weight the "
-        "run ranks its best encoder with; measured, it asked more pairs and ended no higher "
+        "the encoder's own top-j, 0 = BM25's); fused candidates hold more gold per teacher pair than a "
+        "union or either side alone (benchmarks/results/hybrid.md), and with scores standardized over "
+        "every label their recall peaked near 0.8 on every measured corpus "
+        "(benchmarks/results/standardize.md). null (a JSON --config) or None (the Python API): the "
+        "weight the run ranks its best encoder with; measured, it asked more pairs and ended no higher "
         "(benchmarks/results/debtags.md, default_job.md).",
         "candidate-weight",
     )
-    pool: int = setting(200, "Labels per side and document that the fusion scores (each side's top-pool).")
+    standardize: str = setting(
+        "labels",
+        "How each side's scores are put on one scale before the weighted sum: labels (each document's "
+        "mean and standard deviation over every label, computed exactly: a weight means the same on "
+        "411 labels as on 783,728) or pool (over the side's own top retrieval.pool labels, as lmtx did "
+        "before; a run folder written then ranks so). Measured: benchmarks/results/standardize.md.",
+    )
+    pool: int = setting(
+        200, "Labels per side and document that the fusion scores (each side's top-pool, pooled together)."
+    )
 
     def __post_init__(self):
         one_of(self.mode, RETRIEVAL_MODES, "retrieval.mode")
+        one_of(self.standardize, STANDARDIZE_MODES, "retrieval.standardize")
         for k in ("dense_weight", "zero_shot_weight", "candidate_weight"):
             if getattr(self, k) is not None and not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(f"retrieval.{k} must be in [0, 1] (the dense side's weight), got {getattr(self, k)}")

@@ -392,7 +392,7 @@ def _open_parts(
         "model": _fingerprint_encoder(model_path),
         "labels": _fingerprint_labels(labels, how["label_text"]),
         "top_k": opts.top_k,
-        "retrieval": [how["mode"], how["dense_weight"]],
+        "retrieval": [how["mode"], how["dense_weight"]] + ([how["standardize"]] if how["mode"] == "hybrid" else []),
         "min_score": opts.min_score,
         "chunk_docs": opts.chunk_docs,
         "verify": verify,

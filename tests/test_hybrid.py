@@ -52,7 +52,7 @@ def test_lexical_topk_is_bm25s_ranking_and_pair_scores_agree():
     assert sc[3].max() == 0.0  # no shared word: zero everywhere
 
 
-def _pools():
+def _pools(standardize="labels"):
     rng = np.random.default_rng(0)
     lemb = rng.normal(size=(len(LABELS), 8)).astype(np.float32)
     lemb /= np.linalg.norm(lemb, axis=1, keepdims=True)
@@ -62,27 +62,38 @@ def _pools():
     pool = 4
     d_idx, d_sim = exact_topk(demb, lemb, pool)
     l_idx, l_sc = lex.topk(DOCS, pool)
-    return build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, DOCS), demb, lemb, lex, d_idx, d_sim, l_idx, l_sc
+    pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, DOCS, standardize)
+    return pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc
 
 
-def test_hybrid_against_a_naive_loop():
-    pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools()
+@pytest.mark.parametrize("standardize", ["labels", "pool"])
+def test_hybrid_against_a_naive_loop(standardize):
+    """labels: each side's mean and sd over every label (the dense side's from the label moments, not a full
+    pass); pool: over each side's own top-pool."""
+    pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools(standardize)
     w = 0.6
     idx, score = pools.rank(w, 3)
     for i in range(len(DOCS)):
         cand = sorted(set(d_idx[i]) | set(l_idx[i]))
         cos = {l: float(demb[i] @ lemb[l]) for l in cand}
         bm = {l: float(lex.pair_scores(DOCS, [i], [l])[0]) for l in cand}
-        mu_d, sd_d = np.mean(d_sim[i]), np.std(d_sim[i])
-        mu_l, sd_l = np.mean(l_sc[i]), np.std(l_sc[i])
+        if standardize == "pool":
+            mu_d, sd_d = np.mean(d_sim[i]), np.std(d_sim[i])
+            mu_l, sd_l = np.mean(l_sc[i]), np.std(l_sc[i])
+        else:
+            every_cos = [float(demb[i] @ lemb[l]) for l in range(len(LABELS))]
+            every_bm = lex.pair_scores(DOCS, np.full(len(LABELS), i), np.arange(len(LABELS)))
+            mu_d, sd_d = np.mean(every_cos), np.std(every_cos)
+            mu_l, sd_l = np.mean(every_bm), np.std(every_bm)
         f = {l: w * (cos[l] - mu_d) / sd_d + (1 - w) * ((bm[l] - mu_l) / sd_l if sd_l > 1e-9 else 0.0) for l in cand}
         want = sorted(cand, key=lambda l: (-f[l], l))[:3]
         assert list(idx[i]) == want, i
         np.testing.assert_allclose(score[i], [f[l] for l in want], rtol=1e-5, atol=1e-6)
 
 
-def test_weight_one_is_dense_and_zero_is_lexical():
-    pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools()
+@pytest.mark.parametrize("standardize", ["labels", "pool"])
+def test_weight_one_is_dense_and_zero_is_lexical(standardize):
+    pools, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools(standardize)
     idx, sc = pools.rank(1.0, 4)
     assert (idx == d_idx).all()
     np.testing.assert_allclose(sc, d_sim, rtol=1e-5)
@@ -255,3 +266,36 @@ def test_candidates_can_follow_the_ranking_weight(tmp_path, small_data, tiny_enc
     m1 = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))[-1].metrics
     man = json.loads((out / "manifest.json").read_text())
     assert m1["candidate_weight"] == man["retrieval_choice"]["0"]["dense_weight"]
+
+
+def test_standardize_recorded_and_legacy_runs_keep_the_pool(tmp_path):
+    """A run folder records how it standardized; one written before the setting existed ranks as it did then."""
+    from lmtx.config import RunConfig
+    from lmtx.evaluation.evaluate import resolve_retrieval
+    from lmtx.loop.run import run_retrieval
+
+    rec = run_retrieval(RunConfig(), 2, 0.9)
+    assert rec["standardize"] == "labels" and rec["mode"] == "hybrid"
+    for name, stored, want in (
+        ("new", rec, "labels"),
+        ("old", {k: v for k, v in rec.items() if k != "standardize"}, "pool"),
+    ):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "manifest.json").write_text(json.dumps({"retrieval": stored}))
+        (run / "config.json").write_text("{}")
+        how = resolve_retrieval(str(run))
+        assert (how["mode"], how["dense_weight"], how["standardize"]) == ("hybrid", 0.9, want)
+    assert resolve_retrieval(None, "hybrid")["standardize"] == "labels"  # a plain encoder: the default
+
+
+def test_label_moments_give_each_documents_cosine_mean_and_sd():
+    from lmtx.search.hybrid import dense_stats, label_moments
+
+    rng = np.random.default_rng(1)
+    lemb = rng.normal(size=(1000, 16)).astype(np.float32)
+    demb = rng.normal(size=(7, 16)).astype(np.float32)
+    mu, sd = dense_stats(demb, label_moments(lemb, chunk=300))  # chunks that do not divide the rows
+    full = demb.astype(np.float64) @ lemb.T.astype(np.float64)
+    np.testing.assert_allclose(mu, full.mean(axis=1), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sd, full.std(axis=1), rtol=1e-7)

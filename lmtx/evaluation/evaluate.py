@@ -78,6 +78,8 @@ def resolve_retrieval(
     )
     one_of(lt, LABEL_TEXTS, "--label-text", ValueError)
     pool = int((rec or {}).get("pool") or RetrievalConfig.pool)
+    # a run folder from before retrieval.standardize ranked with each side's top-pool statistics
+    standardize = (rec or {}).get("standardize") or ("pool" if rec else RetrievalConfig.standardize)
     if retrieval == "auto":
         mode, w = (rec["mode"], float(rec["dense_weight"])) if rec else ("dense", 1.0)
         if dense_weight is not None and mode == "hybrid":
@@ -101,6 +103,7 @@ def resolve_retrieval(
         "dense_weight": w,
         "label_text": lt,
         "pool": pool,
+        "standardize": standardize,
         "from_run": retrieval == "auto" and rec is not None,
     }
 
@@ -146,7 +149,16 @@ def make_ranker(
         from ..search.lexical import lexical_index
 
         lexical = lexical_index(labels, how["label_text"], log)
-    return Ranker(model, index, lexical, how["mode"], how["dense_weight"], how["pool"], batch_size)
+    return Ranker(
+        model,
+        index,
+        lexical,
+        how["mode"],
+        how["dense_weight"],
+        how["pool"],
+        batch_size,
+        how.get("standardize", "labels"),
+    )
 
 
 def rank_with_encoder(

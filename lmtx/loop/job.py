@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..search.encoder import label_embeddings, load_encoder
-from ..search.hybrid import Pools, build_pools
+from ..search.hybrid import Pools, build_pools, label_moments
 from ..search.index import build_index, exact_topk
 from ..store.data import LabelSet, gold_of, load_docs, load_labels, stable_key
 from ..store.rundir import RunDir
@@ -72,8 +72,8 @@ def guard_split(docs: list, cfg: RunConfig) -> tuple[list, list]:
 
 @dataclass
 class Job:
-    """A run's fixed inputs, shared by every round's steps, and two memos of what does not change between rounds
-    (the label index of a label matrix, each document set's lexical top lists)."""
+    """A run's fixed inputs, shared by every round's steps, and memos of what does not change between rounds or
+    steps (the label index and moments of a label matrix, each document set's lexical top lists)."""
 
     cfg: RunConfig
     run: RunDir
@@ -88,7 +88,8 @@ class Job:
     strong: object = None
     cache: AnswerCache | None = None
     index: tuple | None = None  # (label matrix, its LabelIndex): the last one built, reused while the matrix is
-    lex_top: dict = field(default_factory=dict)  # document set -> its lexical top-pool (indices, BM25 scores)
+    lex_top: dict = field(default_factory=dict)  # document set -> its lexical top-pool (indices, BM25, mean, sd)
+    moments: tuple | None = None  # (label matrix, its hybrid.label_moments): the last one computed
 
     @cached_property
     def gold_eval_docs(self) -> list:
@@ -161,9 +162,13 @@ class Job:
         else:
             d_idx, d_sim = self.retrieve(lemb, demb, pool)
         if key not in self.lex_top:
-            self.lex_top[key] = self.lexical.topk(texts, pool)
-        l_idx, l_sc = self.lex_top[key]
-        return build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, self.lexical, texts)
+            self.lex_top[key] = self.lexical.topk_stats(texts, pool)
+        l_idx, l_sc, mu_l, sd_l = self.lex_top[key]
+        how = self.cfg.retrieval.standardize
+        if how == "labels" and (self.moments is None or self.moments[0] is not lemb):
+            self.moments = (lemb, label_moments(lemb))
+        moments = self.moments[1] if how == "labels" else None
+        return build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, self.lexical, texts, how, (mu_l, sd_l), moments)
 
     def ask(self, teacher, docs, doc_idx, label_idx, desc: str):
         """The teacher's answers for (docs[doc_idx[i]], labels[label_idx[i]]), through the answer cache. Returns

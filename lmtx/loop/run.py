@@ -598,7 +598,7 @@ def _resume_state(job: Job) -> State:
 
 def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict:
     """What `lmtx evaluate/tag --model RUN` rank with (the manifest's "retrieval"): the best round's mode and dense
-    weight, the label text the lexical side indexes and the pool size."""
+    weight, the label text the lexical side indexes, the pool size and how the two sides are standardized."""
     w = 1.0 if weight is None else float(weight)
     return {
         "round": best_round,
@@ -606,6 +606,7 @@ def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict
         "dense_weight": w,
         "label_text": cfg.encoder.label_text,
         "pool": cfg.retrieval.pool,
+        "standardize": cfg.retrieval.standardize,
         "setting": cfg.retrieval.mode,
     }
 

@@ -2,10 +2,17 @@
 
 Each document gets a pool of labels: the dense side's top ``pool`` and the lexical side's top ``pool``. Every
 label of the pool is scored on both sides exactly (its cosine with the document, its BM25 score), each side
-standardized by the mean and standard deviation of that side's own top ``pool`` for the document, and the two
-summed with weight ``w`` on the dense side:
+standardized by the mean and standard deviation of the document's scores, and the two summed with weight ``w`` on
+the dense side:
 
     hybrid(d, l) = w * (cos(d, l) - mu_dense(d)) / sd_dense(d) + (1 - w) * (bm25(d, l) - mu_lex(d)) / sd_lex(d)
+
+``standardize`` says over which labels mu and sd are taken: ``labels`` (the default), every label of the set, exact
+and cheap (the cosine's from the label embeddings' mean and second-moment matrix, BM25's from the full score vector
+that the lexical top-k computes anyway), so a score says how far a label stands above the whole set and a weight
+means the same on 411 labels as on 783,728; ``pool``, each side's own top ``pool`` (lmtx before it; a thin top tail
+at 783k labels and half the set at 411, so the best weight moved with the label set's size:
+benchmarks/results/standardize.md).
 
 ``w = 1`` is the encoder's own ranking, ``w = 0`` BM25's. A document with no word in the labels' vocabulary has no
 lexical spread and is ranked by the dense side alone. The weight a run uses is chosen label-free, from the
@@ -18,17 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import RetrievalConfig
+from ..config import STANDARDIZE_MODES, RetrievalConfig
 
 # dense weights the label-free choice compares (1.0 = dense only, 0.0 = lexical only)
 WEIGHTS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.0)
 RETRIEVALS = ("dense", "lexical", "hybrid")
+STANDARDIZE = STANDARDIZE_MODES  # how each side is standardized (build_pools)
 
 
 @dataclass
 class Pools:
     """Per document (rows): pooled label indices (-1 = padding) and their dense / lexical scores, with each side's
-    top-pool statistics."""
+    mean and standard deviation (over every label, or over the side's top-pool: ``standardize``)."""
 
     idx: np.ndarray  # (n, m) int64, -1 padded
     dense: np.ndarray  # (n, m) cosine
@@ -79,6 +87,27 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, sd
 
 
+def label_moments(lemb: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """The label embeddings' mean (dim,) and second-moment matrix (dim, dim), float64, read in chunks (a memory-mapped
+    matrix is fine): each document's mean and standard deviation of cosine over every label follow exactly."""
+    n, dim = lemb.shape
+    s, m2 = np.zeros(dim), np.zeros((dim, dim))
+    for a in range(0, n, chunk):
+        x = np.asarray(lemb[a : a + chunk], np.float64)
+        s += x.sum(axis=0)
+        m2 += x.T @ x
+    return s / max(n, 1), m2 / max(n, 1)
+
+
+def dense_stats(demb: np.ndarray, moments: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's mean and standard deviation of its cosine with every label, from ``label_moments``."""
+    mean, m2 = moments
+    d = np.asarray(demb, np.float64)
+    mu = d @ mean
+    var = np.einsum("ij,ij->i", d @ m2, d) - mu**2
+    return mu, np.sqrt(np.maximum(var, 0.0))
+
+
 def build_pools(
     demb: np.ndarray,
     lemb: np.ndarray,
@@ -88,14 +117,27 @@ def build_pools(
     l_sc: np.ndarray,
     lexical,
     texts: list[str],
+    standardize: str = "labels",
+    l_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    moments: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Pools:
     """Pools from each side's top lists: d_idx/d_sim (dense top-pool, cosines), l_idx/l_sc (lexical top-pool, BM25).
     The cosine of each lexical-only label comes from ``demb`` x ``lemb``; the BM25 score of each dense-only label
-    from ``lexical.pair_scores``."""
+    from ``lexical.pair_scores``. ``standardize`` labels: ``l_stats`` is each document's BM25 mean and standard
+    deviation over every label (``lexical.topk_stats``; computed here when None), ``moments`` the labels'
+    ``label_moments`` (computed here when None; callers that rank many document sets against one label matrix keep
+    it); pool: each side's top-pool statistics."""
+    if standardize not in STANDARDIZE:
+        raise ValueError(f"standardize must be one of {', '.join(STANDARDIZE)}, got {standardize!r}")
     n = len(texts)
-    mu_d, sd_d = _stats(d_sim.astype(np.float64))
+    if standardize == "pool":
+        mu_d, sd_d = _stats(d_sim.astype(np.float64))
+        mu_l, sd_l = _stats(l_sc.astype(np.float64))
+    else:
+        mu_d, sd_d = dense_stats(demb, moments if moments is not None else label_moments(lemb))
+        mu_l, sd_l = l_stats if l_stats is not None else lexical.topk_stats(texts, 1)[2:]
+        mu_l, sd_l = np.asarray(mu_l, np.float64), np.asarray(sd_l, np.float64)
     sd_d = np.where(sd_d > 1e-9, sd_d, 1.0)
-    mu_l, sd_l = _stats(l_sc.astype(np.float64))
     sd_l = np.where(sd_l > 1e-9, sd_l, 0.0)
     both = np.concatenate([d_idx, l_idx], axis=1)
     m = both.shape[1]
@@ -163,11 +205,15 @@ class Ranker:
         w: float = 1.0,
         pool: int = RetrievalConfig.pool,
         batch_size: int = 64,
+        standardize: str = RetrievalConfig.standardize,
     ):
         if mode not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
+        if standardize not in STANDARDIZE:
+            raise ValueError(f"standardize must be one of {', '.join(STANDARDIZE)}, got {standardize!r}")
         self.model, self.index, self.lexical, self.mode, self.w = model, index, lexical, mode, w
-        self.pool, self.batch_size = pool, batch_size
+        self.pool, self.batch_size, self.standardize = pool, batch_size, standardize
+        self._moments = None  # label_moments of the index's matrix, once per ranker
 
     def describe(self) -> str:
         return f"hybrid (dense weight {self.w:g})" if self.mode == "hybrid" else self.mode
@@ -184,5 +230,20 @@ class Ranker:
             return self.index.query(demb, k)
         pool = max(self.pool, k)
         d_idx, d_sim = self.index.query(demb, pool)
-        l_idx, l_sc = self.lexical.topk(texts, pool)
-        return build_pools(demb, self.index.emb, d_idx, d_sim, l_idx, l_sc, self.lexical, texts).rank(self.w, k)
+        l_idx, l_sc, mu_l, sd_l = self.lexical.topk_stats(texts, pool)
+        if self.standardize == "labels" and self._moments is None:
+            self._moments = label_moments(self.index.emb)
+        pools = build_pools(
+            demb,
+            self.index.emb,
+            d_idx,
+            d_sim,
+            l_idx,
+            l_sc,
+            self.lexical,
+            texts,
+            self.standardize,
+            (mu_l, sd_l),
+            self._moments,
+        )
+        return pools.rank(self.w, k)

@@ -104,13 +104,21 @@ class LexicalIndex:
     def topk(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices, BM25 scores), each (n_texts, k), best first; ties by lower label index (the same ranking on
         every run). A text with no word in the labels' vocabulary scores 0 everywhere."""
+        return self.topk_stats(texts, k)[:2]
+
+    def topk_stats(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``topk``, with each text's mean and standard deviation of BM25 over every label (float64), taken from the
+        same full score vector: what the hybrid ranking standardizes the lexical side by."""
         k = min(k, self.n)
         idx = np.empty((len(texts), k), np.int64)
         sc = np.empty((len(texts), k), np.float32)
+        mu = np.zeros(len(texts))
+        sd = np.zeros(len(texts))
         for i, ids in enumerate(self._token_ids(texts)):
             s = (self.retriever.get_scores_from_ids(ids) if ids else np.zeros(self.n, np.float32)).astype(np.float32)
             idx[i], sc[i] = (x[0] for x in top_k_rows(s, k))
-        return idx, sc
+            mu[i], sd[i] = float(s.mean(dtype=np.float64)), float(s.std(dtype=np.float64))
+        return idx, sc, mu, sd
 
     # -- persistence ----------------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
