@@ -494,6 +494,15 @@ def main():
                 {"retrieval": {"candidate_weight": 1.0}},
             ),
             (
+                "q05-std",
+                "lmtx defaults since retrieval.standardize labels (each side standardized over every label; "
+                "candidates at dense weight 0.8; priors 0.8 as fetched, 0.9 trained), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {},
+            ),
+            (
                 "q15-hybrid-strong",
                 "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
                 "Qwen2.5-Coder-1.5B",

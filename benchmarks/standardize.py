@@ -162,7 +162,13 @@ def main() -> None:
         lex, lex_top = None, None
         for r, spec in encoders(run, cfg):
             key = f"{name}/round-{r:02d}"
-            if key in data:
+            # the encoder as fetched on the same labels and documents is one row, whichever run it came from
+            source = [
+                cfg.encoder.model,
+                *(str(Path(*Path(p).parts[-2:])) for p in (cfg.loop.labels, cfg.loop.eval_docs)),
+            ]
+            same = r == 0 and any(e.get("source") == source for e in data.values())
+            if key in data or same:
                 continue
             t0 = time.time()
             if lex is None:
@@ -170,6 +176,8 @@ def main() -> None:
                 lex_top = lex.topk_stats([d.text for d in docs], 200)
             res = replay_encoder(spec, labels, docs, lt, lex, lex_top)
             data[key] = {"run": name, "round": r, "labels": len(labels), "docs": len(docs), "res": res}
+            if r == 0:
+                data[key]["source"] = source  # the initial encoder, label file and eval file (last two path parts)
             write_text(jpath, json.dumps(data, indent=1) + "\n")
             write_text(OUT / "standardize.md", render(data))
             print(f"{key}: {time.time() - t0:.0f} s", flush=True)
