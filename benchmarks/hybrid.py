@@ -6,7 +6,9 @@ gold per teacher pair (a union of each side's top labels, or the fused top-j).
     python benchmarks/hybrid.py --corpora pypi-102k   # pypi-sources: every gold label + 100,000 others
 
 Writes benchmarks/results/hybrid.json and benchmarks/results/hybrid.md (rows keyed by corpus and encoder; a rerun
-replaces its own rows).
+replaces its own rows). Its rows are measured with each side standardized over its own top-200 (retrieval.standardize
+pool, how lmtx fused when they were written); benchmarks/standardize.py sets that beside the standardization over
+every label that lmtx uses now.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E
 from lmtx.search.hybrid import build_pools  # noqa: E402
 
 POOL = RetrievalConfig.pool
+STANDARDIZE = "pool"  # the scale hybrid.md's rows are on (see the docstring)
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
 from lmtx.store.data import LabelSet, load_docs, load_labels  # noqa: E402
@@ -90,7 +93,7 @@ def measure(name: str, encoder: str, label_text: str, js=(5, 10)) -> dict:
         demb = embed(model, texts)
         d_idx, d_sim = exact_topk(demb, lemb, POOL)
         l_idx, l_sc = lex.topk(texts, POOL)
-        pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, texts)
+        pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, texts, STANDARDIZE)
         g = [set(d.labels) for d in ds]
         if part == "eval":
             by_w = {}

@@ -33,10 +33,16 @@ from lmtx.teacher.base import Pair  # noqa: E402
 from lmtx.teacher.cache import AnswerCache  # noqa: E402
 from lmtx.teacher.prompts import load_template  # noqa: E402
 
+# This replay measures the choice as it was made with retrieval.standardize pool (each side over its own
+# top-pool), where the state prior was 0.6 for the encoder as fetched and 0.9 once trained; the recorded P@1 by
+# weight it reads is on that scale too. The standardization over every label: benchmarks/standardize.py.
+STANDARDIZE = "pool"
+POOL_PRIORS = RunConfig.from_dict({"retrieval": {"standardize": STANDARDIZE, "zero_shot_weight": 0.6}})
+
 
 def state_prior(r: int) -> float:
-    """The default prior of encoder round r (lmtx.loop.guard.prior_weight under the default config)."""
-    return prior_weight(RunConfig(), r)
+    """The prior of encoder round r under pool standardization (lmtx.loop.guard.prior_weight)."""
+    return prior_weight(POOL_PRIORS, r)
 
 
 RULES = {
@@ -72,7 +78,7 @@ def replay(run: Path) -> list[dict]:
         lemb = label_embeddings(model, labels, cfg.encoder.label_text, cache_for=spec, progress=False)
         demb = embed(model, texts)
         d_idx, d_sim = exact_topk(demb, lemb, cfg.retrieval.pool)
-        pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, texts)
+        pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, texts, STANDARDIZE)
         ws = {*WEIGHTS, 0.8, state_prior(0), state_prior(1)}
         tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in sorted(ws, reverse=True)}
         keys = sorted({(i, l) for t in tops.values() for i, l in enumerate(t)})
