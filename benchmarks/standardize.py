@@ -5,7 +5,9 @@ every encoder of finished runs (the encoder as fetched and each round's), with n
     python benchmarks/standardize.py NAME=RUN_FOLDER [NAME=RUN_FOLDER ...]
 
 Each run folder's config.json names its labels, eval documents, label text and initial encoder. For each encoder
-and both standardizations: P@1 at every dense weight of a grid, R@5 (the teacher's candidate count) and R@10.
+and both standardizations: P@1 at every dense weight of a grid, and hit@5 / hit@10, the share of documents with a
+gold label among the top 5 (the teacher's candidate count) / 10: whether the teacher is shown one at all, not
+lmtx.evaluation.metrics' R@k (the share of each document's gold labels), which differs on multi-label corpora.
 Results go to benchmarks/results/standardize.{json,md}, an encoder at a time (atomic writes; an encoder already
 there is not redone, so an interrupted replay resumes). A 783,728-label encoder takes about 5 minutes on the 2-core
 machine when its label matrix is cached.
@@ -24,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.config import RunConfig  # noqa: E402
+from lmtx.config import RetrievalConfig, RunConfig  # noqa: E402
 from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
 from lmtx.search.hybrid import build_pools, label_moments  # noqa: E402
 from lmtx.search.index import exact_topk  # noqa: E402
@@ -43,6 +45,7 @@ NOW = (
     RunConfig().retrieval.candidate_weight,
 )
 OUT = ROOT / "benchmarks" / "results"
+POOL = RetrievalConfig.pool
 
 
 def encoders(run: Path, cfg: RunConfig) -> list[tuple[int, str]]:
@@ -58,7 +61,7 @@ def replay_encoder(spec: str, labels, docs, lt: str, lex, lex_top) -> dict:
     model = load_encoder(spec)
     lemb = label_embeddings(model, labels, lt, cache_for=spec, progress=False)
     demb = embed(model, texts, 64)
-    d_idx, d_sim = exact_topk(demb, lemb, 200)
+    d_idx, d_sim = exact_topk(demb, lemb, POOL)
     l_idx, l_sc, mu_l, sd_l = lex_top
     moments = label_moments(lemb)
     res = {}
@@ -68,9 +71,9 @@ def replay_encoder(spec: str, labels, docs, lt: str, lex, lex_top) -> dict:
         for w in GRID:
             idx, _ = pools.rank(w, 10)
             p1 = np.mean([row[0] in g for row, g in zip(idx, gold)])
-            r5 = np.mean([bool(g & set(row[:5].tolist())) for row, g in zip(idx, gold)])
-            r10 = np.mean([bool(g & set(row.tolist())) for row, g in zip(idx, gold)])
-            by_w[f"{w:g}"] = [round(float(p1), 4), round(float(r5), 4), round(float(r10), 4)]
+            hit5 = np.mean([bool(g & set(row[:5].tolist())) for row, g in zip(idx, gold)])
+            hit10 = np.mean([bool(g & set(row.tolist())) for row, g in zip(idx, gold)])
+            by_w[f"{w:g}"] = [round(float(p1), 4), round(float(hit5), 4), round(float(hit10), 4)]
         res[mode] = by_w
     return res
 
@@ -92,13 +95,14 @@ def render(data: dict) -> str:
         "`python benchmarks/standardize.py NAME=RUN ...` (no teacher call). Each encoder of a run (round 0: as "
         "fetched) ranks the run's eval documents by `w * z(cosine) + (1 - w) * z(BM25)`, each side standardized per "
         "document either over its own top-200 (`pool`, lmtx before) or over every label (`labels`, exact: the "
-        "cosine's mean and sd from the label embeddings' moments, BM25's from its full score vector).",
+        "cosine's mean and sd from the label embeddings' moments, BM25's from its full score vector). *hit@5*: the "
+        "share of documents with a gold label among the top 5, the teacher's candidates at the candidate weight.",
         "",
         f"Defaults compared: before = {b[0]}, weight {b[1]:g} as fetched, {b[2]:g} trained, candidates at {b[3]:g}; "
         f"now = {n[0]}, weight {n[1]:g} as fetched, {n[2]:g} trained, candidates at {n[3]:g}.",
         "",
         "| run | round | labels | docs | dense P@1 | BM25 P@1 | P@1 before | P@1 now | best on gold, pool (w) | "
-        "best on gold, labels (w) | cand. R@5 before | cand. R@5 now |",
+        "best on gold, labels (w) | cand. hit@5 before | cand. hit@5 now |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     sums = {"before": 0.0, "now": 0.0, "r5b": 0.0, "r5n": 0.0}
@@ -126,7 +130,7 @@ def render(data: dict) -> str:
     lines += [
         "",
         f"Over {k} encoders: P@1 summed {sums['before']:.3f} before, {sums['now']:.3f} now "
-        f"({sums['now'] - sums['before']:+.3f}); candidate R@5 summed {sums['r5b']:.3f} before, {sums['r5n']:.3f} "
+        f"({sums['now'] - sums['before']:+.3f}); candidate hit@5 summed {sums['r5b']:.3f} before, {sums['r5n']:.3f} "
         f"now; largest loss to the same standardization's best weight on gold: {regret['before']:.3f} before, "
         f"{regret['now']:.3f} now.",
         "",
@@ -160,20 +164,17 @@ def main() -> None:
         docs = [d for d in load_docs(cfg.loop.eval_docs or cfg.loop.docs, labels) if d.labels]
         lt = cfg.encoder.label_text
         lex, lex_top = None, None
+        # the encoder as fetched on the same labels and documents is one row, whichever run it came from
+        source = [cfg.encoder.model, *(str(Path(*Path(p).parts[-2:])) for p in (cfg.loop.labels, cfg.loop.eval_docs))]
         for r, spec in encoders(run, cfg):
             key = f"{name}/round-{r:02d}"
-            # the encoder as fetched on the same labels and documents is one row, whichever run it came from
-            source = [
-                cfg.encoder.model,
-                *(str(Path(*Path(p).parts[-2:])) for p in (cfg.loop.labels, cfg.loop.eval_docs)),
-            ]
             same = r == 0 and any(e.get("source") == source for e in data.values())
             if key in data or same:
                 continue
             t0 = time.time()
             if lex is None:
                 lex = lexical_index(labels, lt)
-                lex_top = lex.topk_stats([d.text for d in docs], 200)
+                lex_top = lex.topk_stats([d.text for d in docs], POOL)
             res = replay_encoder(spec, labels, docs, lt, lex, lex_top)
             data[key] = {"run": name, "round": r, "labels": len(labels), "docs": len(docs), "res": res}
             if r == 0:

@@ -372,7 +372,7 @@ class LoopConfig:
 
 
 RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
-STANDARDIZE_MODES = ("labels", "pool")  # lmtx.search.hybrid.STANDARDIZE
+STANDARDIZE_MODES = ("labels", "pool")  # how the hybrid ranking scales its two sides (lmtx.search.hybrid)
 
 
 @dataclass
@@ -408,7 +408,7 @@ class RetrievalConfig:
         "The teacher's candidates: each document's top-j by the fused score at this dense weight (1 = "
         "the encoder's own top-j, 0 = BM25's); fused candidates hold more gold per teacher pair than a "
         "union or either side alone (benchmarks/results/hybrid.md), and with scores standardized over "
-        "every label their recall peaked near 0.8 on every measured corpus "
+        "every label the share of documents shown a gold candidate peaked near 0.8 on every measured corpus "
         "(benchmarks/results/standardize.md). null (a JSON --config) or None (the Python API): the "
         "weight the run ranks its best encoder with; measured, it asked more pairs and ended no higher "
         "(benchmarks/results/debtags.md, default_job.md).",

@@ -157,7 +157,7 @@ def make_ranker(
         how["dense_weight"],
         how["pool"],
         batch_size,
-        how.get("standardize", "labels"),
+        how["standardize"],
     )
 
 

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import STANDARDIZE_MODES, RetrievalConfig
+from ..config import STANDARDIZE_MODES, RetrievalConfig, one_of
 
 # dense weights the label-free choice compares (1.0 = dense only, 0.0 = lexical only)
 WEIGHTS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.0)
 RETRIEVALS = ("dense", "lexical", "hybrid")
-STANDARDIZE = STANDARDIZE_MODES  # how each side is standardized (build_pools)
 
 
 @dataclass
@@ -127,8 +126,7 @@ def build_pools(
     deviation over every label (``lexical.topk_stats``; computed here when None), ``moments`` the labels'
     ``label_moments`` (computed here when None; callers that rank many document sets against one label matrix keep
     it); pool: each side's top-pool statistics."""
-    if standardize not in STANDARDIZE:
-        raise ValueError(f"standardize must be one of {', '.join(STANDARDIZE)}, got {standardize!r}")
+    one_of(standardize, STANDARDIZE_MODES, "standardize", ValueError)
     n = len(texts)
     if standardize == "pool":
         mu_d, sd_d = _stats(d_sim.astype(np.float64))
@@ -209,8 +207,7 @@ class Ranker:
     ):
         if mode not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
-        if standardize not in STANDARDIZE:
-            raise ValueError(f"standardize must be one of {', '.join(STANDARDIZE)}, got {standardize!r}")
+        one_of(standardize, STANDARDIZE_MODES, "standardize", ValueError)
         self.model, self.index, self.lexical, self.mode, self.w = model, index, lexical, mode, w
         self.pool, self.batch_size, self.standardize = pool, batch_size, standardize
         self._moments = None  # label_moments of the index's matrix, once per ranker
