@@ -4,7 +4,7 @@ judgments, no teacher call.
     python benchmarks/round_steps.py RUN_FOLDER [--subset 30000] [EPOCHS,LR,MERGE_INIT ...]
 
 RUN_FOLDER: a finished pypi-sources run (round-01/judgments.parquet and round-01/encoder). Its round-1
-pseudo-positives are selected again from the judgments (select.strategy fused) and the initial encoder is trained on
+pseudo-positives are selected again from the judgments (the run's select.strategy and teacher decisions) and the initial encoder is trained on
 them as the loop trains it (train_round, seed loop.seed + 1, a fresh AdamW as round 1 has, then merged with the
 initial weights by ``merge_init``), for each EPOCHS,LR,MERGE_INIT given. Each encoder ranks the run's eval
 documents by cosine against a label subset (every gold label of the eval documents and ``--subset`` others drawn
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmtx.config import RunConfig  # noqa: E402
 from lmtx.learn.select import select_positives  # noqa: E402
-from lmtx.learn.train import merge_weights, train_round  # noqa: E402
+from lmtx.learn.train import effective_batch_size, merge_weights, train_round  # noqa: E402
 from lmtx.search.encoder import embed, load_encoder  # noqa: E402
 from lmtx.search.fast_encode import encode_labels  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
@@ -88,8 +88,8 @@ def main() -> None:
     j = pd.read_parquet(run / "round-01" / "judgments.parquet")
     did = {d.id: i for i, d in enumerate(dev)}
     j = j.assign(doc=[did[x] for x in j.doc_id], label=[labels.index[x] for x in j.label_id])
-    examples = select_positives(j, "fused")
-    bs = cfg.train.batch_size
+    examples = select_positives(j, cfg.select.strategy)
+    bs = effective_batch_size(len(examples), cfg.train)  # what train_round steps with
     data["meta"] = {
         "run": run.name,
         "examples": len(examples),
