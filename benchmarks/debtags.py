@@ -503,6 +503,15 @@ def main():
                 {},
             ),
             (
+                "q05-hardneg",
+                "lmtx defaults + train.hard_negatives (each document's judged candidates the teacher said no to "
+                "join its negatives), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {"train": {"hard_negatives": True}},
+            ),
+            (
                 "q15-hybrid-strong",
                 "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
                 "Qwen2.5-Coder-1.5B",

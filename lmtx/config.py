@@ -254,6 +254,12 @@ class TrainConfig:
         "distill",
     )
     distill_tau: float = setting(0.05, "Student temperature in the listwise term.")
+    hard_negatives: bool = setting(
+        False,
+        "Add each document's judged candidates that the teacher said no to (and that are not its "
+        "positive) as negatives, beside the in-batch ones: the near-topic labels the student confuses.",
+        "hard-negatives",
+    )
     margin: float = setting(0.3, "Triplet margin.", "margin")
     topk: int = setting(10, "topk loss: hardest in-batch negatives per example.")
     tau: float = setting(0.1, "topk loss: softmax temperature over the hardest negatives.")

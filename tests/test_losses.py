@@ -154,3 +154,41 @@ def test_false_negative_mask_takes_out_the_masked_negative(kind):
     mask_both = mask[:2, :2].clone()
     mask_both[1, 0] = True
     assert pair_masked < loss_fn(d[:2], l[:2], ids[:2]) and loss_fn(d[:2], l[:2], ids[:2], mask_both) == 0
+
+
+@pytest.mark.parametrize("kind", ["topk", "triplet", "ohnm"])
+def test_scored_over_the_batch_positives_is_the_in_batch_loss(kind):
+    """With no column beyond the batch's (distinct) positives, the score-matrix form is the in-batch loss."""
+    torch.manual_seed(1)
+    B = 12
+    d = torch.randn(B, 8)
+    l = torch.randn(B, 8)
+    ids = torch.arange(B)
+    yes = torch.rand(B, B) < 0.2
+    yes.fill_diagonal_(False)
+    fn = InBatchTripletLoss(kind, margin=0.3, k=4)
+    valid = (ids[None, :] != ids[:, None]) & ~yes
+    got = fn.scored(d, l, ids, valid)
+    assert got.item() == pytest.approx(fn(d, l, ids, yes).item(), rel=1e-6)
+
+
+def test_a_hard_negative_column_raises_the_loss_and_is_what_the_gradient_pushes_down():
+    """A rejected candidate close to the document joins the negatives: the loss grows, and a step on it lowers
+    that candidate's score for the document."""
+    torch.manual_seed(2)
+    B = 8
+    d = torch.nn.functional.normalize(torch.randn(B, 16), dim=-1)
+    l = torch.nn.functional.normalize(torch.randn(B, 16), dim=-1)
+    ids = torch.arange(B)
+    hard = torch.nn.functional.normalize(d[0] + 0.05 * torch.randn(16), dim=-1)  # near document 0
+    labels = torch.cat([l, hard[None]])
+    valid = torch.ones(B, B + 1, dtype=torch.bool)
+    valid[ids, ids] = False
+    fn = InBatchTripletLoss("topk", margin=0.3)
+    plain = fn.scored(d, l, ids, valid[:, :B])
+    dd = d.clone().requires_grad_(True)
+    with_hard = fn.scored(dd, labels, ids, valid)
+    assert with_hard.item() > plain.item()
+    with_hard.backward()
+    moved = torch.nn.functional.normalize(d[0] - 0.5 * dd.grad[0], dim=-1)
+    assert float(moved @ hard) < float(d[0] @ hard)

@@ -263,3 +263,45 @@ def test_distill_and_ohnm_run_in_the_loop(tmp_path, small_data, tiny_encoder):
     cfg = _cfg(small_data, tiny_encoder, 1, train={"distill": 1.0, "loss": "ohnm"})
     m = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None)))[-1].metrics
     assert m["train"]["steps"] > 0 and np.isfinite(m["train"]["loss_mean"])
+
+
+def test_hard_negatives_add_the_rejected_candidates_and_never_the_positive_or_a_yes(tiny_encoder, monkeypatch):
+    """train.hard_negatives: each document's candidates the teacher said no to join the label columns of the
+    batch's loss; its positive and its yes-labels are never its negatives."""
+    import lmtx.learn.losses as L
+    from lmtx.learn.select import Example
+    from lmtx.learn.train import train_round
+    from lmtx.search.encoder import load_encoder
+
+    seen = []
+    real = L.InBatchTripletLoss.scored
+
+    def spy(self, d, labels, pos_col, valid):
+        seen.append((labels.shape[0], pos_col.tolist(), valid.clone()))
+        return real(self, d, labels, pos_col, valid)
+
+    monkeypatch.setattr(L.InBatchTripletLoss, "scored", spy)
+    docs = [f"document about topic {i}" for i in range(4)]
+    labels = [f"label {i}" for i in range(10)]
+    ex = [
+        Example(0, [0], frozenset({0, 5}), cands=(0, 5, 6, 7)),  # 5: a yes (masked), 6 and 7: rejected
+        Example(1, [1], frozenset({1}), cands=(1, 8, 5)),  # 5 rejected here, a yes of document 0
+        Example(2, [2], frozenset({2}), cands=(2, 6)),  # 6 rejected here too: one column
+        Example(3, [3], frozenset({3}), cands=()),
+    ]
+    m = load_encoder(str(tiny_encoder), 64, "cpu", lambda s: None)
+    log = train_round(m, docs, labels, ex, TrainConfig(batch_size=4, hard_negatives=True), progress=False)
+    assert log["steps"] == 1 and len(seen) == 1
+    n, pos_col, valid = seen[0]
+    cols = [0, 1, 2, 3, 5, 6, 7, 8]  # every positive and every rejected candidate
+    assert n == len(cols)
+    assert sorted(cols[c] for c in pos_col) == [0, 1, 2, 3]  # each row's positive (rows in the shuffled order)
+    for row, c in enumerate(pos_col):
+        assert not valid[row, c]  # never its own positive
+    doc0 = pos_col.index(cols.index(0))
+    assert not valid[doc0, cols.index(5)]  # document 0's yes-label is not its negative, though 1 rejected it
+    assert valid.sum().item() == 4 * (len(cols) - 1) - 1  # every other column is a negative
+    plain = load_encoder(str(tiny_encoder), 64, "cpu", lambda s: None)
+    seen.clear()
+    train_round(plain, docs, labels, ex, TrainConfig(batch_size=4), progress=False)
+    assert not seen  # off by default: the in-batch loss alone

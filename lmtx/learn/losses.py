@@ -27,8 +27,12 @@ def triplet_inbatch(
     d: (B, H) document embeddings; l: (B, H) embeddings of each document's pseudo-positive.
     """
     s = d @ l.T  # (B, B); s[i, j] = <d_i, l_j>
-    pos = s.diagonal()[:, None]  # (B, 1)
-    valid = negatives_mask(label_ids, yes_mask)
+    return triplet_scores(s, s.diagonal()[:, None], negatives_mask(label_ids, yes_mask), margin)
+
+
+def triplet_scores(s: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """The triplet loss on a score matrix: s (B, U) document-by-label scores, pos (B, 1) each document's score
+    with its positive, valid (B, U) True where label u may serve as a negative for document i."""
     hinge = torch.relu(s - pos + margin) * valid
     return hinge.sum(dim=1).mean()
 
@@ -45,8 +49,13 @@ def topk_softmax_inbatch(
     """The LMTX code's variant (NGAME-style): the k hardest valid in-batch negatives of each document,
     their hinges weighted by softmax(score / tau) over those k, averaged over documents."""
     s = d @ l.T  # (B, B)
-    pos = s.diagonal()[:, None]
-    valid = negatives_mask(label_ids, yes_mask)
+    return topk_softmax_scores(s, s.diagonal()[:, None], negatives_mask(label_ids, yes_mask), margin, k, tau)
+
+
+def topk_softmax_scores(
+    s: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, margin: float = 0.3, k: int = 10, tau: float = 0.1
+) -> torch.Tensor:
+    """The ``topk`` loss on a score matrix (see :func:`triplet_scores` for s, pos, valid)."""
     k = min(k, s.shape[1])
     neg = s.masked_fill(~valid, float("-inf"))
     top, idx = neg.topk(k, dim=1)  # (B, k)
@@ -82,8 +91,13 @@ def ohnm_reference_inbatch(
     d, l: (B, H) normalized; label_ids: (B,); yes_mask: (B, B) or None. Returns a scalar.
     """
     s = d @ l.T  # (B, B)
-    valid = negatives_mask(label_ids, yes_mask)
-    sim_p = s.diagonal()[:, None]  # (B, 1)
+    return ohnm_scores(s, s.diagonal()[:, None], negatives_mask(label_ids, yes_mask), margin, k, tau)
+
+
+def ohnm_scores(
+    s: torch.Tensor, sim_p: torch.Tensor, valid: torch.Tensor, margin: float = 0.3, k: int = 10, tau: float = 0.1
+) -> torch.Tensor:
+    """The ``ohnm`` loss on a score matrix (see :func:`triplet_scores` for s, sim_p (the positive's), valid)."""
     k = min(k, s.shape[1])
     masked = torch.where(valid, s, torch.full_like(s, -50.0))
     _, idx = masked.topk(k, dim=1)  # (B, k)
@@ -140,6 +154,21 @@ class InBatchTripletLoss(nn.Module):
         if self.kind == "ohnm":
             return ohnm_reference_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
         return topk_softmax_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
+
+    def scored(self, d, labels, pos_col, valid):
+        """The same loss over any set of label columns, not only the batch's positives (hard negatives beside
+        the in-batch ones): d (B, H) documents, labels (U, H) every label embedding of the batch, pos_col (B,)
+        each document's positive column in ``labels``, valid (B, U) True where label u may serve as a negative
+        for document i (never its positive). Embeddings are L2-normalized here."""
+        d = nn.functional.normalize(d, dim=-1)
+        labels = nn.functional.normalize(labels, dim=-1)
+        s = d @ labels.T  # (B, U)
+        pos = s.gather(1, pos_col[:, None])  # (B, 1)
+        if self.kind == "triplet":
+            return triplet_scores(s, pos, valid, self.margin)
+        if self.kind == "ohnm":
+            return ohnm_scores(s, pos, valid, self.margin, self.k, self.tau)
+        return topk_softmax_scores(s, pos, valid, self.margin, self.k, self.tau)
 
 
 class ListwiseDistillLoss(nn.Module):

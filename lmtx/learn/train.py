@@ -161,15 +161,30 @@ def _batch_loss(
     false-negative masking, plus the listwise distillation term where every example carries candidates."""
     pos = [rng.choice(e.choices) if len(e.choices) > 1 else e.choices[0] for e in batch]
     distill = cfg.distill > 0 and all(e.cands for e in batch)
-    uniq = sorted(set(pos) | ({c for e in batch for c in e.cands} if distill else set()))
+    # hard negatives: the candidates each document's teacher said no to (its positive and yes-labels stay out)
+    hard = (
+        {c for e, p in zip(batch, pos) for c in e.cands if c not in e.yes and c != p} if cfg.hard_negatives else set()
+    )
+    uniq = sorted(set(pos) | hard | ({c for e in batch for c in e.cands} if distill else set()))
     where = {l: i for i, l in enumerate(uniq)}
     d = _embed(model, [doc_texts[e.doc] for e in batch], cfg.max_doc_length, device)  # (B, H)
     lu = _embed(model, [label_texts[l] for l in uniq], cfg.max_label_length, device)  # (U, H)
-    l = lu[torch.tensor([where[p] for p in pos], device=device)]  # (B, H)
-    yes_mask = None
-    if cfg.fn_mask:
-        yes_mask = torch.tensor([[p in e.yes for p in pos] for e in batch], device=device)
-    loss = loss_fn(d, l, torch.tensor(pos, device=device), yes_mask)
+    if hard:
+        cols = sorted(set(pos) | hard)  # every positive of the batch and every rejected candidate: the negatives
+        neg = torch.tensor(
+            [[c != p and not (cfg.fn_mask and c in e.yes) for c in cols] for e, p in zip(batch, pos)], device=device
+        )
+        cpos = {c: i for i, c in enumerate(cols)}
+        loss = loss_fn.scored(
+            d, lu[torch.tensor([where[c] for c in cols], device=device)],
+            torch.tensor([cpos[p] for p in pos], device=device), neg,
+        )  # fmt: skip
+    else:
+        l = lu[torch.tensor([where[p] for p in pos], device=device)]  # (B, H)
+        yes_mask = None
+        if cfg.fn_mask:
+            yes_mask = torch.tensor([[p in e.yes for p in pos] for e in batch], device=device)
+        loss = loss_fn(d, l, torch.tensor(pos, device=device), yes_mask)
     if not distill:
         return loss
     C = max(len(e.cands) for e in batch)
