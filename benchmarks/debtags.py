@@ -500,12 +500,12 @@ def main():
                 labels_path,
                 "name+description",
                 "qwen0.5b",
-                {},
+                {"train": {"hard_negatives": False}},  # the default before q05-hardneg
             ),
             (
                 "q05-hardneg",
-                "lmtx defaults + train.hard_negatives (each document's judged candidates the teacher said no to "
-                "join its negatives), teacher Qwen2.5-Coder-0.5B",
+                "q05-std + train.hard_negatives (each document's judged candidates the teacher said no to join its "
+                "negatives; the default since this run), teacher Qwen2.5-Coder-0.5B",
                 labels_path,
                 "name+description",
                 "qwen0.5b",
@@ -735,7 +735,8 @@ def write(out: Path, a, rows: dict):
                 f"{f(r.get('unmerged_P@1'))} | {f(r.get('best_P@1'))} | "
                 f"{r.get('best_round')} | {'yes' if r.get('promoted') else 'no'} | {f(r.get('teacher_auc'))} | "
                 f"{f(r.get('student_auc'))} | {f(r.get('fused_auc'))} | {pp} | "
-                f"{'yes' if r.get('teacher_weaker') else 'no'} | {r['pairs']} | {r['seconds']:.0f} |"
+                f"{'yes' if r.get('teacher_weaker') else 'no'} | {r['pairs']} | {r['seconds']:.0f}"
+                f"{' (seeded)' if r.get('seeded') else ''} |"
             )
     hyb = [r for r in runs if r.get("dense_P@1") is not None]
     if hyb:  # (hyb is a part of runs: f is defined above)

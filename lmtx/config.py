@@ -255,9 +255,10 @@ class TrainConfig:
     )
     distill_tau: float = setting(0.05, "Student temperature in the listwise term.")
     hard_negatives: bool = setting(
-        False,
+        True,
         "Add each document's judged candidates that the teacher said no to (and that are not its "
-        "positive) as negatives, beside the in-batch ones: the near-topic labels the student confuses.",
+        "positive) as negatives, beside the in-batch ones: the near-topic labels the student confuses "
+        "(benchmarks/results/round_steps.md, debtags.md).",
         "hard-negatives",
     )
     margin: float = setting(0.3, "Triplet margin.", "margin")
