@@ -607,9 +607,25 @@ def load_config_file(path) -> dict:
     return d
 
 
+# Settings added with a default that changes results: the value a run made before the setting existed had. A saved
+# config that lacks the key is such a run, and it resumes with that value (the same command continues it as it was
+# started; keep_legacy), not with today's default.
+LEGACY_VALUES = {("train", "hard_negatives"): False}
+
+
+def keep_legacy(cfg: "RunConfig", saved: dict) -> "RunConfig":
+    """``cfg`` for resuming the run whose config.json is ``saved``: each setting of LEGACY_VALUES that the saved
+    config lacks and ``cfg`` leaves at today's default takes the value the run was made with."""
+    d, defaults = cfg.to_dict(), RunConfig().to_dict()
+    for (sect, key), value in LEGACY_VALUES.items():
+        if key not in saved.get(sect, {}) and d[sect][key] == defaults[sect][key]:
+            d[sect][key] = value
+    return RunConfig.from_dict(d)
+
+
 def config_diff(old: dict, new: dict) -> list[str]:
     """Differences that make a saved run and a new config incompatible. A key the saved config lacks (an
-    option added to lmtx later) counts as its default."""
+    option added to lmtx later) counts as the value such runs had (LEGACY_VALUES), else as its default."""
     defaults = RunConfig().to_dict()
     out = []
     for sect in sorted(set(old) | set(new)):
@@ -617,7 +633,7 @@ def config_diff(old: dict, new: dict) -> list[str]:
         for k in sorted(set(a) | set(b)):
             if (sect, k) in RESUMABLE_KEYS:
                 continue
-            if k not in a and b.get(k) == defaults.get(sect, {}).get(k):
+            if k not in a and b.get(k) == LEGACY_VALUES.get((sect, k), defaults.get(sect, {}).get(k)):
                 continue
             if a.get(k) != b.get(k):
                 out.append(f"{sect}.{k}: {a.get(k)!r} (saved) != {b.get(k)!r} (now)")

@@ -177,3 +177,18 @@ def test_the_configuration_page_is_lmtx_config():
     page = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     block = page.split("```toml\n", 1)[1].rsplit("```", 1)[0]
     assert block == render_config(), "docs/configuration.md is stale: paste `lmtx config` into its block"
+
+
+def test_a_run_made_before_a_setting_existed_resumes_with_the_value_it_had():
+    """config.LEGACY_VALUES: a saved config without train.hard_negatives was made with them off; resuming it with
+    today's defaults keeps them off and is no config change, while an explicit choice in the saved config stands."""
+    from lmtx.config import RunConfig, config_diff, keep_legacy
+
+    saved = RunConfig().to_dict()
+    del saved["train"]["hard_negatives"]
+    cfg = keep_legacy(RunConfig(), saved)
+    assert cfg.train.hard_negatives is False and RunConfig().train.hard_negatives is True
+    assert config_diff(saved, cfg.to_dict()) == []
+    assert config_diff(saved, RunConfig().to_dict()) == ["train.hard_negatives: None (saved) != True (now)"]
+    on = RunConfig().to_dict()
+    assert keep_legacy(RunConfig(), on).train.hard_negatives is True  # a run made with the key keeps its value

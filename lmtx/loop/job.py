@@ -10,12 +10,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, keep_legacy
 from ..search.encoder import label_embeddings, load_encoder
 from ..search.hybrid import Pools, build_pools, label_moments
 from ..search.index import build_index, exact_topk
 from ..store.data import LabelSet, gold_of, load_docs, load_labels, stable_key
-from ..store.rundir import RunDir
+from ..store.rundir import RunDir, read_json
 from ..teacher.base import Pair
 from ..teacher.cache import AnswerCache, score_cached
 from ..teacher.prompts import load_template
@@ -241,5 +241,7 @@ def open_job(cfg: RunConfig, out: str | Path, rt: Runtime) -> tuple[Job, object]
     model0 = None
     if not (run.out / "config.json").exists():
         model0 = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, rt.device, rt.log)
+    else:  # a run made before a setting existed resumes as it was made
+        cfg = keep_legacy(cfg, read_json(run.out / "config.json"))
     run.prepare(cfg.to_dict())
     return Job(cfg, run, rt, labels, docs, guard_docs, eval_docs, template, gold_of(all_docs)), model0

@@ -123,7 +123,7 @@ def iterate(cfg: RunConfig, out: str | Path, rt: Runtime | None = None) -> Itera
     if not rt.progress:
         _quiet_libraries()
     job, model0 = open_job(cfg, out, rt)
-    run = job.run
+    cfg, run = job.cfg, job.run  # job.cfg: a resumed run's legacy settings kept (config.keep_legacy)
     done = run.finished_rounds()
     for r in done:
         if r <= cfg.loop.rounds:
