@@ -303,5 +303,5 @@ def test_hard_negatives_add_the_rejected_candidates_and_never_the_positive_or_a_
     assert valid.sum().item() == 4 * (len(cols) - 1) - 1  # every other column is a negative
     plain = load_encoder(str(tiny_encoder), 64, "cpu", lambda s: None)
     seen.clear()
-    train_round(plain, docs, labels, ex, TrainConfig(batch_size=4), progress=False)
-    assert not seen  # off by default: the in-batch loss alone
+    train_round(plain, docs, labels, ex, TrainConfig(batch_size=4, hard_negatives=False), progress=False)
+    assert not seen  # off: the in-batch loss alone
