@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmtx.config import RunConfig  # noqa: E402
+from lmtx.config import RunConfig, _coerce, field_types  # noqa: E402
 from lmtx.learn.select import select_positives  # noqa: E402
 from lmtx.learn.train import effective_batch_size, merge_weights, train_round  # noqa: E402
 from lmtx.search.encoder import embed, load_encoder  # noqa: E402
@@ -138,21 +138,21 @@ def main() -> None:
         evaluate(init, "init", {})
     if "round-01 as run" not in res:
         evaluate(load_encoder(str(run / "round-01" / "encoder")), "round-01 as run", {})
-    types = {f.name: f.type for f in dataclasses.fields(cfg.train)}
+    types = field_types()
     for spec in args.configs:
-        if "=" in spec:
-            kv = dict(x.split("=", 1) for x in spec.split(","))
-        else:
+        legacy = "=" not in spec  # EPOCHS,LR,MERGE_INIT: the rows written before key=value specs keep their names
+        if legacy:
             e, lr, merge = spec.split(",")
             kv = {"epochs": e, "lr": lr, "merge_init": merge}
-        merge = float(kv.pop("merge_init", cfg.train.merge_init))
-        over = {k: (v not in ("0", "false", "False") if types[k] in (bool, "bool") else type(getattr(cfg.train, k))(v))
-                for k, v in kv.items()}  # fmt: skip
+        else:
+            kv = dict(x.split("=", 1) for x in spec.split(","))
+        over = {k: _coerce(v, types[f"train.{k}"], f"train.{k}") for k, v in kv.items()}
+        merge = over.pop("merge_init", cfg.train.merge_init)
         tc = dataclasses.replace(cfg.train, **over)
         other = {k: v for k, v in over.items() if k not in ("epochs", "lr")}
         name = f"epochs={tc.epochs} lr={tc.lr:g} merge_init={merge:g}" + "".join(f" {k}={v}" for k, v in other.items())
-        if spec.count(",") == 2 and "=" not in spec:
-            name = f"epochs={e} lr={lr} merge_init={spec.split(',')[2]}"  # the rows written before key=value specs
+        if legacy:
+            name = f"epochs={e} lr={lr} merge_init={spec.split(',')[2]}"
         if name in res:
             continue
         m = load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length)

@@ -149,11 +149,15 @@ class InBatchTripletLoss(nn.Module):
     def forward(self, d, l, label_ids, yes_mask=None):
         d = nn.functional.normalize(d, dim=-1)
         l = nn.functional.normalize(l, dim=-1)
+        s = d @ l.T  # (B, B)
+        return self._on_scores(s, s.diagonal()[:, None], negatives_mask(label_ids, yes_mask))
+
+    def _on_scores(self, s, pos, valid):
         if self.kind == "triplet":
-            return triplet_inbatch(d, l, label_ids, yes_mask, self.margin)
+            return triplet_scores(s, pos, valid, self.margin)
         if self.kind == "ohnm":
-            return ohnm_reference_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
-        return topk_softmax_inbatch(d, l, label_ids, yes_mask, self.margin, self.k, self.tau)
+            return ohnm_scores(s, pos, valid, self.margin, self.k, self.tau)
+        return topk_softmax_scores(s, pos, valid, self.margin, self.k, self.tau)
 
     def scored(self, d, labels, pos_col, valid):
         """The same loss over any set of label columns, not only the batch's positives (hard negatives beside
@@ -163,12 +167,7 @@ class InBatchTripletLoss(nn.Module):
         d = nn.functional.normalize(d, dim=-1)
         labels = nn.functional.normalize(labels, dim=-1)
         s = d @ labels.T  # (B, U)
-        pos = s.gather(1, pos_col[:, None])  # (B, 1)
-        if self.kind == "triplet":
-            return triplet_scores(s, pos, valid, self.margin)
-        if self.kind == "ohnm":
-            return ohnm_scores(s, pos, valid, self.margin, self.k, self.tau)
-        return topk_softmax_scores(s, pos, valid, self.margin, self.k, self.tau)
+        return self._on_scores(s, s.gather(1, pos_col[:, None]), valid)
 
 
 class ListwiseDistillLoss(nn.Module):
