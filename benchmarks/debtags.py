@@ -61,17 +61,14 @@ SEED_CACHES: list[Path] = []
 
 
 def seed_cache(run_dir: Path):
-    """Merge earlier teacher answers (keyed by model, template, document and label text) into a run's cache."""
-    from lmtx.teacher.cache import AnswerCache
+    """Merge earlier teacher answers (keyed by model, template, document and label text) into a run's cache: other
+    caches, or files that benchmarks/answers.py exported (benchmarks/answers/*.jsonl.gz)."""
+    from answers import seed
 
-    cache = AnswerCache(run_dir / "teacher-cache.sqlite")
+    own = (run_dir / "teacher-cache.sqlite").resolve()
     for src in SEED_CACHES:
-        if src.exists() and src.resolve() != (run_dir / "teacher-cache.sqlite").resolve():
-            cache.db.execute("ATTACH DATABASE ? AS src", (str(src),))
-            cache.db.execute("INSERT OR IGNORE INTO answers SELECT * FROM src.answers")
-            cache.db.commit()
-            cache.db.execute("DETACH DATABASE src")
-    cache.close()
+        if src.exists() and src.resolve() != own:
+            seed(src, run_dir)
 
 
 def share_back(run_dir: Path):
