@@ -63,6 +63,12 @@ RUNS = {
         "(same as q05-hybrid, today's defaults: hard negatives) --out benchmarks/runs/pypi/q05-hardneg; teacher "
         "cache seeded from q05-std-e4",
     ),
+    # q05-hardneg made again on a new machine with a fresh teacher cache (no seeding): a fresh run's seconds; its
+    # answers are kept in benchmarks/answers/pypi-q05-fresh.jsonl.gz (benchmarks/answers.py)
+    "q05-fresh": (
+        "lmtx",
+        "(same as q05-hybrid, today's defaults: hard negatives) --out benchmarks/runs/pypi/q05-fresh",
+    ),
 }
 # runs whose teacher cache started as a copy of another's: their pairs are the distinct pairs they judged (what a
 # fresh run asks), and their seconds understate a fresh run's teacher time
