@@ -38,7 +38,6 @@ def export(src: Path, out: Path) -> int:
     rows = db.execute(f"SELECT {', '.join(FIELDS)} FROM answers ORDER BY model, template, doc, label").fetchall()
     db.close()
     text = "".join(json.dumps(dict(zip(FIELDS, r))) + "\n" for r in rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with replacing(out, f"write:{out.name}") as tmp:
         tmp.write_bytes(gzip.compress(text.encode(), mtime=0))  # the same answers give the same bytes
     return len(rows)
@@ -65,7 +64,7 @@ def seed(src: Path, run: Path) -> int:
     Returns how many were new."""
     from lmtx.teacher.cache import AnswerCache
 
-    cache = AnswerCache(_cache_file(run) if run.suffix == ".sqlite" else run / "teacher-cache.sqlite")
+    cache = AnswerCache(run if run.suffix == ".sqlite" else run / "teacher-cache.sqlite")
     before = len(cache)
     if src.suffix == ".gz":
         cache.db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?)", read(src))

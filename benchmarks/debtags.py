@@ -72,17 +72,13 @@ def seed_cache(run_dir: Path):
 
 
 def share_back(run_dir: Path):
-    """Merge a run's new answers into the first seed cache, so that later runs reuse them."""
-    if not SEED_CACHES:
-        return
-    from lmtx.teacher.cache import AnswerCache
+    """Merge a run's new answers into the first seed cache that is a cache (an exported .jsonl.gz file is read only),
+    so that later runs reuse them."""
+    from answers import seed
 
-    cache = AnswerCache(SEED_CACHES[0])
-    cache.db.execute("ATTACH DATABASE ? AS src", (str(run_dir / "teacher-cache.sqlite"),))
-    cache.db.execute("INSERT OR IGNORE INTO answers SELECT * FROM src.answers")
-    cache.db.commit()
-    cache.db.execute("DETACH DATABASE src")
-    cache.close()
+    target = next((p for p in SEED_CACHES if p.suffix != ".gz"), None)
+    if target is not None:
+        seed(run_dir, target)
 
 
 def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, on_round=None, **over):
