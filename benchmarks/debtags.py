@@ -475,7 +475,7 @@ def main():
                 labels_path,
                 "name+description",
                 "qwen0.5b",
-                {},
+                {"retrieval": {"hubness": 0.0}},  # made before retrieval.hubness
             ),
             (
                 "q05-hybrid-densecand",
@@ -484,7 +484,7 @@ def main():
                 labels_path,
                 "name+description",
                 "qwen0.5b",
-                {"retrieval": {"candidate_weight": 1.0}},
+                {"retrieval": {"candidate_weight": 1.0, "hubness": 0.0}},
             ),
             (
                 "q05-std",
@@ -493,7 +493,7 @@ def main():
                 labels_path,
                 "name+description",
                 "qwen0.5b",
-                {"train": {"hard_negatives": False}},  # the default before q05-hardneg
+                {"train": {"hard_negatives": False}, "retrieval": {"hubness": 0.0}},  # before q05-hardneg
             ),
             (
                 "q05-hardneg",
@@ -502,7 +502,16 @@ def main():
                 labels_path,
                 "name+description",
                 "qwen0.5b",
-                {"train": {"hard_negatives": True}},
+                {"train": {"hard_negatives": True}, "retrieval": {"hubness": 0.0}},  # before retrieval.hubness
+            ),
+            (
+                "q05-hubness",
+                "q05-hardneg + retrieval.hubness 0.5 (CSLS: each label's cosine less half its mean cosine with its "
+                "10 nearest training documents; the default since this run), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {},
             ),
             (
                 "q15-hybrid-strong",

@@ -392,7 +392,9 @@ def _open_parts(
         "model": _fingerprint_encoder(model_path),
         "labels": _fingerprint_labels(labels, how["label_text"]),
         "top_k": opts.top_k,
-        "retrieval": [how["mode"], how["dense_weight"]] + ([how["standardize"]] if how["mode"] == "hybrid" else []),
+        "retrieval": [how["mode"], how["dense_weight"]]
+        + ([how["standardize"]] if how["mode"] == "hybrid" else [])
+        + ([how["hubness"]] if how.get("hubness") else []),
         "min_score": opts.min_score,
         "chunk_docs": opts.chunk_docs,
         "verify": verify,

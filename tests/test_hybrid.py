@@ -144,7 +144,7 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     as the run chose and reproduces its final P@1; `lmtx tag` writes the same top labels."""
     from lmtx.cli import app
     from lmtx.config import EncoderConfig, LoopConfig, RunConfig, TeacherConfig, TrainConfig
-    from lmtx.evaluation.evaluate import evaluate
+    from lmtx.evaluation.evaluate import evaluate, resolve_retrieval
     from lmtx.loop.run import Runtime, iterate
 
     cfg = RunConfig(
@@ -171,6 +171,15 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     want = best.get("retrieval", {}).get("final") or {"mode": "dense", "P@1": best["P@1"]}
     assert m["retrieval"] == man["retrieval"]["mode"] == want["mode"]
     assert m["P@1"] == pytest.approx(want["P@1"], abs=1e-9)
+    # retrieval.hubness: each round keeps its r(l), so the run's ranking needs no training documents
+    assert man["retrieval"]["hubness"] > 0
+    assert all(len(list((out / f"round-{r:02d}").glob("hubness-*.npy"))) == 1 for r in (0, 1))
+    from lmtx.evaluation.evaluate import run_penalty
+
+    how = resolve_retrieval(str(out))
+    lemb_any = np.zeros((len(labels), 4), np.float32)
+    saved = run_penalty(how, None, labels, lemb_any)  # read from the file: no encoder, no documents needed
+    assert saved is not None and saved.shape == (len(labels),) and saved.max() > 0
     # each mode on request; lexical equals the round's lexical P@1 (same eval docs: no sampling here)
     lex = evaluate(str(out), ev, labels, retrieval="lexical")
     assert lex["P@1"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-9)
@@ -299,3 +308,112 @@ def test_label_moments_give_each_documents_cosine_mean_and_sd():
     full = demb.astype(np.float64) @ lemb.T.astype(np.float64)
     np.testing.assert_allclose(mu, full.mean(axis=1), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(sd, full.std(axis=1), rtol=1e-7)
+
+
+def test_label_hubness_is_the_mean_of_each_labels_nearest_documents():
+    from lmtx.search.hybrid import label_hubness
+
+    rng = np.random.default_rng(2)
+    lemb = rng.normal(size=(50, 8)).astype(np.float32)
+    temb = rng.normal(size=(12, 8)).astype(np.float32)
+    r = label_hubness(lemb, temb, 3, chunk=7)  # chunks that do not divide the rows
+    full = lemb @ temb.T
+    np.testing.assert_allclose(r, np.sort(full, axis=1)[:, -3:].mean(axis=1), rtol=1e-5)
+    assert label_hubness(lemb, temb[:2], 10).shape == (50,)  # k above the documents: all of them
+    assert (label_hubness(lemb, temb[:0], 10) == 0).all()
+
+
+@pytest.mark.parametrize("standardize", ["labels", "pool"])
+def test_hubness_penalty_against_a_naive_loop(standardize):
+    """The dense side is cos - penalty: pooled scores, the every-label mean and sd (from the moments with the
+    penalty's extra dimension) and the dense-only ranking all follow it."""
+    from lmtx.search.hybrid import dense_stats, label_moments, penalized_topk
+
+    _, demb, lemb, lex, d_idx, d_sim, l_idx, l_sc = _pools(standardize)
+    pen = np.linspace(0.0, 0.4, len(LABELS)).astype(np.float32)
+    pools = build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, lex, DOCS, standardize, penalty=pen)
+    every = demb.astype(np.float64) @ lemb.T.astype(np.float64) - pen
+    if standardize == "labels":
+        mu, sd = dense_stats(demb, label_moments(lemb, chunk=3, penalty=pen))
+        np.testing.assert_allclose(mu, every.mean(axis=1), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(sd, every.std(axis=1), rtol=1e-6)
+    w = 0.6
+    idx, score = pools.rank(w, 3)
+    for i in range(len(DOCS)):
+        cand = sorted(set(d_idx[i]) | set(l_idx[i]))
+        if standardize == "pool":
+            mu_d, sd_d = np.mean(d_sim[i] - pen[d_idx[i]]), np.std(d_sim[i] - pen[d_idx[i]])
+            mu_l, sd_l = np.mean(l_sc[i]), np.std(l_sc[i])
+        else:
+            every_bm = lex.pair_scores(DOCS, np.full(len(LABELS), i), np.arange(len(LABELS)))
+            mu_d, sd_d, mu_l, sd_l = every[i].mean(), every[i].std(), np.mean(every_bm), np.std(every_bm)
+        bm = {l: float(lex.pair_scores(DOCS, [i], [l])[0]) for l in cand}
+        f = {
+            l: w * (every[i, l] - mu_d) / sd_d + (1 - w) * ((bm[l] - mu_l) / sd_l if sd_l > 1e-9 else 0.0) for l in cand
+        }
+        want = sorted(cand, key=lambda l: (-f[l], l))[:3]
+        assert list(idx[i]) == want, i
+        np.testing.assert_allclose(score[i], [f[l] for l in want], rtol=1e-5, atol=1e-6)
+    # dense only: the pooled labels by cos - penalty
+    top, sc = pools.rank(1.0, 2)
+    want_idx, want_sc = penalized_topk(d_idx, d_sim, pen, 2)
+    for i in range(len(DOCS)):
+        pooled = sorted(set(d_idx[i]) | set(l_idx[i]), key=lambda l: (-every[i, l], l))[:2]
+        assert list(top[i]) == pooled
+    full_idx, _ = exact_topk(demb, lemb, len(LABELS))
+    got, _ = penalized_topk(full_idx, np.take_along_axis(demb @ lemb.T, full_idx, 1), pen, 3)
+    assert (got == np.argsort(-every, axis=1, kind="stable")[:, :3]).all()
+    assert want_idx.shape == (len(DOCS), 2) and np.isfinite(want_sc).all()
+
+
+def test_hubness_demotes_a_label_near_every_document(monkeypatch):
+    """A hub -- a label close to every document -- takes first place from the right label on cosine alone; the
+    penalty from the documents' own embeddings (no gold) gives it back."""
+    from lmtx.search.hybrid import Ranker, label_hubness
+    from lmtx.search.index import LabelIndex
+
+    rng = np.random.default_rng(3)
+    topics = rng.normal(size=(20, 16)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    docs = topics + 0.9 * rng.normal(size=topics.shape).astype(np.float32) / 4
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    hub = docs.mean(axis=0)
+    hub /= np.linalg.norm(hub)
+    lemb = np.vstack([topics, hub[None]]).astype(np.float32)  # label 20: the hub
+
+    class Fixed:  # an "encoder" that returns the fixed document vectors
+        def encode(self, texts, **kw):
+            return docs[[int(t) for t in texts]]
+
+    texts = [str(i) for i in range(len(docs))]
+    monkeypatch.setattr("lmtx.search.encoder.embed", lambda model, t, *a, **k: model.encode(t))
+    plain = Ranker(Fixed(), LabelIndex(lemb), None, "dense", pool=21).rank(texts, 1)[0][:, 0]
+    pen = 0.5 * label_hubness(lemb, docs, 10)
+    fixed = Ranker(Fixed(), LabelIndex(lemb), None, "dense", pool=21, penalty=pen).rank(texts, 1)[0][:, 0]
+    truth = np.arange(len(docs))
+    assert (fixed == truth).mean() > (plain == truth).mean()
+    assert (plain == 20).sum() > (fixed == 20).sum()
+
+
+def test_hubness_recorded_and_legacy_runs_rank_without_it(tmp_path):
+    from lmtx.config import RunConfig, keep_legacy
+    from lmtx.evaluation.evaluate import resolve_retrieval
+    from lmtx.loop.run import run_retrieval
+
+    rec = run_retrieval(RunConfig(), 2, 0.9)
+    assert rec["hubness"] == RunConfig().retrieval.hubness > 0
+    for name, stored, want in (
+        ("new", rec, rec["hubness"]),
+        ("old", {k: v for k, v in rec.items() if k not in ("hubness", "hubness_k")}, 0.0),
+    ):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "manifest.json").write_text(json.dumps({"retrieval": stored}))
+        (run / "config.json").write_text("{}")
+        how = resolve_retrieval(str(run))
+        assert how["hubness"] == want
+        assert resolve_retrieval(str(run), "lexical")["hubness"] == 0.0  # BM25 alone: no dense side
+    assert resolve_retrieval(None, "hybrid")["hubness"] == 0.0  # a plain encoder: none
+    # a run made before the setting resumes without it
+    assert keep_legacy(RunConfig(), {"retrieval": {}}).retrieval.hubness == 0.0
+    assert keep_legacy(RunConfig(), {"retrieval": {"hubness": 0.5}}).retrieval.hubness == 0.5

@@ -47,6 +47,8 @@ def run_record(spec: str) -> tuple[dict | None, dict | None]:
     man = read_json(run / "manifest.json")
     cfg = read_json(run / "config.json") if (run / "config.json").exists() else {}
     rec = dict(man.get("retrieval") or {})
+    if rec:
+        rec["run_dir"] = str(run)
     if run != p and p.name.startswith("round-") and rec:
         choice = man.get("retrieval_choice", {}).get(str(int(p.name[6:])))
         w = float(choice["dense_weight"]) if choice else (rec["dense_weight"] if rec.get("setting") != "auto" else 1.0)
@@ -98,6 +100,8 @@ def resolve_retrieval(
         mode = "dense"
     if mode == "hybrid" and w <= 0.0:
         mode = "lexical"
+    # retrieval.hubness: the run's penalty (a run made before it, or a plain encoder: none)
+    hub = float((rec or {}).get("hubness") or 0.0) if mode != "lexical" else 0.0
     return {
         "mode": mode,
         "dense_weight": w,
@@ -105,7 +109,43 @@ def resolve_retrieval(
         "pool": pool,
         "standardize": standardize,
         "from_run": retrieval == "auto" and rec is not None,
+        "hubness": hub,
+        "hubness_round": str(Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}") if hub > 0 else None,
+        "hubness_k": int((rec or {}).get("hubness_k") or 10),
     }
+
+
+def run_penalty(how: dict, model, labels: LabelSet, lemb: np.ndarray, batch_size: int = 64, log=None):
+    """The hubness penalty a run ranks with (``how`` from resolve_retrieval): hubness x r(l), r(l) as the run saved it
+    for this label set beside the round's encoder, else from the run's training documents (another label file);
+    None when the run has none, or neither is there (said in ``log``)."""
+    if not how.get("hubness") or how["mode"] == "lexical":
+        return None
+    from ..search.hybrid import hubness_file, label_hubness
+
+    path = hubness_file(how["hubness_round"], labels, how["label_text"])
+    if path.exists():
+        r = np.load(path)
+        if len(r) == len(labels):
+            return (how["hubness"] * r).astype(np.float32)
+    run = Path(how["hubness_round"]).parent
+    from ..store.rundir import read_json
+
+    docs = (
+        ((read_json(run / "config.json") or {}).get("loop") or {}).get("docs")
+        if (run / "config.json").exists()
+        else None
+    )
+    if not docs or not Path(docs).exists():
+        if log:
+            log(f"[lmtx] {run}: no hubness r(l) for these labels and no training documents to compute it; no penalty")
+        return None
+    from ..search.encoder import embed
+    from ..store.data import load_docs
+
+    texts = [d.text for d in load_docs(docs, labels)]
+    r = label_hubness(lemb, embed(model, texts, batch_size), how["hubness_k"])
+    return (how["hubness"] * r).astype(np.float32)
 
 
 def make_ranker(
@@ -149,6 +189,7 @@ def make_ranker(
         from ..search.lexical import lexical_index
 
         lexical = lexical_index(labels, how["label_text"], log)
+    penalty = None if index is None else run_penalty(how, model, labels, index.emb, batch_size, log)
     return Ranker(
         model,
         index,
@@ -158,6 +199,7 @@ def make_ranker(
         how["pool"],
         batch_size,
         how["standardize"],
+        penalty,
     )
 
 

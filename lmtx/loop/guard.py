@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..search.encoder import embed
-from ..search.hybrid import WEIGHTS, choose_weight, mode_of
+from ..search.hybrid import WEIGHTS, choose_weight, mode_of, penalized_topk
 from ..store.rundir import RunDir, read_parquet
 from .job import Job
 
@@ -33,13 +33,15 @@ def rate(job: Job, model, lemb: np.ndarray, r: int, enc_round: int) -> Rating:
     texts = [d.text for d in job.guard_docs]
     demb = embed(model, texts, job.cfg.encoder.batch_size)
     auto = job.cfg.retrieval.mode == "auto"
+    penalty = job.penalty(lemb, model)
     if auto:
-        pools = job.pools(lemb, demb, "guard", texts)
+        pools = job.pools(lemb, demb, "guard", texts, penalty=penalty)
         prior = prior_weight(job.cfg, enc_round)
         tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in sorted({*WEIGHTS, prior}, reverse=True)}
         top1 = tops[1.0]
     else:
-        idx, _ = job.retrieve(lemb, demb)
+        idx, sim = job.retrieve(lemb, demb, job.cfg.retrieval.pool if penalty is not None else None)
+        idx, _ = penalized_topk(idx, sim, penalty, 1)
         tops, top1 = {}, [int(row[0]) for row in idx]
     keys = sorted({(i, l) for t in [top1, *tops.values()] for i, l in enumerate(t)})
     p, _, asked = job.ask(job.teacher, job.guard_docs, [k[0] for k in keys], [k[1] for k in keys], f"round {r}: guard")

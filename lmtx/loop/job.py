@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import RunConfig, keep_legacy
 from ..search.encoder import label_embeddings, load_encoder
-from ..search.hybrid import Pools, build_pools, label_moments
+from ..search.hybrid import Pools, build_pools, label_hubness, label_moments
 from ..search.index import build_index, exact_topk
 from ..store.data import LabelSet, gold_of, load_docs, load_labels, stable_key
 from ..store.rundir import RunDir, read_json
@@ -89,7 +89,8 @@ class Job:
     cache: AnswerCache | None = None
     index: tuple | None = None  # (label matrix, its LabelIndex): the last one built, reused while the matrix is
     lex_top: dict = field(default_factory=dict)  # document set -> its lexical top-pool (indices, BM25, mean, sd)
-    moments: tuple | None = None  # (label matrix, its hybrid.label_moments): the last one computed
+    moments: tuple | None = None  # (label matrix, its penalty, their hybrid.label_moments): the last one computed
+    hubs: list = field(default_factory=list)  # (label matrix, r(l)) of the last two encoders (retrieval.hubness)
 
     @cached_property
     def gold_eval_docs(self) -> list:
@@ -153,9 +154,40 @@ class Job:
             self.index = (lemb, index)
         return index.query(demb, k or cfg.index.candidates)
 
-    def pools(self, lemb: np.ndarray, demb: np.ndarray, key: str, texts: list[str], exact: bool = False) -> Pools:
-        """Each document's dense and lexical top-pool labels, scored on both sides (lmtx.search.hybrid). ``key``
-        names the document set: its lexical top lists do not change between rounds and are kept on the job."""
+    def hubness(self, lemb: np.ndarray, model, train_demb: np.ndarray | None = None) -> np.ndarray:
+        """r(l) of the encoder ``model`` whose label matrix is ``lemb``: each label's mean cosine with its
+        retrieval.hubness_k nearest training documents (``train_demb``: their embeddings by ``model``, embedded
+        here when None). Kept for the last two label matrices (the best encoder and the one just trained)."""
+        for m, r in self.hubs:
+            if m is lemb:
+                return r
+        from ..search.encoder import embed
+
+        if train_demb is None:
+            train_demb = embed(model, self.doc_texts, self.cfg.encoder.batch_size)
+        r = label_hubness(lemb, train_demb, self.cfg.retrieval.hubness_k)
+        self.hubs = [*self.hubs[-1:], (lemb, r)]
+        return r
+
+    def penalty(self, lemb: np.ndarray, model, train_demb: np.ndarray | None = None) -> np.ndarray | None:
+        """The dense side's hubness penalty (retrieval.hubness x r(l)) for the encoder ``model``; None when off."""
+        beta = self.cfg.retrieval.hubness
+        if beta <= 0:
+            return None
+        return (beta * self.hubness(lemb, model, train_demb)).astype(np.float32)
+
+    def pools(
+        self,
+        lemb: np.ndarray,
+        demb: np.ndarray,
+        key: str,
+        texts: list[str],
+        exact: bool = False,
+        penalty: np.ndarray | None = None,
+    ) -> Pools:
+        """Each document's dense and lexical top-pool labels, scored on both sides (lmtx.search.hybrid), the dense
+        side less ``penalty`` (``Job.penalty``). ``key`` names the document set: its lexical top lists do not change
+        between rounds and are kept on the job."""
         pool = self.cfg.retrieval.pool
         if exact:
             d_idx, d_sim = exact_topk(demb, lemb, pool)
@@ -165,10 +197,17 @@ class Job:
             self.lex_top[key] = self.lexical.topk_stats(texts, pool)
         l_idx, l_sc, mu_l, sd_l = self.lex_top[key]
         how = self.cfg.retrieval.standardize
-        if how == "labels" and (self.moments is None or self.moments[0] is not lemb):
-            self.moments = (lemb, label_moments(lemb))
-        moments = self.moments[1] if how == "labels" else None
-        return build_pools(demb, lemb, d_idx, d_sim, l_idx, l_sc, self.lexical, texts, how, (mu_l, sd_l), moments)
+        if how == "labels" and (
+            self.moments is None
+            or self.moments[0] is not lemb
+            or (self.moments[1] is None) != (penalty is None)
+            or (penalty is not None and not np.array_equal(self.moments[1], penalty))
+        ):
+            self.moments = (lemb, penalty, label_moments(lemb, penalty=penalty))
+        moments = self.moments[2] if how == "labels" else None
+        return build_pools(
+            demb, lemb, d_idx, d_sim, l_idx, l_sc, self.lexical, texts, how, (mu_l, sd_l), moments, penalty
+        )
 
     def ask(self, teacher, docs, doc_idx, label_idx, desc: str):
         """The teacher's answers for (docs[doc_idx[i]], labels[label_idx[i]]), through the answer cache. Returns

@@ -23,7 +23,7 @@ from ..evaluation.metrics import pseudo_label_quality
 from ..learn.fuse import fuse, teacher_weaker
 from ..learn.select import Example, decide, select_positives
 from ..search.encoder import embed, load_encoder
-from ..search.hybrid import Pools, mode_of
+from ..search.hybrid import Pools, hubness_file, mode_of
 from ..store.rundir import (
     peak_rss_gb,
     process_memory_gb,
@@ -66,6 +66,7 @@ class Candidates:
     idx: np.ndarray  # each document's candidate label indices
     pools: Pools  # each document's dense and lexical top labels
     weight: float  # the dense weight the candidates were ranked at
+    penalty: np.ndarray | None = None  # the best encoder's hubness penalty per label (retrieval.hubness; None: off)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
     of the fused ranking at retrieval.candidate_weight, else at ``weight``, the one the run ranks that encoder with."""
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
-    pools = job.pools(st.lemb, demb, "train", job.doc_texts)
+    penalty = job.penalty(st.lemb, st.model, demb)
+    pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=penalty)
     if cfg.retrieval.candidate_weight is not None:
         weight = cfg.retrieval.candidate_weight
     idx, score = pools.rank(weight, cfg.index.candidates)
@@ -195,7 +197,7 @@ def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
             }
         ),
     )
-    return Candidates(demb, idx, pools, weight)
+    return Candidates(demb, idx, pools, weight, penalty)
 
 
 def _guard_reference(job: Job, st: State, r: int) -> GuardReference:
@@ -230,11 +232,8 @@ def _teach(job: Job, st: State, cands: Candidates, weight: float, r: int) -> tup
     d, lab = j["doc"].to_numpy(), j["label"].to_numpy()
     j["similarity"] = np.einsum("ij,ij->i", cands.demb[d], st.lemb[lab])
     j["lexical"] = job.lexical.pair_scores(job.doc_texts, d, lab)
-    j["student"] = (
-        j["similarity"]
-        if weight >= 1.0
-        else cands.pools.pair(d, j["similarity"].to_numpy(), j["lexical"].to_numpy(), weight)
-    )
+    dense = j["similarity"].to_numpy() - (cands.penalty[lab] if cands.penalty is not None else 0.0)
+    j["student"] = dense if weight >= 1.0 else cands.pools.pair(d, dense, j["lexical"].to_numpy(), weight)
     j["rank"] = j.groupby("doc")["similarity"].rank(ascending=False, method="first").astype(int) - 1
     return j, asked
 
@@ -493,6 +492,7 @@ def _record(
             "memory_gb_after_step": clock.memory,
         }
     )
+    save_hubness(job, rd, trained.lemb, trained.model)
     write_json(rd / "metrics.json", m)
     summary = {k: m.get(k) for k in ("P@1", "P@5", "nDCG@5", "pairs_asked", "promoted")}
     if (fin := m.get("retrieval", {}).get("final")) is not None:
@@ -522,9 +522,14 @@ def _round_zero(job: Job, model0) -> RoundResult:
     model0 = model0 or load_encoder(cfg.encoder.model, cfg.encoder.max_seq_length, job.rt.device, job.rt.log)
     m = {"round": 0, "encoder": cfg.encoder.model, "train_docs": len(job.docs), "guard_docs": len(job.guard_docs)}
     fixed = None if cfg.retrieval.mode == "auto" else guard.weight_of(cfg, None)  # auto: chosen in round 1
+    lemb0 = None
     if job.has_gold:
         lemb0 = job.label_emb(model0, cfg.encoder.model)
         m.update(score_encoder(job, model0, lemb0, show_progress=job.rt.progress, weight=fixed))
+    if cfg.retrieval.hubness > 0:
+        save_hubness(
+            job, run.round_dir(0), lemb0 if lemb0 is not None else job.label_emb(model0, cfg.encoder.model), model0
+        )
     m["peak_rss_gb"] = peak_rss_gb()
     write_json(run.round_dir(0) / "metrics.json", m)
     run.finish_round(0, m, {"lmtx_version": __version__, "best_round": 0, "retrieval": run_retrieval(cfg, 0, fixed)})
@@ -596,6 +601,18 @@ def _resume_state(job: Job) -> State:
     return State(model, job.label_emb(model, src), best, union, strong_docs, spent, opt_state, chain, weight)
 
 
+def save_hubness(job: Job, rd: Path, lemb: np.ndarray, model) -> None:
+    """retrieval.hubness: the round's r(l) beside its encoder (``hubness_file``), so `lmtx evaluate/tag --model RUN`
+    rank exactly as the run did without its training documents."""
+    if job.cfg.retrieval.hubness <= 0:
+        return
+    from ..store.files import replacing
+
+    path = hubness_file(rd, job.labels, job.cfg.encoder.label_text)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, job.hubness(lemb, model))
+
+
 def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict:
     """What `lmtx evaluate/tag --model RUN` rank with (the manifest's "retrieval"): the best round's mode and dense
     weight, the label text the lexical side indexes, the pool size and how the two sides are standardized."""
@@ -607,6 +624,8 @@ def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict
         "label_text": cfg.encoder.label_text,
         "pool": cfg.retrieval.pool,
         "standardize": cfg.retrieval.standardize,
+        "hubness": cfg.retrieval.hubness,
+        "hubness_k": cfg.retrieval.hubness_k,
         "setting": cfg.retrieval.mode,
     }
 

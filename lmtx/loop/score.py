@@ -35,7 +35,7 @@ def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False
     docs = eval_sample(job)
     texts = [d.text for d in docs]
     demb = embed(model, texts, 64, show_progress, "embedding eval docs")
-    pools = job.pools(lemb, demb, "eval", texts, exact=True)
+    pools = job.pools(lemb, demb, "eval", texts, exact=True, penalty=job.penalty(lemb, model))
     ids, gold = job.labels.ids, [set(d.labels) for d in docs]
     prop = propensities([set(d.labels) for d in job.gold_eval_docs])
 

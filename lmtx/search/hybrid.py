@@ -14,6 +14,12 @@ means the same on 411 labels as on 783,728; ``pool``, each side's own top ``pool
 at 783k labels and half the set at 411, so the best weight moved with the label set's size:
 benchmarks/results/standardize.md).
 
+``penalty`` (retrieval.hubness): the dense side is ``cos(d, l) - penalty(l)``, ``penalty = beta * r(l)`` with r(l)
+the label's mean cosine with its k nearest training documents (``label_hubness``; CSLS's local scaling): a hub label,
+near many documents whatever they say, stops taking first place from better ones. The dense top-pool is still the
+top cosines; its mean and standard deviation over every label are taken with the penalty, exactly (an extra
+dimension: ``[label, -penalty]`` against ``[document, 1]``).
+
 ``w = 1`` is the encoder's own ranking, ``w = 0`` BM25's. A document with no word in the labels' vocabulary has no
 lexical spread and is ranked by the dense side alone. The weight a run uses is chosen label-free, from the
 teacher's ratings of each weight's top-1 label on the guard's held-out documents (``choose_weight``).
@@ -22,6 +28,7 @@ teacher's ratings of each weight's top-1 label on the guard's held-out documents
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -62,7 +69,8 @@ class Pools:
 
     def rank(self, w: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(label indices, scores), each (n, k), best first (ties: the lower label index first). ``w = 1`` gives
-        exactly the dense ranking (scores: cosines), ``w = 0`` the lexical one (BM25 scores), else the fused score."""
+        exactly the dense ranking (scores: cosines, less any hubness penalty), ``w = 0`` the lexical one (BM25
+        scores), else the fused score."""
         if w >= 1.0:
             s = np.where(self.idx >= 0, self.dense, -np.inf)
         elif w <= 0.0:
@@ -86,22 +94,52 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, sd
 
 
-def label_moments(lemb: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+def label_hubness(lemb: np.ndarray, temb: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """r(l): each label's mean cosine with its ``k`` nearest documents of ``temb`` (the run's training documents),
+    float32, in label chunks (memory: chunk x documents)."""
+    k = max(1, min(k, len(temb)))
+    out = np.zeros(len(lemb), np.float32)
+    if len(temb) == 0:
+        return out
+    t = np.ascontiguousarray(temb, np.float32)
+    for a in range(0, len(lemb), chunk):
+        s = np.asarray(lemb[a : a + chunk], np.float32) @ t.T
+        out[a : a + chunk] = -np.partition(-s, k - 1, axis=1)[:, :k].mean(axis=1)
+    return out
+
+
+def hubness_file(round_dir: str | Path, labels, label_text: str) -> Path:
+    """Where a run keeps a round's r(l) for one label set and label text (retrieval.hubness)."""
+    from .encoder import fingerprint_labels
+
+    return Path(round_dir) / f"hubness-{fingerprint_labels(labels, label_text)}.npy"
+
+
+def label_moments(
+    lemb: np.ndarray, chunk: int = 65_536, penalty: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The label embeddings' mean (dim,) and second-moment matrix (dim, dim), float64, read in chunks (a memory-mapped
-    matrix is fine): each document's mean and standard deviation of cosine over every label follow exactly."""
+    matrix is fine): each document's mean and standard deviation of cosine over every label follow exactly. With a
+    hubness ``penalty``, of ``[label, -penalty]`` (dim + 1): the penalized score's."""
     n, dim = lemb.shape
+    dim += penalty is not None
     s, m2 = np.zeros(dim), np.zeros((dim, dim))
     for a in range(0, n, chunk):
         x = np.asarray(lemb[a : a + chunk], np.float64)
+        if penalty is not None:
+            x = np.hstack([x, -np.asarray(penalty[a : a + chunk], np.float64)[:, None]])
         s += x.sum(axis=0)
         m2 += x.T @ x
     return s / max(n, 1), m2 / max(n, 1)
 
 
 def dense_stats(demb: np.ndarray, moments: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Each document's mean and standard deviation of its cosine with every label, from ``label_moments``."""
+    """Each document's mean and standard deviation of its cosine with every label, from ``label_moments`` (with a
+    penalty's extra dimension: of the penalized score)."""
     mean, m2 = moments
     d = np.asarray(demb, np.float64)
+    if len(mean) == d.shape[1] + 1:
+        d = np.hstack([d, np.ones((len(d), 1))])
     mu = d @ mean
     var = np.einsum("ij,ij->i", d @ m2, d) - mu**2
     return mu, np.sqrt(np.maximum(var, 0.0))
@@ -119,20 +157,23 @@ def build_pools(
     standardize: str = "labels",
     l_stats: tuple[np.ndarray, np.ndarray] | None = None,
     moments: tuple[np.ndarray, np.ndarray] | None = None,
+    penalty: np.ndarray | None = None,
 ) -> Pools:
     """Pools from each side's top lists: d_idx/d_sim (dense top-pool, cosines), l_idx/l_sc (lexical top-pool, BM25).
     The cosine of each lexical-only label comes from ``demb`` x ``lemb``; the BM25 score of each dense-only label
     from ``lexical.pair_scores``. ``standardize`` labels: ``l_stats`` is each document's BM25 mean and standard
     deviation over every label (``lexical.topk_stats``; computed here when None), ``moments`` the labels'
     ``label_moments`` (computed here when None; callers that rank many document sets against one label matrix keep
-    it); pool: each side's top-pool statistics."""
+    it; with a ``penalty``, ``label_moments(lemb, penalty=penalty)``); pool: each side's top-pool statistics.
+    ``penalty``: the hubness penalty per label (None: none), subtracted from every pooled cosine."""
     one_of(standardize, STANDARDIZE_MODES, "standardize", ValueError)
     n = len(texts)
     if standardize == "pool":
-        mu_d, sd_d = _stats(d_sim.astype(np.float64))
+        d_pen = d_sim if penalty is None else d_sim - penalty[d_idx]
+        mu_d, sd_d = _stats(d_pen.astype(np.float64))
         mu_l, sd_l = _stats(l_sc.astype(np.float64))
     else:
-        mu_d, sd_d = dense_stats(demb, moments if moments is not None else label_moments(lemb))
+        mu_d, sd_d = dense_stats(demb, moments if moments is not None else label_moments(lemb, penalty=penalty))
         mu_l, sd_l = l_stats if l_stats is not None else lexical.topk_stats(texts, 1)[2:]
         mu_l, sd_l = np.asarray(mu_l, np.float64), np.asarray(sd_l, np.float64)
     sd_d = np.where(sd_d > 1e-9, sd_d, 1.0)
@@ -152,8 +193,22 @@ def build_pools(
     rows = np.nonzero(valid)[0]
     labs = idx[valid]
     dense[valid] = np.einsum("ij,ij->i", demb[rows], lemb[labs])
+    if penalty is not None:
+        dense[valid] -= penalty[labs]
     lex[valid] = lexical.pair_scores(texts, rows, labs, q=q)
     return Pools(idx, dense, lex, mu_d, sd_d, mu_l, sd_l)
+
+
+def penalized_topk(
+    d_idx: np.ndarray, d_sim: np.ndarray, penalty: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k of each row of a dense top list (indices, cosines) re-ranked by ``cosine - penalty`` (ties: the
+    lower label index first); unchanged when ``penalty`` is None."""
+    if penalty is None:
+        return d_idx[:, :k], d_sim[:, :k]
+    s = d_sim - penalty[d_idx]
+    order = np.lexsort((d_idx, -s), axis=1)[:, :k]
+    return np.take_along_axis(d_idx, order, 1), np.take_along_axis(s, order, 1)
 
 
 def mode_of(w: float) -> str:
@@ -192,7 +247,8 @@ class Ranker:
     """Top-k labels of texts by dense, lexical or hybrid retrieval: what `lmtx evaluate` and `lmtx tag` rank with.
 
     ``index``: the encoder's LabelIndex (exact or HNSW; its ``emb`` gives the cosine of lexical-only labels);
-    ``lexical``: the labels' LexicalIndex (not needed for dense); ``w``: the dense weight of hybrid."""
+    ``lexical``: the labels' LexicalIndex (not needed for dense); ``w``: the dense weight of hybrid; ``penalty``: the
+    hubness penalty per label (retrieval.hubness; None: none)."""
 
     def __init__(
         self,
@@ -204,32 +260,37 @@ class Ranker:
         pool: int = RetrievalConfig.pool,
         batch_size: int = 64,
         standardize: str = RetrievalConfig.standardize,
+        penalty: np.ndarray | None = None,
     ):
         if mode not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
         one_of(standardize, STANDARDIZE_MODES, "standardize", ValueError)
         self.model, self.index, self.lexical, self.mode, self.w = model, index, lexical, mode, w
         self.pool, self.batch_size, self.standardize = pool, batch_size, standardize
+        self.penalty = penalty
         self._moments = None  # label_moments of the index's matrix, once per ranker
 
     def describe(self) -> str:
-        return f"hybrid (dense weight {self.w:g})" if self.mode == "hybrid" else self.mode
+        hub = "" if self.penalty is None or self.mode == "lexical" else ", hubness penalty"
+        return (f"hybrid (dense weight {self.w:g}" + hub + ")") if self.mode == "hybrid" else self.mode + hub
 
     def rank(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(label indices, scores), each (len(texts), k), best first. Scores: cosine (dense), BM25 (lexical) or the
-        fused z-score sum (hybrid)."""
+        """(label indices, scores), each (len(texts), k), best first. Scores: cosine (dense; less the hubness penalty
+        where one is set), BM25 (lexical) or the fused z-score sum (hybrid)."""
         from .encoder import embed
 
         if self.mode == "lexical":
             return self.lexical.topk(texts, k)
         demb = embed(self.model, list(texts), self.batch_size)
-        if self.mode == "dense":
+        if self.mode == "dense" and self.penalty is None:
             return self.index.query(demb, k)
         pool = max(self.pool, k)
         d_idx, d_sim = self.index.query(demb, pool)
+        if self.mode == "dense":
+            return penalized_topk(d_idx, d_sim, self.penalty, k)
         l_idx, l_sc, mu_l, sd_l = self.lexical.topk_stats(texts, pool)
         if self.standardize == "labels" and self._moments is None:
-            self._moments = label_moments(self.index.emb)
+            self._moments = label_moments(self.index.emb, penalty=self.penalty)
         pools = build_pools(
             demb,
             self.index.emb,
@@ -242,5 +303,6 @@ class Ranker:
             self.standardize,
             (mu_l, sd_l),
             self._moments,
+            self.penalty,
         )
         return pools.rank(self.w, k)
