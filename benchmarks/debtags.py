@@ -507,11 +507,20 @@ def main():
             (
                 "q05-hubness",
                 "q05-hardneg + retrieval.hubness 0.5 (CSLS: each label's cosine less half its mean cosine with its "
-                "10 nearest training documents; the default since this run), teacher Qwen2.5-Coder-0.5B",
+                "10 nearest training documents; measured, not made the default), teacher Qwen2.5-Coder-0.5B",
                 labels_path,
                 "name+description",
                 "qwen0.5b",
-                {},
+                {"retrieval": {"hubness": 0.5}},
+            ),
+            (
+                "q05-hubcand",
+                "q05-hardneg + retrieval.candidate_hubness 0.5 (the hubness penalty on the teacher's candidates only; "
+                "the run's own ranking without it), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {"retrieval": {"candidate_hubness": 0.5}},
             ),
             (
                 "q15-hybrid-strong",

@@ -432,14 +432,22 @@ class RetrievalConfig:
         200, "Labels per side and document that the fusion scores (each side's top-pool, pooled together)."
     )
     hubness: float = setting(
-        0.5,
+        0.0,
         "Hubness penalty beta on the dense side (CSLS's local scaling): a label's cosine with a document "
         "becomes cos - beta x r(l), r(l) the label's mean cosine with its retrieval.hubness_k nearest "
         "training documents (the run's own unlabelled documents: no gold, no teacher), so a hub label -- "
         "near many documents whatever they say -- stops taking first place from better ones. Every ranking "
         "of the run uses it (candidates, the guard's weight choice, evaluation, lmtx tag --model RUN). 0 = "
-        "off; 0.5 is CSLS's own ranking. Measured: benchmarks/results/hubness.md.",
+        "off, the default: at 0.5 (CSLS's own ranking) it lifted the encoder as fetched and, slightly, a "
+        "student at 783,728 labels, but a five-round debtags run ended lower, with less recall "
+        "(benchmarks/results/hubness.md, debtags.md).",
         "hubness",
+    )
+    candidate_hubness: float | None = setting(
+        None,
+        "The hubness penalty of the teacher's candidates alone (retrieval.hubness's beta for the candidate "
+        "ranking; the run's own ranking keeps retrieval.hubness). None: retrieval.hubness.",
+        "candidate-hubness",
     )
     hubness_k: int = setting(10, "Training documents per label that r(l) of retrieval.hubness averages over.")
 
@@ -451,10 +459,11 @@ class RetrievalConfig:
                 raise ConfigError(f"retrieval.{k} must be in [0, 1] (the dense side's weight), got {getattr(self, k)}")
         if self.pool < 1:
             raise ConfigError(f"retrieval.pool must be >= 1, got {self.pool}")
-        if not 0.0 <= self.hubness <= 2.0 or self.hubness_k < 1:
+        ch = self.candidate_hubness
+        if not 0.0 <= self.hubness <= 2.0 or not (ch is None or 0.0 <= ch <= 2.0) or self.hubness_k < 1:
             raise ConfigError(
-                f"retrieval.hubness must be in [0, 2] and retrieval.hubness_k >= 1, got {self.hubness} and "
-                f"{self.hubness_k}"
+                f"retrieval.hubness and candidate_hubness must be in [0, 2] and retrieval.hubness_k >= 1, got "
+                f"{self.hubness}, {ch} and {self.hubness_k}"
             )
 
 
@@ -626,7 +635,7 @@ def load_config_file(path) -> dict:
 # Settings added with a default that changes results: the value a run made before the setting existed had. A saved
 # config that lacks the key is such a run, and it resumes with that value (the same command continues it as it was
 # started; keep_legacy), not with today's default.
-LEGACY_VALUES = {("train", "hard_negatives"): False, ("retrieval", "hubness"): 0.0}
+LEGACY_VALUES = {("train", "hard_negatives"): False}
 
 
 def keep_legacy(cfg: "RunConfig", saved: dict) -> "RunConfig":

@@ -141,14 +141,16 @@ def test_name_plus_description_says_the_name_once():
 
 def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_data, tiny_encoder):
     """A run's metrics hold dense, lexical and the chosen ranking side by side; `lmtx evaluate --model RUN` ranks
-    as the run chose and reproduces its final P@1; `lmtx tag` writes the same top labels."""
+    as the run chose and reproduces its final P@1; `lmtx tag` writes the same top labels. With the hubness penalty
+    on (retrieval.hubness), so that its saved r(l) is checked too."""
     from lmtx.cli import app
-    from lmtx.config import EncoderConfig, LoopConfig, RunConfig, TeacherConfig, TrainConfig
+    from lmtx.config import EncoderConfig, LoopConfig, RetrievalConfig, RunConfig, TeacherConfig, TrainConfig
     from lmtx.evaluation.evaluate import evaluate, resolve_retrieval
     from lmtx.loop.run import Runtime, iterate
 
     cfg = RunConfig(
         encoder=EncoderConfig(model=tiny_encoder),
+        retrieval=RetrievalConfig(hubness=0.5),
         teacher=TeacherConfig(name="simulated:0.1"),
         train=TrainConfig(batch_size=8),
         loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"], eval_docs=small_data["eval"]),
@@ -256,6 +258,9 @@ def test_bad_retrieval_options(small_data):
         RetrievalConfig(mode="bm25")
     with pytest.raises(ConfigError, match="candidate_weight"):
         RetrievalConfig(candidate_weight=1.5)
+    for bad in ({"hubness": -0.1}, {"candidate_hubness": 3.0}, {"hubness_k": 0}):
+        with pytest.raises(ConfigError, match="hubness"):
+            RetrievalConfig(**bad)
 
 
 def test_candidates_can_follow_the_ranking_weight(tmp_path, small_data, tiny_encoder):
@@ -396,12 +401,13 @@ def test_hubness_demotes_a_label_near_every_document(monkeypatch):
 
 
 def test_hubness_recorded_and_legacy_runs_rank_without_it(tmp_path):
-    from lmtx.config import RunConfig, keep_legacy
+    from lmtx.config import RetrievalConfig, RunConfig, keep_legacy
     from lmtx.evaluation.evaluate import resolve_retrieval
     from lmtx.loop.run import run_retrieval
 
-    rec = run_retrieval(RunConfig(), 2, 0.9)
-    assert rec["hubness"] == RunConfig().retrieval.hubness > 0
+    assert run_retrieval(RunConfig(), 2, 0.9)["hubness"] == RunConfig().retrieval.hubness == 0.0  # off by default
+    rec = run_retrieval(RunConfig(retrieval=RetrievalConfig(hubness=0.5)), 2, 0.9)
+    assert rec["hubness"] == 0.5
     for name, stored, want in (
         ("new", rec, rec["hubness"]),
         ("old", {k: v for k, v in rec.items() if k not in ("hubness", "hubness_k")}, 0.0),
@@ -416,4 +422,31 @@ def test_hubness_recorded_and_legacy_runs_rank_without_it(tmp_path):
     assert resolve_retrieval(None, "hybrid")["hubness"] == 0.0  # a plain encoder: none
     # a run made before the setting resumes without it
     assert keep_legacy(RunConfig(), {"retrieval": {}}).retrieval.hubness == 0.0
-    assert keep_legacy(RunConfig(), {"retrieval": {"hubness": 0.5}}).retrieval.hubness == 0.5
+
+
+def test_candidate_hubness_changes_the_candidates_only(tmp_path, small_data, tiny_encoder):
+    """retrieval.candidate_hubness: the teacher's candidates are ranked with the penalty, the run's own ranking (what
+    it records and hands out) without; a strong penalty moves some candidates."""
+    import pandas as pd
+
+    from lmtx.config import EncoderConfig, LoopConfig, RetrievalConfig, RunConfig, TeacherConfig, TrainConfig
+    from lmtx.loop.run import Runtime, iterate
+
+    def run(name, **ret):
+        cfg = RunConfig(
+            encoder=EncoderConfig(model=tiny_encoder),
+            retrieval=RetrievalConfig(**ret),
+            teacher=TeacherConfig(name="simulated:0.1"),
+            train=TrainConfig(batch_size=8),
+            loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"]),
+        )
+        list(iterate(cfg, tmp_path / name, Runtime(progress=False, log=lambda s: None)))
+        man = json.loads((tmp_path / name / "manifest.json").read_text())
+        return pd.read_parquet(tmp_path / name / "round-01" / "candidates.parquet"), man["retrieval"]
+
+    plain, rec0 = run("plain")
+    cand, rec = run("cand", candidate_hubness=2.0)
+    assert rec["hubness"] == rec0["hubness"] == 0.0  # the run ranks without it
+    assert not list((tmp_path / "cand" / "round-01").glob("hubness-*.npy"))
+    a, b = (set(zip(c["doc_id"], c["label_id"])) for c in (plain, cand))
+    assert a != b and len(a) == len(b)

@@ -169,9 +169,12 @@ class Job:
         self.hubs = [*self.hubs[-1:], (lemb, r)]
         return r
 
-    def penalty(self, lemb: np.ndarray, model, train_demb: np.ndarray | None = None) -> np.ndarray | None:
-        """The dense side's hubness penalty (retrieval.hubness x r(l)) for the encoder ``model``; None when off."""
-        beta = self.cfg.retrieval.hubness
+    def penalty(
+        self, lemb: np.ndarray, model, train_demb: np.ndarray | None = None, beta: float | None = None
+    ) -> np.ndarray | None:
+        """The dense side's hubness penalty (``beta``, default retrieval.hubness, x r(l)) for the encoder ``model``;
+        None when off."""
+        beta = self.cfg.retrieval.hubness if beta is None else beta
         if beta <= 0:
             return None
         return (beta * self.hubness(lemb, model, train_demb)).astype(np.float32)

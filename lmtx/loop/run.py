@@ -180,10 +180,14 @@ def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
     penalty = job.penalty(st.lemb, st.model, demb)
-    pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=penalty)
+    pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=penalty)  # the run's ranking: the student's view
+    ch = cfg.retrieval.candidate_hubness
+    cand_pools = pools
+    if ch is not None and ch != cfg.retrieval.hubness:  # the candidates' own penalty
+        cand_pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=job.penalty(st.lemb, st.model, demb, ch))
     if cfg.retrieval.candidate_weight is not None:
         weight = cfg.retrieval.candidate_weight
-    idx, score = pools.rank(weight, cfg.index.candidates)
+    idx, score = cand_pools.rank(weight, cfg.index.candidates)
     sim = cosines(demb, st.lemb, idx)
     write_parquet(
         rd / "candidates.parquet",
