@@ -26,13 +26,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from standardize import run_inputs  # noqa: E402  (benchmarks/: the same run-folder reading)
+
 from lmtx.config import RetrievalConfig, RunConfig  # noqa: E402
 from lmtx.loop.job import guard_split  # noqa: E402
 from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
 from lmtx.search.hybrid import build_pools, label_hubness, label_moments  # noqa: E402
 from lmtx.search.index import exact_topk  # noqa: E402
 from lmtx.search.lexical import lexical_index  # noqa: E402
-from lmtx.store.data import load_docs, load_labels  # noqa: E402
+from lmtx.store.data import load_docs  # noqa: E402
 from lmtx.store.rundir import write_text  # noqa: E402
 
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -104,23 +106,23 @@ def render(data: dict) -> str:
         for b in BETAS:
             gain[b].append(np.mean([r[f"{b:g}/{w:g}"] - r[f"0/{w:g}"] for w in WEIGHTS]))
             gain10[b].append(np.mean([r[f"R10 {b:g}/{w:g}"] - r[f"R10 0/{w:g}"] for w in WEIGHTS]))
+
+    def summary(head: str, gains: dict) -> str:
+        return (
+            head
+            + "; ".join(
+                f"beta {b:g}: mean {np.mean(g):+.4f}, min {np.min(g):+.4f}, max {np.max(g):+.4f}"
+                for b, g in gains.items()
+                if g and b
+            )
+            + "."
+        )
+
     lines += [
         "",
-        "Mean change of P@1 against beta 0 (over the three weights), per encoder, by beta: "
-        + "; ".join(
-            f"beta {b:g}: mean {np.mean(g):+.4f}, min {np.min(g):+.4f}, max {np.max(g):+.4f}"
-            for b, g in gain.items()
-            if g and b
-        )
-        + ".",
+        summary("Mean change of P@1 against beta 0 (over the three weights), per encoder, by beta: ", gain),
         "",
-        "The same for R@10: "
-        + "; ".join(
-            f"beta {b:g}: mean {np.mean(g):+.4f}, min {np.min(g):+.4f}, max {np.max(g):+.4f}"
-            for b, g in gain10.items()
-            if g and b
-        )
-        + ".",
+        summary("The same for R@10: ", gain10),
         "",
         "Labels with the highest r(l), the encoder as fetched: "
         + "; ".join(
@@ -141,11 +143,7 @@ def main() -> None:
     jpath = OUT / "hubness.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {}
     for item in args.runs:
-        name, _, folder = item.partition("=")
-        run = Path(folder)
-        cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
-        labels = load_labels(cfg.loop.labels)
-        docs = [d for d in load_docs(cfg.loop.eval_docs or cfg.loop.docs, labels) if d.labels]
+        name, run, cfg, labels, docs = run_inputs(item)
         # the documents the run trains on (its guard's held-out ones excluded), as lmtx takes r(l) from them
         train = [d.text for d in guard_split(load_docs(cfg.loop.docs, labels, cfg.loop.max_docs), cfg)[0]]
         lt = cfg.encoder.label_text

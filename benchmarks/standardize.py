@@ -48,6 +48,16 @@ OUT = ROOT / "benchmarks" / "results"
 POOL = RetrievalConfig.pool
 
 
+def run_inputs(item: str):
+    """NAME=RUN_FOLDER -> (name, run folder, its config, its labels, its gold-labelled eval documents)."""
+    name, _, folder = item.partition("=")
+    run = Path(folder)
+    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    labels = load_labels(cfg.loop.labels)
+    docs = [d for d in load_docs(cfg.loop.eval_docs or cfg.loop.docs, labels) if d.labels]
+    return name, run, cfg, labels, docs
+
+
 def encoders(run: Path, cfg: RunConfig) -> list[tuple[int, str]]:
     out = [(0, cfg.encoder.model)]
     for d in sorted(run.glob("round-*/encoder")):
@@ -157,11 +167,7 @@ def main() -> None:
     jpath = OUT / "standardize.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {}
     for item in args.runs:
-        name, _, folder = item.partition("=")
-        run = Path(folder)
-        cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
-        labels = load_labels(cfg.loop.labels)
-        docs = [d for d in load_docs(cfg.loop.eval_docs or cfg.loop.docs, labels) if d.labels]
+        name, run, cfg, labels, docs = run_inputs(item)
         lt = cfg.encoder.label_text
         lex, lex_top = None, None
         # the encoder as fetched on the same labels and documents is one row, whichever run it came from
