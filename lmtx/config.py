@@ -446,7 +446,8 @@ class RetrievalConfig:
     candidate_hubness: float | None = setting(
         None,
         "The hubness penalty of the teacher's candidates alone (retrieval.hubness's beta for the candidate "
-        "ranking; the run's own ranking keeps retrieval.hubness). None: retrieval.hubness.",
+        "ranking; the run's own ranking keeps retrieval.hubness). None: retrieval.hubness. At 0.5 a "
+        "five-round debtags run ended no higher (benchmarks/results/debtags.md, q05-hubcand).",
         "candidate-hubness",
     )
     hubness_k: int = setting(10, "Training documents per label that r(l) of retrieval.hubness averages over.")
