@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from standardize import run_inputs  # noqa: E402  (benchmarks/: the same run-folder reading)
+from standardize import run_inputs, save_replay  # noqa: E402  (benchmarks/: the same run-folder reading)
 
 from lmtx.config import RetrievalConfig, RunConfig  # noqa: E402
 from lmtx.loop.job import guard_split  # noqa: E402
@@ -39,7 +39,7 @@ from lmtx.store.rundir import write_text  # noqa: E402
 
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 WEIGHTS = (1.0, 0.9, 0.8)
-K = 10
+K = RetrievalConfig.hubness_k  # lmtx's default
 OUT = ROOT / "benchmarks" / "results"
 
 
@@ -158,9 +158,7 @@ def main() -> None:
                 lex_top = lexical.topk_stats([d.text for d in docs], RetrievalConfig.pool)
             res = replay(spec, labels, docs, train, lt, lexical, lex_top)
             data[key] = {"run": name, "round": r, "labels": len(labels), "docs": len(docs), "res": res}
-            write_text(jpath, json.dumps(data, indent=1) + "\n")
-            write_text(OUT / "hubness.md", render(data))
-            print(f"{key}: {time.time() - t0:.0f} s", flush=True)
+            save_replay(jpath, data, render, key, t0)
     write_text(OUT / "hubness.md", render(data))
 
 

@@ -58,6 +58,13 @@ def run_inputs(item: str):
     return name, run, cfg, labels, docs
 
 
+def save_replay(jpath: Path, data: dict, render, key: str, t0: float) -> None:
+    """After each replayed encoder: the JSON beside it and its markdown table rewritten, the encoder's seconds said."""
+    write_text(jpath, json.dumps(data, indent=1) + "\n")
+    write_text(jpath.with_suffix(".md"), render(data))
+    print(f"{key}: {time.time() - t0:.0f} s", flush=True)
+
+
 def encoders(run: Path, cfg: RunConfig) -> list[tuple[int, str]]:
     out = [(0, cfg.encoder.model)]
     for d in sorted(run.glob("round-*/encoder")):
@@ -185,9 +192,7 @@ def main() -> None:
             data[key] = {"run": name, "round": r, "labels": len(labels), "docs": len(docs), "res": res}
             if r == 0:
                 data[key]["source"] = source  # the initial encoder, label file and eval file (last two path parts)
-            write_text(jpath, json.dumps(data, indent=1) + "\n")
-            write_text(OUT / "standardize.md", render(data))
-            print(f"{key}: {time.time() - t0:.0f} s", flush=True)
+            save_replay(jpath, data, render, key, t0)
     write_text(OUT / "standardize.md", render(data))
 
 

@@ -232,6 +232,21 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
 
     rep = make_report(out).read_text()
     assert "## Retrieval: dense, lexical (BM25) and the run's choice" in rep and (out / "report_retrieval.png").exists()
+    # last, as it removes the saved r(l): without it, r(l) is recomputed from the run's training documents, and
+    # without those there is no penalty
+    from lmtx.search.encoder import load_encoder
+
+    for f in (out / f"round-{man['best_round']:02d}").glob("hubness-*.npy"):
+        f.unlink()
+    enc = load_encoder(tiny_encoder)
+    lemb = enc.encode([lab.text(how["label_text"]) for lab in labels.labels], normalize_embeddings=True)
+    again = run_penalty(how, enc, labels, lemb)
+    assert again is not None and again.shape == (len(labels),) and again.max() > 0
+    said = []
+    assert (
+        run_penalty({**how, "hubness_docs": str(tmp_path / "gone.jsonl")}, enc, labels, lemb, log=said.append) is None
+    )
+    assert said and "no penalty" in said[0]
 
 
 def test_bad_retrieval_options(small_data):

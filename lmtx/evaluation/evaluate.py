@@ -111,7 +111,8 @@ def resolve_retrieval(
         "from_run": retrieval == "auto" and rec is not None,
         "hubness": hub,
         "hubness_round": str(Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}") if hub > 0 else None,
-        "hubness_k": int((rec or {}).get("hubness_k") or 10),
+        "hubness_k": int((rec or {}).get("hubness_k") or RetrievalConfig.hubness_k),
+        "hubness_docs": ((cfg or {}).get("loop") or {}).get("docs") if hub > 0 else None,
     }
 
 
@@ -128,16 +129,10 @@ def run_penalty(how: dict, model, labels: LabelSet, lemb: np.ndarray, batch_size
         r = np.load(path)
         if len(r) == len(labels):
             return (how["hubness"] * r).astype(np.float32)
-    run = Path(how["hubness_round"]).parent
-    from ..store.rundir import read_json
-
-    docs = (
-        ((read_json(run / "config.json") or {}).get("loop") or {}).get("docs")
-        if (run / "config.json").exists()
-        else None
-    )
+    docs = how.get("hubness_docs")
     if not docs or not Path(docs).exists():
         if log:
+            run = Path(how["hubness_round"]).parent
             log(f"[lmtx] {run}: no hubness r(l) for these labels and no training documents to compute it; no penalty")
         return None
     from ..search.encoder import embed
