@@ -86,7 +86,7 @@ def run_row(name, out_dir, docs, labels, eval_docs, rounds, teacher_name, j=5, o
     round, so long runs write their table as they go."""
     cfg = RunConfig(
         encoder=EncoderConfig(**{"model": "all-MiniLM-L6-v2", **over.pop("encoder", {})}),
-        index=IndexConfig(candidates=j),
+        index=IndexConfig(**{"candidates": j, **over.pop("index", {})}),
         retrieval=RetrievalConfig(**over.pop("retrieval", {})),
         teacher=TeacherConfig(name=teacher_name, **over.pop("teacher", {})),
         select=SelectConfig(**over.pop("select", {})),
@@ -521,6 +521,15 @@ def main():
                 "name+description",
                 "qwen0.5b",
                 {"retrieval": {"candidate_hubness": 0.5}},
+            ),
+            (
+                "q05-j10",
+                "q05-hardneg with lmtx's own default of j = 10 candidates per document (the rows above ask 5, "
+                "the paper's), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {"index": {"candidates": 10}},
             ),
             (
                 "q15-hybrid-strong",

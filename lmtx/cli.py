@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .config import EncoderConfig, TeacherConfig
+from .config import EncoderConfig, IndexConfig, TeacherConfig
 
 app = typer.Typer(
     help="Train a light bi-encoder to tag documents, with an LLM as the teacher (LMTX).",
@@ -625,7 +625,9 @@ def prompts_eval(
     docs: Path = typer.Option(..., help="Documents with gold labels."),
     labels: Path = typer.Option(...),
     pairs: int = typer.Option(200, help="About this many (document, candidate) pairs."),
-    candidates: int = typer.Option(5, "--candidates", "-j", help="Top-j candidates per document, as in training."),
+    candidates: int = typer.Option(
+        IndexConfig.candidates, "--candidates", "-j", help="Top-j candidates per document, as in training."
+    ),
     encoder: str = typer.Option(EncoderConfig.model, help="Encoder that draws the candidates."),
     decision: str = typer.Option(TeacherConfig.decision, help="Decision rule for precision / recall / F1."),
     cache: Path = typer.Option(Path("runs/prompts-cache.sqlite"), help="Answer cache (re-evaluating is free)."),

@@ -112,7 +112,13 @@ class IndexConfig:
     M: int = setting(32, "HNSW graph degree (build time).", "hnsw-m")
     ef_construction: int = setting(200, "HNSW build-time beam width.", "ef-construction")
     ef_search: int = setting(100, "HNSW search-time beam width.", "ef-search")
-    candidates: int = setting(10, "j: candidate labels per document sent to the teacher.", "candidates", "-j")
+    candidates: int = setting(
+        5,
+        "j: candidate labels per document sent to the teacher. Every benchmark run asks 5; on debtags 10 asked "
+        "twice the teacher pairs and ended no higher (benchmarks/results/debtags.md, q05-j10).",
+        "candidates",
+        "-j",
+    )
     exact_queries: int = setting(
         20_000,
         "auto: also search exactly when a round has at most this many queries (exact "
