@@ -24,7 +24,7 @@ def test_every_setting_has_help_and_every_option_is_a_setting():
     assert {name for name, _, _ in opts} <= names  # generated onto iterate's signature
     r = runner.invoke(app, ["iterate", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
-    assert "Default: 10 (index.candidates)" in r.output and "-j" in r.output and "--no-union" in r.output
+    assert "Default: 5 (index.candidates)" in r.output and "-j" in r.output and "--no-union" in r.output
 
 
 def test_lmtx_config_is_a_valid_config_file_with_sources(tmp_path):
