@@ -524,8 +524,8 @@ def main():
             ),
             (
                 "q05-j10",
-                "q05-hardneg with lmtx's own default of j = 10 candidates per document (the rows above ask 5, "
-                "the paper's), teacher Qwen2.5-Coder-0.5B",
+                "q05-hardneg with j = 10 candidates per document (lmtx's default until this run; the other rows "
+                "ask 5), teacher Qwen2.5-Coder-0.5B",
                 labels_path,
                 "name+description",
                 "qwen0.5b",
