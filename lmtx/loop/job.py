@@ -187,12 +187,16 @@ class Job:
         texts: list[str],
         exact: bool = False,
         penalty: np.ndarray | None = None,
+        dense: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Pools:
         """Each document's dense and lexical top-pool labels, scored on both sides (lmtx.search.hybrid), the dense
         side less ``penalty`` (``Job.penalty``). ``key`` names the document set: its lexical top lists do not change
-        between rounds and are kept on the job."""
+        between rounds and are kept on the job. ``dense``: the dense top-pool lists (indices, cosines) when the caller
+        has them (``Job.retrieve``): a penalty does not change them, it is applied within the pool."""
         pool = self.cfg.retrieval.pool
-        if exact:
+        if dense is not None:
+            d_idx, d_sim = dense
+        elif exact:
             d_idx, d_sim = exact_topk(demb, lemb, pool)
         else:
             d_idx, d_sim = self.retrieve(lemb, demb, pool)

@@ -180,11 +180,14 @@ def _retrieve(job: Job, st: State, rd: Path, weight: float) -> Candidates:
     cfg = job.cfg
     demb = embed(st.model, job.doc_texts, cfg.encoder.batch_size, job.rt.progress, "embedding docs")
     penalty = job.penalty(st.lemb, st.model, demb)
-    pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=penalty)  # the run's ranking: the student's view
+    dense = job.retrieve(st.lemb, demb, cfg.retrieval.pool)  # searched once: both rankings below pool from it
+    # the run's ranking: the student's view
+    pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=penalty, dense=dense)
     ch = cfg.retrieval.candidate_hubness
     cand_pools = pools
     if ch is not None and ch != cfg.retrieval.hubness:  # the candidates' own penalty
-        cand_pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=job.penalty(st.lemb, st.model, demb, ch))
+        cand_penalty = job.penalty(st.lemb, st.model, demb, ch)
+        cand_pools = job.pools(st.lemb, demb, "train", job.doc_texts, penalty=cand_penalty, dense=dense)
     if cfg.retrieval.candidate_weight is not None:
         weight = cfg.retrieval.candidate_weight
     idx, score = cand_pools.rank(weight, cfg.index.candidates)
