@@ -532,6 +532,15 @@ def main():
                 {"index": {"candidates": 10}},
             ),
             (
+                "q05-paper",
+                "q05-hardneg with the teacher shown each label's name only (--prompt paper; the default paper-desc "
+                "adds the description: prompts_eval_q05.md), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {"teacher": {"prompt": "paper"}},
+            ),
+            (
                 "q15-hybrid-strong",
                 "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
                 "Qwen2.5-Coder-1.5B",
