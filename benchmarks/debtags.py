@@ -541,6 +541,15 @@ def main():
                 {"teacher": {"prompt": "paper"}},
             ),
             (
+                "q05-both",
+                "q05-hardneg with teacher.describe both (each pair asked with and without the label's description, "
+                "P(yes) averaged), teacher Qwen2.5-Coder-0.5B",
+                labels_path,
+                "name+description",
+                "qwen0.5b",
+                {"teacher": {"describe": "both"}},
+            ),
+            (
                 "q15-hybrid-strong",
                 "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
                 "Qwen2.5-Coder-1.5B",
@@ -563,6 +572,8 @@ def main():
             if only and run_name not in only:
                 continue
             rd = runs / f"{run_name}-{a.real_docs}x{R}"
+            # rows made before teacher.describe showed the description as each template writes it
+            over = {**over, "teacher": {"describe": "yes", **over.get("teacher", {})}}
 
             def progress(ms, rd=rd, run_name=run_name, desc=desc, ltext=ltext, teacher=teacher):
                 record_rounds(put, rd, run_name, desc, ltext, teacher, R, ms)

@@ -63,6 +63,11 @@ class PromptTemplate:
         cap = 16 * self.max_doc_words
         return text[:cap] if len(text) > cap else text
 
+    @property
+    def shows_description(self) -> bool:
+        """The template has a `` ({description})`` for the label's description (teacher.describe can leave it out)."""
+        return _OPTIONAL_DESC.search(self.text) is not None
+
     def render(self, doc: str, label: str, description: str = "") -> str:
         """Fill the template. A label without a description (bare names) drops a parenthesised
         ``({description})`` from the template rather than repeating the name in it."""

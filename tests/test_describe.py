@@ -1,0 +1,74 @@
+"""teacher.describe: the label's description in the prompt (yes), left out (no), or both forms averaged (both)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import sim_config as _cfg
+
+from lmtx.config import ConfigError, TeacherConfig
+from lmtx.loop.job import describe_forms
+from lmtx.loop.run import Runtime, iterate
+from lmtx.teacher.base import Judgment, Pair
+from lmtx.teacher.prompts import load_template
+
+
+class FormJudge:
+    """A test teacher that renders each prompt with the run's template and answers 0.8 when the rendered prompt shows
+    a description, 0.2 when it does not; it records every prompt it was asked."""
+
+    simulated, model_id = False, "form-judge"
+
+    def __init__(self):
+        self.template = None
+        self.prompts, self.calls = [], []
+
+    def describe(self):
+        return "form judge (test)"
+
+    def score(self, pairs):
+        out, call = [], len(self.calls)
+        self.calls.append(len(pairs))
+        for p in pairs:
+            text = self.template.render(p.doc, p.label, p.description)
+            self.prompts.append(((call, p.doc_id), text))
+            out.append(Judgment(0.8 if p.description and p.description in text else 0.2, 1.0))
+        return out
+
+
+def test_forms():
+    full, bare = load_template("paper-desc"), load_template("paper")
+    assert full.shows_description and not bare.shows_description
+    pairs = [Pair("d", "text", "a", "Interpreter", "Software Development: Interpreter."), Pair("d", "text", "b", "B")]
+    assert describe_forms(pairs, "yes", full) == [pairs]
+    assert describe_forms(pairs, "both", bare) == [pairs]  # nothing to leave out
+    (no,) = describe_forms(pairs, "no", full)
+    assert no[0].description == "" and no[1] is pairs[1]  # a label without a description: the same pair
+    assert "Software" not in full.render(no[0].doc, no[0].label, no[0].description)
+    assert describe_forms(pairs, "both", full) == [pairs, no]
+    with pytest.raises(ConfigError, match="teacher.describe must be one of yes, no, both"):
+        TeacherConfig(describe="maybe")
+
+
+@pytest.mark.parametrize("describe, p", [("yes", 0.8), ("no", 0.2), ("both", 0.5)])
+def test_describe_in_a_run(tmp_path, small_data, tiny_encoder, describe, p):
+    from lmtx.loop.job import template_of
+
+    cfg = _cfg(small_data, tiny_encoder, 1, name="qwen0.5b", teacher={"describe": describe})
+    judge = FormJudge()
+    judge.template = template_of(cfg)
+    res = list(iterate(cfg, tmp_path / "run", Runtime(progress=False, log=lambda s: None, teacher=judge)))
+    import pandas as pd
+
+    j = pd.read_parquet(tmp_path / "run" / "round-01" / "judgments.parquet")
+    labels = {json.loads(line)["id"]: json.loads(line) for line in open(small_data["labels"])}
+    has_desc = np.array([bool(labels[x].get("description")) for x in j["label_id"]])
+    assert has_desc.all()
+    assert np.allclose(j["p_yes"], p)
+    asked = res[1].metrics["pairs_asked"]
+    assert asked == len(j) * (2 if describe == "both" else 1)
+    if describe == "both":  # within a call, each document's prompts come together (its prefix is run once)
+        firsts = {}
+        for i, (d, _) in enumerate(judge.prompts):
+            firsts.setdefault(d, []).append(i)
+        assert all(ix[-1] - ix[0] == len(ix) - 1 for ix in firsts.values())
