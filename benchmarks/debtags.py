@@ -543,7 +543,7 @@ def main():
             (
                 "q05-both",
                 "q05-hardneg with teacher.describe both (each pair asked with and without the label's description, "
-                "P(yes) averaged), teacher Qwen2.5-Coder-0.5B",
+                "P(yes) averaged; the default since this run), teacher Qwen2.5-Coder-0.5B",
                 labels_path,
                 "name+description",
                 "qwen0.5b",

@@ -3,7 +3,7 @@ with both answers averaged? Measured on gold, on the pairs the loop asks about.
 
     python benchmarks/describe.py [--teachers qwen0.5b,qwen1.5b] [--cache runs/describe-cache.sqlite]
 
-Two label sets, the same teacher code path as `lmtx iterate` (lmtx.loop.job.describe_forms: the run's template,
+Two label sets, the same teacher code path as `lmtx iterate` (lmtx.teacher.cache.describe_forms: the run's template,
 the pair's description left out for "no", both forms' P(yes) averaged for "both"):
 
 * debtags: 60 dev documents (benchmarks/runs/data/train-300.jsonl, written by debtags.py) x the initial encoder's
@@ -31,10 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lmtx.evaluation.teacher_eval import auc, candidate_pairs  # noqa: E402
-from lmtx.loop.job import describe_forms  # noqa: E402
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
 from lmtx.teacher.base import Pair  # noqa: E402
-from lmtx.teacher.cache import AnswerCache, score_cached  # noqa: E402
+from lmtx.teacher.cache import AnswerCache, describe_forms, score_cached  # noqa: E402
 from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.registry import make_teacher  # noqa: E402
 

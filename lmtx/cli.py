@@ -616,6 +616,15 @@ def prompts_list():
         typer.echo(f"{n:14s} [{'built-in' if where == 'built-in' else where}] {text}")
 
 
+def _describe_forms(value: str) -> list[str]:
+    from .config import DESCRIBE, one_of
+
+    forms = [x.strip() for x in value.split(",") if x.strip()]
+    for f in forms:
+        one_of(f, DESCRIBE, "--describe", error=typer.BadParameter)
+    return forms or ["yes"]
+
+
 @prompts_app.command("eval")
 def prompts_eval(
     teacher: str = typer.Option(TeacherConfig.name, help="Teacher(s), comma-separated."),
@@ -633,6 +642,11 @@ def prompts_eval(
     cache: Path = typer.Option(Path("runs/prompts-cache.sqlite"), help="Answer cache (re-evaluating is free)."),
     out: Path = typer.Option(Path("runs/prompts-eval"), help="Folder for prompts_eval.json and the PNG."),
     teacher_url: list[str] = typer.Option([], help="Served teacher URL(s)."),
+    describe: str = typer.Option(
+        TeacherConfig.describe,
+        help="teacher.describe form(s) to compare, comma-separated: yes (the label's description shown), no (its "
+        "name alone), both (P(yes) of the two averaged).",
+    ),
 ):
     """Compare prompt templates (and teachers) on labelled pairs drawn like the training loop draws them."""
     from .evaluation.prompt_lab import evaluate_prompts, format_table
@@ -654,6 +668,7 @@ def prompts_eval(
             out,
             urls=list(teacher_url),
             log=lambda s: typer.echo(s, err=True),
+            describe=_describe_forms(describe),
         )
     except _user_errors() as e:
         _fail(str(e))

@@ -7,9 +7,9 @@ import pytest
 from conftest import sim_config as _cfg
 
 from lmtx.config import ConfigError, TeacherConfig
-from lmtx.loop.job import describe_forms
 from lmtx.loop.run import Runtime, iterate
 from lmtx.teacher.base import Judgment, Pair
+from lmtx.teacher.cache import describe_forms
 from lmtx.teacher.prompts import load_template
 
 

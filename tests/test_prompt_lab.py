@@ -90,3 +90,22 @@ def test_prompts_list_and_show():
     assert r.exit_code == 0 and "paper-desc" in r.output and "sources" in r.output
     r = CliRunner().invoke(app, ["prompts", "show", "paper"])
     assert r.exit_code == 0 and "answer yes or no" in r.output and "# hash" in r.output
+
+
+def test_prompts_eval_describe_forms(tmp_path, small_data, tiny_encoder, tiny_teacher):
+    """--describe yes,no,both: one row per form for a template with ({description}); both is the mean of the two."""
+    out = tmp_path / "pe"
+    args = ["prompts", "eval", "--teacher", f"hf:{tiny_teacher}", "--prompts", "paper-desc,paper"]
+    args += ["--docs", small_data["eval"], "--labels", small_data["labels"], "--pairs", "12", "-j", "3"]
+    args += ["--encoder", tiny_encoder, "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)]
+    r = CliRunner().invoke(app, [*args, "--describe", "yes,no,both"])
+    assert r.exit_code == 0, r.output
+    rows = {row["prompt"]: row for row in json.loads((out / "prompts_eval.json").read_text())}
+    assert set(rows) == {"paper-desc", "paper-desc (describe no)", "paper-desc (describe both)", "paper"}
+    yes, no, both = (
+        np.array(rows[k]["p_yes"]) for k in ("paper-desc", "paper-desc (describe no)", "paper-desc (describe both)")
+    )
+    assert np.allclose(both, (yes + no) / 2) and not np.allclose(yes, no)
+    assert np.allclose(no, rows["paper"]["p_yes"], atol=1e-5)  # the description left out renders as `paper`
+    r = CliRunner().invoke(app, [*args, "--describe", "maybe"])
+    assert r.exit_code == 2 and "--describe must be one of yes, no, both" in r.output

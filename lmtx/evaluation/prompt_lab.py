@@ -30,7 +30,9 @@ def evaluate_prompts(
     out: str | Path,
     urls: list[str] | None = None,
     log=print,
+    describe: list[str] | None = None,
 ) -> list[dict]:
+    """Each teacher x template (x teacher.describe form, ``describe``: yes, no, both) on the same labelled pairs."""
     from ..search.encoder import load_encoder
     from ..teacher.registry import make_teacher
 
@@ -44,35 +46,42 @@ def evaluate_prompts(
             tpl = _template(pspec)
             gold = {d.id: set(d.labels or ()) for d in docs}
             t = make_teacher(tname, tpl, gold=gold, threads=None, progress=log, urls=urls or None)
-            r = evaluate_teacher(t, tpl.hash, pairs, frame, cache, rules=[decision])
-            rule = r["rules"][decision]
-            rows.append(
-                {
-                    "teacher": tname,
-                    "prompt": tpl.name,
-                    "auc": r["auc"],
-                    "precision": rule["precision"],
-                    "recall": rule["recall"],
-                    "f1": rule["f1"],
-                    "yes_rate": rule["yes_rate"],
-                    "decision": decision,
-                    "mean_mass": r["mean_mass"],
-                    "prompt_tokens_per_pair": r["prompt_tokens_per_pair"],
-                    "seconds_per_pair": (r["seconds"] / r["asked"]) if r["asked"] else None,
-                    "asked": r["asked"],
-                    "pairs": r["pairs"],
-                    "docs": r["docs"],
-                    "top_p_yes_is_gold": r["top_p_yes_is_gold"],
-                    "p_yes": [float(x) for x in r.pop("_p_yes", [])],
-                    "gold": [bool(x) for x in frame["gold"]],
-                }
-            )
+            forms = describe or ["yes"]
+            if not tpl.shows_description:  # nothing to leave out: one form
+                forms = forms[:1]
+            for form in forms:
+                r = evaluate_teacher(t, tpl.hash, pairs, frame, cache, [decision], describe=form, template=tpl)
+                rows.append(_row(tname, tpl, form, decision, r, frame))
     cache.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts_eval.json").write_text(json.dumps(rows, indent=1))
     _plot(rows, out / "prompts_eval.png")
     return rows
+
+
+def _row(tname: str, tpl, form: str, decision: str, r: dict, frame) -> dict:
+    rule = r["rules"][decision]
+    return {
+        "teacher": tname,
+        "prompt": tpl.name if form == "yes" or not tpl.shows_description else f"{tpl.name} (describe {form})",
+        "describe": form,
+        "auc": r["auc"],
+        "precision": rule["precision"],
+        "recall": rule["recall"],
+        "f1": rule["f1"],
+        "yes_rate": rule["yes_rate"],
+        "decision": decision,
+        "mean_mass": r["mean_mass"],
+        "prompt_tokens_per_pair": r["prompt_tokens_per_pair"],
+        "seconds_per_pair": (r["seconds"] / r["asked"]) if r["asked"] else None,
+        "asked": r["asked"],
+        "pairs": r["pairs"],
+        "docs": r["docs"],
+        "top_p_yes_is_gold": r["top_p_yes_is_gold"],
+        "p_yes": [float(x) for x in r.pop("_p_yes", [])],
+        "gold": [bool(x) for x in frame["gold"]],
+    }
 
 
 def _plot(rows: list[dict], path: Path):

@@ -15,7 +15,7 @@ import pandas as pd
 from ..learn.select import decide, select_positives
 from ..store.data import Doc, LabelSet
 from ..teacher.base import Pair
-from ..teacher.cache import AnswerCache, score_cached
+from ..teacher.cache import AnswerCache, score_cached, score_described
 from .metrics import auc
 
 RULES = [
@@ -65,14 +65,22 @@ def evaluate_teacher(
     cache: AnswerCache | None = None,
     rules=RULES,
     progress=None,
+    describe: str = "yes",
+    template=None,
 ) -> dict:
+    """The teacher's P(yes) on labelled pairs against gold. ``describe`` (with the ``template``): the
+    teacher.describe form(s) the pairs are asked in."""
     t0 = time.time()
     tokens0 = getattr(teacher, "prompt_tokens", 0)
-    answers, asked = score_cached(teacher, template_hash, pairs, cache, progress=progress)
+    if describe == "yes" or template is None:
+        answers, asked = score_cached(teacher, template_hash, pairs, cache, progress=progress)
+        p_yes, mass = [a.p_yes for a in answers], [a.mass for a in answers]
+    else:
+        p_yes, mass, asked = score_described(teacher, template, pairs, cache, describe, progress=progress)
     secs = time.time() - t0
     f = frame.copy()
-    f["p_yes"] = [a.p_yes for a in answers]
-    f["mass"] = [a.mass for a in answers]
+    f["p_yes"] = p_yes
+    f["mass"] = mass
     gold = f["gold"].to_numpy()
     out = {
         "teacher": teacher.model_id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -17,7 +17,7 @@ from ..search.index import build_index, exact_topk
 from ..store.data import LabelSet, gold_of, load_docs, load_labels, stable_key
 from ..store.rundir import RunDir, read_json
 from ..teacher.base import Pair
-from ..teacher.cache import AnswerCache, score_cached
+from ..teacher.cache import AnswerCache, score_described
 from ..teacher.prompts import load_template
 
 
@@ -222,18 +222,11 @@ class Job:
         from tqdm.auto import tqdm
 
         pairs = make_pairs(docs, self.labels, doc_idx, label_idx)
-        # a SIMULATED teacher answers from gold labels, not from the prompt: one form
-        how = "yes" if getattr(teacher, "simulated", False) else self.cfg.teacher.describe
-        forms = describe_forms(pairs, how, self.template)
-        # each document's pairs in every form side by side: one document prefix for all of them
-        asks = forms[0] if len(forms) == 1 else _grouped(forms)
-        bar = tqdm(total=len(asks), desc=desc, unit="pair", disable=not self.rt.progress)
-        answers, asked = score_cached(teacher, self.template.hash, asks, self.cache, progress=bar.update)
+        bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=not self.rt.progress)
+        p_yes, mass, asked = score_described(
+            teacher, self.template, pairs, self.cache, self.cfg.teacher.describe, progress=bar.update
+        )
         bar.close()
-        got = {(a.doc_hash, a.label_hash): x for a, x in zip(asks, answers)}
-        per = [[got[(p.doc_hash, p.label_hash)] for p in form] for form in forms]
-        p_yes = np.mean([[a.p_yes for a in f] for f in per], axis=0)
-        mass = np.mean([[a.mass for a in f] for f in per], axis=0)
         return p_yes, mass, asked
 
     def load_round(self, r: int):
@@ -248,32 +241,6 @@ class Job:
         if r > 0 and p.exists():
             return load_encoder(str(p), self.cfg.encoder.max_seq_length, self.rt.device, self.rt.log)
         return copy.deepcopy(handed_out)
-
-
-def describe_forms(pairs: list[Pair], describe: str, template) -> list[list[Pair]]:
-    """The forms each pair is asked in (teacher.describe): as written (yes), with the description left out (no: the
-    template renders a label without one as its name alone), or both (their P(yes) averaged). A template without
-    ({description}) shows no description either way: one form."""
-    if describe == "yes" or not template.shows_description:
-        return [pairs]
-    # a label whose description is empty or its name is shown as its name either way: the same pair, asked once
-    bare = [
-        replace(p, description="") if p.description and p.description.strip() != p.label.strip() else p for p in pairs
-    ]
-    return [bare] if describe == "no" else [pairs, bare]
-
-
-def _grouped(forms: list[list[Pair]]) -> list[Pair]:
-    """Every form's pairs, each document's together (documents in first-seen order; a pair asked once)."""
-    by_doc: dict[str, list[Pair]] = {}
-    seen = set()
-    for form in forms:
-        for p in form:
-            k = (p.doc_hash, p.label_hash)
-            if k not in seen:
-                seen.add(k)
-                by_doc.setdefault(p.doc_id, []).append(p)
-    return [p for ps in by_doc.values() for p in ps]
 
 
 def make_pairs(docs, labels: LabelSet, doc_idx, label_idx) -> list[Pair]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -119,3 +120,58 @@ def score_cached(
         if progress:
             progress(len(chunk))
     return answers, len(todo)  # type: ignore[return-value]
+
+
+def describe_forms(pairs: Sequence[Pair], describe: str, template) -> list[list[Pair]]:
+    """The forms each pair is asked in (teacher.describe): as written (yes), with the description left out (no: the
+    template renders a label without one as its name alone), or both (their P(yes) averaged). A template without
+    ({description}) shows no description either way: one form."""
+    pairs = list(pairs)
+    if describe == "yes" or not template.shows_description:
+        return [pairs]
+    # a label whose description is empty or its name is shown as its name either way: the same pair, asked once
+    bare = [
+        replace(p, description="") if p.description and p.description.strip() != p.label.strip() else p for p in pairs
+    ]
+    return [bare] if describe == "no" else [pairs, bare]
+
+
+def _grouped(forms: list[list[Pair]]) -> list[Pair]:
+    """Every form's pairs, each document's together (documents in first-seen order; a pair asked once)."""
+    by_doc: dict[str, list[Pair]] = {}
+    seen = set()
+    for form in forms:
+        for p in form:
+            k = (p.doc_hash, p.label_hash)
+            if k not in seen:
+                seen.add(k)
+                by_doc.setdefault(p.doc_id, []).append(p)
+    return [p for ps in by_doc.values() for p in ps]
+
+
+def score_described(
+    teacher: Teacher,
+    template,
+    pairs: Sequence[Pair],
+    cache: AnswerCache | None,
+    describe: str = "yes",
+    progress: Callable[[int], None] | None = None,
+):
+    """P(yes) and yes+no mass per pair (numpy arrays) in the teacher.describe form(s), and the number of prompts the
+    teacher was asked. With both, each document's prompts of both forms go to the teacher together (one document
+    prefix for all of them). A SIMULATED teacher answers from gold labels, not from the prompt: one form."""
+    import numpy as np
+
+    how = "yes" if getattr(teacher, "simulated", False) else describe
+    forms = describe_forms(pairs, how, template)
+    asks = forms[0] if len(forms) == 1 else _grouped(forms)
+    answers, asked = score_cached(
+        teacher, template.hash, asks, cache, progress=(lambda n: progress(n / len(forms))) if progress else None
+    )
+    if len(forms) == 1:
+        return np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked
+    got = {(a.doc_hash, a.label_hash): x for a, x in zip(asks, answers)}
+    per = [[got[(p.doc_hash, p.label_hash)] for p in form] for form in forms]
+    p_yes = np.mean([[a.p_yes for a in f] for f in per], axis=0)
+    mass = np.mean([[a.mass for a in f] for f in per], axis=0)
+    return p_yes, mass, asked
