@@ -40,13 +40,27 @@ from lmtx.teacher.registry import make_teacher  # noqa: E402
 FORMS = ("yes", "no", "both")
 
 
+def agreement(p_yes, cosine, bm25, doc) -> float:
+    """The label-free rule tried before `both` (and not kept): corr(teacher, cosine) + corr(teacher, BM25), each view
+    centred within its document. The form with the higher value would have been chosen."""
+    from lmtx.learn.fuse import _centered, teacher_logit
+
+    zt = _centered(teacher_logit(np.asarray(p_yes)), doc)
+    return float(sum(np.corrcoef(zt, _centered(np.asarray(v, float), doc))[0, 1] for v in (cosine, bm25)))
+
+
 def debtags_pairs(bench: Path, n_docs: int):
+    from lmtx.search.encoder import load_encoder
+    from lmtx.search.lexical import LexicalIndex
+
     labels = load_labels(bench / "labels.jsonl")
     docs = [d for d in load_docs(ROOT / "benchmarks" / "runs" / "data" / "train-300.jsonl", labels) if d.labels]
-    from lmtx.search.encoder import load_encoder
-
-    pairs, frame = candidate_pairs(load_encoder("all-MiniLM-L6-v2"), docs[:n_docs], labels, 5, cache_for=None)
-    return pairs, frame["gold"].to_numpy(), frame["doc"].to_numpy()
+    docs = docs[:n_docs]
+    pairs, frame = candidate_pairs(load_encoder("all-MiniLM-L6-v2"), docs, labels, 5, cache_for=None)
+    lex = LexicalIndex.build([lab.text("name+description") for lab in labels.labels])
+    d, lab = frame["doc"].to_numpy(), frame["label"].to_numpy()
+    bm25 = lex.pair_scores([x.text for x in docs], d, lab)
+    return pairs, frame["gold"].to_numpy(), d, frame["similarity"].to_numpy(), bm25
 
 
 def pypi_pairs(bench: Path):
@@ -56,17 +70,19 @@ def pypi_pairs(bench: Path):
     rows = [
         json.loads(line) for line in gzip.open(ROOT / "benchmarks" / "answers" / "pypi-describe-pairs.jsonl.gz", "rt")
     ]
-    pairs, gold, doc = [], [], []
+    pairs, gold, doc, cos, bm25 = [], [], [], [], []
     order = {d: i for i, d in enumerate(dict.fromkeys(r["doc_id"] for r in rows))}
     for r in rows:
         d, lab = docs[r["doc_id"]], byid[r["label_id"]]
         pairs.append(Pair(d["id"], d["text"], lab.id, lab.name, lab.description))
         gold.append(lab.id in d["labels"])
         doc.append(order[r["doc_id"]])
-    return pairs, np.array(gold), np.array(doc)
+        cos.append(r["cosine"])
+        bm25.append(r["bm25"])
+    return pairs, np.array(gold), np.array(doc), np.array(cos), np.array(bm25)
 
 
-def measure(teacher_name, tpl, pairs, gold, doc, cache):
+def measure(teacher_name, tpl, pairs, gold, doc, cos, bm25, cache):
     t = make_teacher(teacher_name, tpl, threads=None, progress=None)
     out = {}
     answers = {}
@@ -80,7 +96,9 @@ def measure(teacher_name, tpl, pairs, gold, doc, cache):
     for form in FORMS:
         p = answers[form]
         top = [bool(gold[np.flatnonzero(doc == d)[np.argmax(p[doc == d])]]) for d in np.unique(doc)]
-        out.setdefault(form, {}).update({"auc": auc(p, gold), "top_p_yes_is_gold": float(np.mean(top))})
+        out.setdefault(form, {}).update(
+            {"auc": auc(p, gold), "top_p_yes_is_gold": float(np.mean(top)), "agreement": agreement(p, cos, bm25, doc)}
+        )
     return t.model_id, out
 
 
@@ -98,9 +116,9 @@ def main():
     rows = []
     sets = [("debtags", "paper-desc", debtags_pairs(Path(a.debtags), 60), a.teachers.split(","))]
     sets.append(("pypi-sources", "sources", pypi_pairs(Path(a.pypi)), [t for t in a.pypi_teachers.split(",") if t]))
-    for name, prompt, (pairs, gold, doc), teachers in sets:
+    for name, prompt, (pairs, gold, doc, cos, bm25), teachers in sets:
         for tn in teachers:
-            model, res = measure(tn, load_template(prompt), pairs, gold, doc, cache)
+            model, res = measure(tn, load_template(prompt), pairs, gold, doc, cos, bm25, cache)
             rows.append(
                 {
                     "labels": name,
@@ -125,8 +143,12 @@ def main():
         "each pair both ways and averages P(yes) (`teacher.describe`). Seconds per pair: 2-core CPU, the other",
         "form's answers not cached; a `both` pair costs the two suffixes after one shared document prefix in a run.",
         "",
-        "| labels | prompt | teacher | pairs (gold) | AUC yes | AUC no | AUC both | top is gold yes / no / both | s/pair yes / no |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "*agreement yes / no*: the label-free rule tried first and dropped (corr with the encoder's cosine + corr with",
+        "BM25, on the same pairs; the higher form would have been chosen).",
+        "",
+        "| labels | prompt | teacher | pairs (gold) | AUC yes | AUC no | AUC both | top is gold yes / no / both "
+        "| agreement yes / no | s/pair yes / no |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f = r["forms"]
@@ -136,8 +158,14 @@ def main():
             + " | ".join(f"{f[k]['auc']:.3f}" for k in FORMS)
             + " | "
             + " / ".join(f"{f[k]['top_p_yes_is_gold']:.2f}" for k in FORMS)
-            + f" | {sp} |"
+            + f" | {f['yes']['agreement']:.3f} / {f['no']['agreement']:.3f} | {sp} |"
         )
+    lines += [
+        "",
+        "Five-round debtags runs with each form: [debtags.md](debtags.md), rows q05-hardneg (yes), q05-paper (no: the",
+        "`paper` template renders the same prompt) and q05-both. The 1.5B teacher on the debtags pairs:",
+        "[prompts_eval_q15.md](prompts_eval_q15.md).",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}.md and {out}.json")
 

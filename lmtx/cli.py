@@ -262,7 +262,7 @@ def summary_line(res) -> str:
     if "pseudo_positive_precision" in m:
         parts.append(f"pseudo-pos precision {m['pseudo_positive_precision']:.2f}")
     if "pairs_asked" in m:
-        parts.append(f"asked {m['pairs_asked']}/{m['pairs_total']} pairs")
+        parts.append(f"asked {m['pairs_asked']} prompts for {m['pairs_total']} pairs")
     if m.get("strong_pairs_asked"):
         parts.append(f"strong teacher {m['strong_pairs_asked']} pairs")
     if "guard" in m:

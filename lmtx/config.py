@@ -170,7 +170,7 @@ class TeacherConfig:
         "or both (each pair asked both ways, its P(yes) the mean: one document prefix, two short suffixes). "
         "Which of yes and no is better depends on the labels: with the 0.5B teacher the name alone ranks debtags' "
         "tags better and pypi-sources' package names worse; both comes close to the better on each "
-        "(benchmarks/results/describe.md; debtags five rounds: 0.603 handed out, against 0.552 with yes).",
+        "(benchmarks/results/describe.md; debtags, five rounds: 0.60 handed out, against 0.55 with yes).",
         "describe",
     )
     max_doc_words: int = setting(256, "Words of a document the prompt shows the teacher.")
