@@ -70,7 +70,9 @@ def test_one_round_with_real_encoder_and_teacher(tmp_path):
     # dense weight the retrieval choice compares (lmtx.search.hybrid.WEIGHTS; most coincide)
     from lmtx.search.hybrid import WEIGHTS
 
-    assert m1["teacher"] == "qwen2.5-coder-0.5b" and m1["simulated"] is False and m1["pairs_asked"] == 24
-    assert m1["guard"]["docs"] == 4 and 0 < m1["guard_pairs_asked"] <= 4 * 2 * len(WEIGHTS)
+    # teacher.describe both (the default): each pair is asked with the tag's description and without it
+    assert m1["teacher"] == "qwen2.5-coder-0.5b" and m1["simulated"] is False and m1["pairs_asked"] == 2 * 24
+    assert m1["pairs_total"] == 24
+    assert m1["guard"]["docs"] == 4 and 0 < m1["guard_pairs_asked"] <= 2 * 4 * 2 * len(WEIGHTS)
     assert m1["retrieval_choice"]["mode"] in ("dense", "hybrid", "lexical") and "final" in m1["retrieval"]
     assert abs(m1["P@1"] - m0["P@1"]) < 0.2  # one tiny round moves the encoder, but not wildly
