@@ -493,7 +493,11 @@ def tag(
 
                 cache_path = lmtx_home() / "teacher-cache.sqlite"
             ver = make_verifier(
-                make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)), tpl, ls, AnswerCache(cache_path)
+                make_teacher(teacher, tpl, progress=log, urls=list(teacher_url)),
+                tpl,
+                ls,
+                AnswerCache(cache_path),
+                _run_describe(model),
             )
         with _engine(engine, ray_address, log) as eng:
             s = run_tag(model, ls, docs, out, opts, verify=ver, progress=progress, log=log, engine=eng)
@@ -614,6 +618,19 @@ def prompts_list():
         except Exception as e:  # a broken user template is listed with its error, not a traceback
             text = f"<error: {e}>"
         typer.echo(f"{n:14s} [{'built-in' if where == 'built-in' else where}] {text}")
+
+
+def _run_describe(model: str) -> str:
+    """The teacher.describe of the run folder ``model`` (a run made before the setting: yes), else the default."""
+    import json
+
+    from .config import LEGACY_VALUES, TeacherConfig
+
+    cfg = Path(model) / "config.json"
+    if (Path(model) / "manifest.json").exists() and cfg.exists():
+        t = json.loads(cfg.read_text()).get("teacher", {})
+        return t.get("describe", LEGACY_VALUES[("teacher", "describe")])
+    return TeacherConfig.describe
 
 
 def _describe_forms(value: str) -> list[str]:

@@ -437,10 +437,11 @@ def _tag_chunk(ranker, labels: LabelSet, chunk: list[Doc], opts: TagOptions, ver
     return df
 
 
-def make_verifier(teacher, template, labels: LabelSet, cache):
-    """--verify: P(yes) of the teacher for each (doc, label) row, through the shared answer cache."""
+def make_verifier(teacher, template, labels: LabelSet, cache, describe: str = "yes"):
+    """--verify: P(yes) of the teacher for each (doc, label) row, through the shared answer cache, asked in the
+    teacher.describe form(s) ``describe`` (a run's: `lmtx tag` passes the one the run was trained with)."""
     from .teacher.base import Pair
-    from .teacher.cache import score_cached
+    from .teacher.cache import score_described
 
     def verify(chunk: list[Doc], df: pd.DataFrame) -> list[float]:
         text = {d.id: d.text for d in chunk}
@@ -448,8 +449,8 @@ def make_verifier(teacher, template, labels: LabelSet, cache):
         for d, l in zip(df["doc_id"], df["label_id"]):
             lab = labels[labels.index[l]]
             pairs.append(Pair(d, text[d], l, lab.name, lab.description))
-        answers, _ = score_cached(teacher, template.hash, pairs, cache)
-        return [a.p_yes for a in answers]
+        p_yes, _, _ = score_described(teacher, template, pairs, cache, describe)
+        return [float(x) for x in p_yes]
 
     return verify
 

@@ -72,3 +72,17 @@ def test_describe_in_a_run(tmp_path, small_data, tiny_encoder, describe, p):
         for i, (d, _) in enumerate(judge.prompts):
             firsts.setdefault(d, []).append(i)
         assert all(ix[-1] - ix[0] == len(ix) - 1 for ix in firsts.values())
+
+
+def test_tag_verify_follows_the_run(tmp_path):
+    """`lmtx tag --verify --model RUN` asks the teacher in the form the run was trained with."""
+    from lmtx.cli import _run_describe
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps({"teacher": {}}))
+    assert _run_describe(str(run)) == "yes"  # a run made before teacher.describe
+    (run / "config.json").write_text(json.dumps({"teacher": {"describe": "no"}}))
+    assert _run_describe(str(run)) == "no"
+    assert _run_describe(str(tmp_path / "an-encoder")) == TeacherConfig.describe

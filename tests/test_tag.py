@@ -208,7 +208,8 @@ def test_verify_adds_teacher_p_yes_through_the_cache(tmp_path, small_data, tiny_
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(tmp_path / "v.parquet")
     assert len(df) == 24 and df["p_yes"].between(0, 1).all()
-    assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 24
+    # a model that is not a run: the default teacher.describe (both), each row asked with its description and without
+    assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 2 * 24
 
 
 def test_shards_tag_every_document_exactly_once(tmp_path, small_data, tiny_encoder):
