@@ -621,16 +621,15 @@ def prompts_list():
 
 
 def _run_describe(model: str) -> str:
-    """The teacher.describe of the run folder ``model`` (a run made before the setting: yes), else the default."""
-    import json
-
+    """The teacher.describe of the run (or round) folder ``model`` (a run made before the setting: yes), else the
+    default."""
     from .config import LEGACY_VALUES, TeacherConfig
+    from .evaluation.evaluate import run_record
 
-    cfg = Path(model) / "config.json"
-    if (Path(model) / "manifest.json").exists() and cfg.exists():
-        t = json.loads(cfg.read_text()).get("teacher", {})
-        return t.get("describe", LEGACY_VALUES[("teacher", "describe")])
-    return TeacherConfig.describe
+    _, cfg = run_record(model)
+    if cfg is None:
+        return TeacherConfig.describe
+    return cfg.get("teacher", {}).get("describe", LEGACY_VALUES[("teacher", "describe")])
 
 
 def _describe_forms(value: str) -> list[str]:

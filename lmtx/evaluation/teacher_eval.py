@@ -72,7 +72,7 @@ def evaluate_teacher(
     teacher.describe form(s) the pairs are asked in."""
     t0 = time.time()
     tokens0 = getattr(teacher, "prompt_tokens", 0)
-    if describe == "yes" or template is None:
+    if template is None:
         answers, asked = score_cached(teacher, template_hash, pairs, cache, progress=progress)
         p_yes, mass = [a.p_yes for a in answers], [a.mass for a in answers]
     else:

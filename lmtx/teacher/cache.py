@@ -138,14 +138,10 @@ def describe_forms(pairs: Sequence[Pair], describe: str, template) -> list[list[
 
 def _grouped(forms: list[list[Pair]]) -> list[Pair]:
     """Every form's pairs, each document's together (documents in first-seen order; a pair asked once)."""
-    by_doc: dict[str, list[Pair]] = {}
-    seen = set()
+    by_doc: dict[str, dict[Pair, None]] = {}
     for form in forms:
         for p in form:
-            k = (p.doc_hash, p.label_hash)
-            if k not in seen:
-                seen.add(k)
-                by_doc.setdefault(p.doc_id, []).append(p)
+            by_doc.setdefault(p.doc_id, {})[p] = None
     return [p for ps in by_doc.values() for p in ps]
 
 
@@ -170,8 +166,8 @@ def score_described(
     )
     if len(forms) == 1:
         return np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked
-    got = {(a.doc_hash, a.label_hash): x for a, x in zip(asks, answers)}
-    per = [[got[(p.doc_hash, p.label_hash)] for p in form] for form in forms]
+    got = dict(zip(asks, answers))
+    per = [[got[p] for p in form] for form in forms]
     p_yes = np.mean([[a.p_yes for a in f] for f in per], axis=0)
     mass = np.mean([[a.mass for a in f] for f in per], axis=0)
     return p_yes, mass, asked
