@@ -66,7 +66,15 @@ def test_describe_in_a_run(tmp_path, small_data, tiny_encoder, describe, p):
     assert has_desc.all()
     assert np.allclose(j["p_yes"], p)
     asked = res[1].metrics["pairs_asked"]
-    assert asked == len(j) * (2 if describe == "both" else 1)
+    # each distinct prompt once: two labels of one name are one prompt without their descriptions
+    forms = {"yes": [True], "no": [False], "both": [True, False]}[describe]
+    names = {k: (v["name"], v["description"]) for k, v in labels.items()}
+    distinct = {
+        (d, names[x][0], names[x][1] if full else "") for d, x in zip(j["doc_id"], j["label_id"]) for full in forms
+    }
+    assert asked == len(distinct)
+    guard = res[1].metrics["guard_pairs_asked"]
+    assert asked + guard == len(judge.prompts) == len({(d, t) for (_, d), t in judge.prompts})
     if describe == "both":  # within a call, each document's prompts come together (its prefix is run once)
         firsts = {}
         for i, (d, _) in enumerate(judge.prompts):
@@ -86,3 +94,24 @@ def test_tag_verify_follows_the_run(tmp_path):
     (run / "config.json").write_text(json.dumps({"teacher": {"describe": "no"}}))
     assert _run_describe(str(run)) == "no"
     assert _run_describe(str(tmp_path / "an-encoder")) == TeacherConfig.describe
+
+
+def test_one_prompt_asked_once(tmp_path):
+    """Pairs that render the same prompt (two labels of one name without their descriptions, two documents of one
+    text) are asked once and share the answer, with or without a cache."""
+    from lmtx.teacher.cache import AnswerCache, score_described
+
+    judge = FormJudge()
+    judge.template = load_template("paper-desc")
+    pairs = [
+        Pair("d1", "text one", "a", "Monitoring", "Admin: Monitoring."),
+        Pair("d1", "text one", "b", "Monitoring", "Network: Monitoring."),
+        Pair("d2", "text one", "a", "Monitoring", "Admin: Monitoring."),
+    ]
+    for cache in (None, AnswerCache(tmp_path / "c.sqlite")):
+        judge.prompts.clear()
+        p, mass, asked = score_described(judge, judge.template, pairs, cache, "both")
+        assert asked == len(judge.prompts) == 3  # two with a description, one without
+        assert np.allclose(p, 0.5) and np.allclose(mass, 1.0)
+    judge.prompts.clear()
+    assert score_described(judge, judge.template, pairs, AnswerCache(tmp_path / "c.sqlite"), "both")[2] == 0

@@ -87,12 +87,18 @@ def score_cached(
     chunk_pairs: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Judgment], int]:
-    """Answers for every pair, asking the teacher only for what the cache lacks.
+    """Answers for every pair, asking the teacher only for what the cache lacks, and each prompt once: pairs
+    under one cache key (the same document text and label text, e.g. two labels of one name asked without their
+    descriptions) share one answer.
 
-    Returns (answers in order, number of pairs the teacher was asked).
+    Returns (answers in order, number of prompts the teacher was asked).
     """
     known = cache.get_many(teacher.model_id, template_hash, pairs) if cache is not None else [None] * len(pairs)
-    todo = [i for i, a in enumerate(known) if a is None]
+    same: dict[tuple[str, str], list[int]] = {}
+    for i, a in enumerate(known):
+        if a is None:
+            same.setdefault((pairs[i].doc_hash, pairs[i].label_hash), []).append(i)
+    todo = [ix[0] for ix in same.values()]
     answers = list(known)
     if progress and len(pairs) - len(todo):
         progress(len(pairs) - len(todo))
@@ -115,7 +121,9 @@ def score_cached(
             drill.log("committed", teacher.model_id, chunk)
             drill.point("teach:committed")
         for a in got:
-            answers[todo[pos]] = a
+            p = pairs[todo[pos]]
+            for i in same[(p.doc_hash, p.label_hash)]:
+                answers[i] = a
             pos += 1
         if progress:
             progress(len(chunk))
