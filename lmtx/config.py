@@ -397,6 +397,7 @@ class LoopConfig:
 
 RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
 STANDARDIZE_MODES = ("labels", "pool")  # how the hybrid ranking scales its two sides (lmtx.search.hybrid)
+TAUGHT_MODES = ("shrink", "ignore")  # retrieval.taught: the lexical share per label as the student is taught it
 
 
 @dataclass
@@ -468,10 +469,21 @@ class RetrievalConfig:
         "candidate-hubness",
     )
     hubness_k: int = setting(10, "Training documents per label that r(l) of retrieval.hubness averages over.")
+    taught: str = setting(
+        "shrink",
+        "Per label, how much the lexical side counts in what the run hands out (evaluation, lmtx tag "
+        "--model RUN, the guard's weight choice): shrink (a label the teacher confirmed on c training "
+        "documents ranks at dense weight 1 - (1 - w) / (1 + c): the words count fully for labels the "
+        "student was never taught and fade as it is taught them) or ignore (every label at weight w, as "
+        "runs made before). The teacher's candidates and the student's view in training are not changed. "
+        "Replayed on finished runs, shrink stayed near the better of dense only and hybrid where the "
+        "fixed weight fell behind dense (benchmarks/results/taught.md).",
+    )
 
     def __post_init__(self):
         one_of(self.mode, RETRIEVAL_MODES, "retrieval.mode")
         one_of(self.standardize, STANDARDIZE_MODES, "retrieval.standardize")
+        one_of(self.taught, TAUGHT_MODES, "retrieval.taught")
         for k in ("dense_weight", "zero_shot_weight", "candidate_weight"):
             if getattr(self, k) is not None and not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(f"retrieval.{k} must be in [0, 1] (the dense side's weight), got {getattr(self, k)}")
@@ -653,7 +665,7 @@ def load_config_file(path) -> dict:
 # Settings added with a default that changes results: the value a run made before the setting existed had. A saved
 # config that lacks the key is such a run, and it resumes with that value (the same command continues it as it was
 # started; keep_legacy), not with today's default.
-LEGACY_VALUES = {("train", "hard_negatives"): False, ("teacher", "describe"): "yes"}
+LEGACY_VALUES = {("train", "hard_negatives"): False, ("teacher", "describe"): "yes", ("retrieval", "taught"): "ignore"}
 
 
 def keep_legacy(cfg: "RunConfig", saved: dict) -> "RunConfig":

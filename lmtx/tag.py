@@ -394,7 +394,8 @@ def _open_parts(
         "top_k": opts.top_k,
         "retrieval": [how["mode"], how["dense_weight"]]
         + ([how["standardize"]] if how["mode"] == "hybrid" else [])
-        + ([how["hubness"]] if how.get("hubness") else []),
+        + ([how["hubness"]] if how.get("hubness") else [])
+        + ([sha256_file(how["taught"])] if how.get("taught") else []),
         "min_score": opts.min_score,
         "chunk_docs": opts.chunk_docs,
         "verify": verify,

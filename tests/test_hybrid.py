@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import sim_config as _cfg
 from typer.testing import CliRunner
 
 from lmtx.search.hybrid import build_pools, choose_weight
@@ -185,7 +186,20 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     # each mode on request; lexical equals the round's lexical P@1 (same eval docs: no sampling here)
     lex = evaluate(str(out), ev, labels, retrieval="lexical")
     assert lex["P@1"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-9)
-    hyb = evaluate(str(out), ev, labels, retrieval="hybrid", dense_weight=0.5)
+    # retrieval.taught shrink: the run's hybrid weighs the words less for the labels it taught; without its
+    # taught.json it is the plain fixed-weight hybrid of P@1_by_weight
+    assert man["retrieval"]["taught"] == "shrink"
+    taught = out / f"round-{man['best_round']:02d}" / "taught.json"
+    if man["best_round"] > 0:
+        assert resolve_retrieval(str(out), "hybrid", 0.5)["taught"] == str(taught) and taught.exists()
+    hid = taught.with_name("taught.json.hidden")
+    if taught.exists():
+        taught.rename(hid)
+    try:
+        hyb = evaluate(str(out), ev, labels, retrieval="hybrid", dense_weight=0.5)
+    finally:
+        if hid.exists():
+            hid.rename(taught)
     assert hyb["P@1"] == pytest.approx(ret["P@1_by_weight"]["0.5"], abs=1e-4)
     from lmtx.config import RetrievalConfig
 
@@ -465,3 +479,55 @@ def test_candidate_hubness_changes_the_candidates_only(tmp_path, small_data, tin
     assert not list((tmp_path / "cand" / "round-01").glob("hubness-*.npy"))
     a, b = (set(zip(c["doc_id"], c["label_id"])) for c in (plain, cand))
     assert a != b and len(a) == len(b)
+
+
+def test_taught_shrink_weighs_the_words_less_for_taught_labels(tmp_path, small_data, tiny_encoder):
+    """retrieval.taught shrink: a label confirmed on c training documents ranks at dense weight 1 - (1 - w)/(1 + c);
+    the run keeps its taught labels per round, reports the plain hybrid beside the shrunk final, and `lmtx
+    evaluate --model RUN` reproduces the final."""
+    from lmtx.evaluation.evaluate import evaluate
+    from lmtx.loop.run import Runtime, iterate
+    from lmtx.search.hybrid import Pools, taught_weight
+
+    assert np.allclose(taught_weight(0.9, np.array([0, 1, 3])), [0.9, 0.95, 0.975])
+    # two labels, one document: the words favour label 1, the student label 0 by a little
+    p = Pools(
+        np.array([[0, 1]]),
+        np.array([[0.5, 0.44]]),
+        np.array([[0.0, 6.0]]),
+        np.zeros(1),
+        np.full(1, 0.1),
+        np.zeros(1),
+        np.ones(1),
+    )
+    assert p.rank(0.9, 1)[0][0, 0] == 1  # plain hybrid: the words win
+    assert p.with_taught(np.array([0, 3])).rank(0.9, 1)[0][0, 0] == 0  # label 1 taught three times: the student wins
+    assert p.with_taught(np.array([0, 0])).rank(0.9, 1)[0][0, 0] == 1  # nothing taught: the plain hybrid
+    cfg = _cfg(small_data, tiny_encoder, 2)
+    out = tmp_path / "run"
+    res = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))
+    import pandas as pd
+
+    for r in (1, 2):
+        yes = set()
+        for k in range(1, r + 1):
+            j = pd.read_parquet(out / f"round-{k:02d}" / "judgments.parquet")
+            yes |= set(zip(j.loc[j["yes"], "doc_id"], j.loc[j["yes"], "label_id"]))
+        want = pd.Series([lab for _, lab in yes]).value_counts().to_dict()
+        assert json.loads((out / f"round-{r:02d}" / "taught.json").read_text()) == want
+    ret = res[-1].metrics["retrieval"]
+    assert ret["final"]["mode"] == "hybrid"  # the prior: the label-free choice keeps it here
+    assert ret["final"]["taught"] == "shrink" and ret["final"]["taught_labels"] > 0
+    w = f"{ret['final']['dense_weight']:g}"
+    assert w not in ret["P@1_by_weight"] or ret["hybrid"]["P@1"] == pytest.approx(ret["P@1_by_weight"][w])
+    man = json.loads((out / "manifest.json").read_text())
+    best = json.loads((out / f"round-{man['best_round']:02d}" / "metrics.json").read_text())
+    labels = load_labels(small_data["labels"])
+    m = evaluate(str(out), load_docs(small_data["eval"], labels), labels)
+    assert m["P@1"] == pytest.approx(best["retrieval"]["final"]["P@1"], abs=1e-9)
+    # a run made before the setting (its config.json without it) keeps every label at the one weight
+    from lmtx.config import RunConfig, keep_legacy
+
+    saved = json.loads((out / "config.json").read_text())
+    del saved["retrieval"]["taught"]
+    assert keep_legacy(RunConfig(), saved).retrieval.taught == "ignore"

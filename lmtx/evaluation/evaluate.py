@@ -100,6 +100,13 @@ def resolve_retrieval(
         mode = "dense"
     if mode == "hybrid" and w <= 0.0:
         mode = "lexical"
+    # retrieval.taught shrink: the run's taught labels of the round it ranks with (a run made before it: none)
+    taught = None
+    if mode == "hybrid" and rec is not None and rec.get("taught") == "shrink":
+        from ..search.hybrid import taught_file
+
+        f = taught_file(Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}")
+        taught = str(f) if f.exists() else None
     # retrieval.hubness: the run's penalty (a run made before it, or a plain encoder: none)
     hub = float((rec or {}).get("hubness") or 0.0) if mode != "lexical" else 0.0
     return {
@@ -113,6 +120,7 @@ def resolve_retrieval(
         "hubness_round": str(Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}") if hub > 0 else None,
         "hubness_k": int((rec or {}).get("hubness_k") or RetrievalConfig.hubness_k),
         "hubness_docs": ((cfg or {}).get("loop") or {}).get("docs") if hub > 0 else None,
+        "taught": taught,
     }
 
 
@@ -185,6 +193,11 @@ def make_ranker(
 
         lexical = lexical_index(labels, how["label_text"], log)
     penalty = None if index is None else run_penalty(how, model, labels, index.emb, batch_size, log)
+    taught = None
+    if how.get("taught"):
+        from ..search.hybrid import load_taught
+
+        taught = load_taught(how["taught"], labels)
     return Ranker(
         model,
         index,
@@ -195,6 +208,7 @@ def make_ranker(
         batch_size,
         how["standardize"],
         penalty,
+        taught,
     )
 
 

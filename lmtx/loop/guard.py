@@ -29,13 +29,14 @@ def rate(job: Job, model, lemb: np.ndarray, r: int, enc_round: int) -> Rating:
     """The teacher's mean P(yes) on the encoder's top-1 label for each held-out document; with retrieval.mode auto
     also the label-free choice of the dense weight: the teacher rates each weight's top-1 label of the same
     documents (most coincide; only new pairs are asked) and the prior keeps its place unless another weight is
-    rated higher by more than a standard error (lmtx.search.hybrid.choose_weight)."""
+    rated higher by more than a standard error (lmtx.search.hybrid.choose_weight). Each weight ranks as the run
+    would hand it out (retrieval.taught)."""
     texts = [d.text for d in job.guard_docs]
     demb = embed(model, texts, job.cfg.encoder.batch_size)
     auto = job.cfg.retrieval.mode == "auto"
     penalty = job.penalty(lemb, model)
     if auto:
-        pools = job.pools(lemb, demb, "guard", texts, penalty=penalty)
+        pools = job.pools(lemb, demb, "guard", texts, penalty=penalty).with_taught(job.taught(enc_round))
         prior = prior_weight(job.cfg, enc_round)
         tops = {w: [int(x) for x in pools.rank(w, 1)[0][:, 0]] for w in sorted({*WEIGHTS, prior}, reverse=True)}
         top1 = tops[1.0]

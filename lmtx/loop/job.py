@@ -12,10 +12,10 @@ import numpy as np
 
 from ..config import RunConfig, keep_legacy
 from ..search.encoder import label_embeddings, load_encoder
-from ..search.hybrid import Pools, build_pools, label_hubness, label_moments
+from ..search.hybrid import Pools, build_pools, label_hubness, label_moments, taught_counts
 from ..search.index import build_index, exact_topk
 from ..store.data import LabelSet, gold_of, load_docs, load_labels, stable_key
-from ..store.rundir import RunDir, read_json
+from ..store.rundir import RunDir, read_json, read_parquet
 from ..teacher.base import Pair
 from ..teacher.cache import AnswerCache, score_described
 from ..teacher.prompts import load_template
@@ -153,6 +153,21 @@ class Job:
             index = build_index(lemb, cfg.index, cfg.loop.seed, n_queries=len(demb), recall_sample=300, log=self.rt.log)
             self.index = (lemb, index)
         return index.query(demb, k or cfg.index.candidates)
+
+    def taught(self, enc_round: int) -> np.ndarray | None:
+        """retrieval.taught shrink: per label index, the training documents on which the teacher confirmed the label
+        in the judgments of rounds 1..enc_round (what that round's encoder and those before it were trained on);
+        None with ignore, and for the encoder as fetched."""
+        if self.cfg.retrieval.taught != "shrink" or enc_round <= 0:
+            return None
+        pairs: set = set()
+        for k in range(1, enc_round + 1):
+            p = self.run.round_dir(k) / "judgments.parquet"
+            if p.exists():
+                j = read_parquet(p)
+                y = j[j["yes"].astype(bool)]
+                pairs.update(zip(y["doc_id"], y["label_id"]))
+        return taught_counts(pairs, self.labels)
 
     def hubness(self, lemb: np.ndarray, model, train_demb: np.ndarray | None = None) -> np.ndarray:
         """r(l) of the encoder ``model`` whose label matrix is ``lemb``: each label's mean cosine with its

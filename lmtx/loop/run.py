@@ -23,7 +23,7 @@ from ..evaluation.metrics import pseudo_label_quality
 from ..learn.fuse import fuse, teacher_weaker
 from ..learn.select import Example, decide, select_positives
 from ..search.encoder import embed, load_encoder
-from ..search.hybrid import Pools, hubness_file, mode_of
+from ..search.hybrid import Pools, hubness_file, mode_of, save_taught
 from ..store.rundir import (
     peak_rss_gb,
     process_memory_gb,
@@ -320,6 +320,8 @@ def _select(job: Job, j: pd.DataFrame, rd: Path) -> tuple[pd.DataFrame, list[Exa
             }
         ),
     )
+    if (taught := job.taught(int(rd.name[6:]))) is not None:  # the labels taught so far, for lmtx tag --model RUN
+        save_taught(rd, taught, labels)
     return j, examples
 
 
@@ -430,7 +432,13 @@ def _evaluate(
     }
     if job.has_gold:
         m.update(
-            score_encoder(job, trained.model, trained.lemb, weight=guard.weight_of(cfg, verdict.choices.get(str(r))))
+            score_encoder(
+                job,
+                trained.model,
+                trained.lemb,
+                weight=guard.weight_of(cfg, verdict.choices.get(str(r))),
+                taught=job.taught(r),
+            )
         )
         if trained.chain is not None and len(job.labels) < LARGE_LABEL_SET:
             lemb = embed(trained.chain, job.label_texts, cfg.encoder.batch_size)
@@ -633,6 +641,7 @@ def run_retrieval(cfg: RunConfig, best_round: int, weight: float | None) -> dict
         "standardize": cfg.retrieval.standardize,
         "hubness": cfg.retrieval.hubness,
         "hubness_k": cfg.retrieval.hubness_k,
+        "taught": cfg.retrieval.taught,
         "setting": cfg.retrieval.mode,
     }
 

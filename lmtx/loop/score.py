@@ -27,11 +27,19 @@ def eval_sample(job: Job) -> list:
     return sorted(docs, key=lambda d: stable_key("eval", d.id))[:n]
 
 
-def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False, weight: float | None = None) -> dict:
+def score_encoder(
+    job: Job,
+    model,
+    lemb: np.ndarray,
+    show_progress: bool = False,
+    weight: float | None = None,
+    taught: np.ndarray | None = None,
+) -> dict:
     """An encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled). The top-level
     keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside it, P@1 at
     every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run hands
-    out."""
+    out; with ``taught`` (retrieval.taught shrink: confirmed documents per label) its lexical share is shrunk per
+    label, and ``hybrid`` is the same weight without the shrink."""
     docs = eval_sample(job)
     texts = [d.text for d in docs]
     demb = embed(model, texts, 64, show_progress, "embedding eval docs")
@@ -55,6 +63,15 @@ def score_encoder(job: Job, model, lemb: np.ndarray, show_progress: bool = False
     }
     if weight is not None:
         fin = score(weight)
-        ret["final"] = {"mode": mode_of(weight), "dense_weight": weight} | {k: fin[k] for k in RETRIEVAL_KEYS}
+        shrink = taught is not None and 0.0 < weight < 1.0
+        if shrink:
+            ret["hybrid"] = {"dense_weight": weight} | {k: fin[k] for k in RETRIEVAL_KEYS}
+            idx, _ = pools.with_taught(taught).rank(weight, 10)
+            fin = ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
+        ret["final"] = (
+            {"mode": mode_of(weight), "dense_weight": weight}
+            | ({"taught": "shrink", "taught_labels": int((taught > 0).sum())} if shrink else {})
+            | {k: fin[k] for k in RETRIEVAL_KEYS}
+        )
     m["retrieval"] = ret
     return m | {"eval_docs": len(docs), "eval_sampled": len(docs) < len(job.gold_eval_docs)}

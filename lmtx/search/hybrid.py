@@ -27,7 +27,7 @@ teacher's ratings of each weight's top-1 label on the guard's held-out documents
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class Pools:
     sd_d: np.ndarray
     mu_l: np.ndarray
     sd_l: np.ndarray
+    taught: np.ndarray | None = None  # (n, m): times the teacher confirmed each pooled label (retrieval.taught)
 
     def z(self, dense: np.ndarray, lex: np.ndarray, rows: np.ndarray | None = None):
         """Standardized (dense, lexical) scores of given values for documents ``rows`` (all when None)."""
@@ -62,8 +63,16 @@ class Pools:
         zl = np.where(sd_l > 0, (lex - mu_l) / np.where(sd_l > 0, sd_l, 1.0), 0.0)
         return zd, zl
 
+    def with_taught(self, counts: np.ndarray | None) -> "Pools":
+        """These pools with each label's count of teacher-confirmed training documents (per label index; None:
+        every label at the one weight): the fused score then weighs the lexical side per label (taught_weight)."""
+        if counts is None:
+            return replace(self, taught=None)
+        return replace(self, taught=np.where(self.idx >= 0, counts[np.maximum(self.idx, 0)], 0))
+
     def scores(self, w: float) -> np.ndarray:
         zd, zl = self.z(self.dense, self.lex)
+        w = w if self.taught is None else taught_weight(w, self.taught)
         s = w * zd + (1.0 - w) * zl
         return np.where(self.idx >= 0, s, -np.inf)
 
@@ -86,6 +95,48 @@ class Pools:
         """The fused score of arbitrary (document row, label) pairs given their cosine and BM25 score."""
         zd, zl = self.z(np.asarray(dense, float), np.asarray(lex, float), np.asarray(rows))
         return w * zd + (1.0 - w) * zl
+
+
+def taught_weight(w: float, counts: np.ndarray) -> np.ndarray:
+    """retrieval.taught shrink: the dense weight of a label the teacher confirmed on ``counts`` training documents,
+    1 - (1 - w) / (1 + c). An untaught label keeps ``w``; the lexical share halves with the first confirmed document,
+    is a third after two, and so on: the student's own score takes over as it is taught the label."""
+    return 1.0 - (1.0 - w) / (1.0 + np.asarray(counts, np.float64))
+
+
+def taught_counts(pairs, labels) -> np.ndarray:
+    """Per label index of ``labels``: how many distinct (document id, label id) ``pairs`` name it (labels not in the
+    set are skipped)."""
+    counts = np.zeros(len(labels), np.int64)
+    for _, lid in pairs:
+        i = labels.index.get(lid)
+        if i is not None:
+            counts[i] += 1
+    return counts
+
+
+def taught_file(round_dir: str | Path) -> Path:
+    """Where a run keeps a round's taught labels (retrieval.taught): {label id: confirmed training documents}."""
+    return Path(round_dir) / "taught.json"
+
+
+def save_taught(round_dir: str | Path, counts: np.ndarray, labels) -> None:
+    from ..store.rundir import write_json
+
+    write_json(taught_file(round_dir), {labels[int(i)].id: int(counts[i]) for i in np.nonzero(counts)[0]})
+
+
+def load_taught(path: str | Path, labels) -> np.ndarray:
+    """A round's taught.json as counts per label index of ``labels`` (another label file: by label id; labels the
+    run never saw count 0)."""
+    from ..store.rundir import read_json
+
+    counts = np.zeros(len(labels), np.int64)
+    for lid, c in read_json(Path(path)).items():
+        i = labels.index.get(lid)
+        if i is not None:
+            counts[i] = int(c)
+    return counts
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -261,18 +312,20 @@ class Ranker:
         batch_size: int = 64,
         standardize: str = RetrievalConfig.standardize,
         penalty: np.ndarray | None = None,
+        taught: np.ndarray | None = None,
     ):
         if mode not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
         one_of(standardize, STANDARDIZE_MODES, "standardize", ValueError)
         self.model, self.index, self.lexical, self.mode, self.w = model, index, lexical, mode, w
         self.pool, self.batch_size, self.standardize = pool, batch_size, standardize
-        self.penalty = penalty
+        self.penalty, self.taught = penalty, taught
         self._moments = None  # label_moments of the index's matrix, once per ranker
 
     def describe(self) -> str:
         hub = "" if self.penalty is None or self.mode == "lexical" else ", hubness penalty"
-        return (f"hybrid (dense weight {self.w:g}" + hub + ")") if self.mode == "hybrid" else self.mode + hub
+        taught = "" if self.taught is None else ", lexical share shrunk for taught labels"
+        return (f"hybrid (dense weight {self.w:g}" + hub + taught + ")") if self.mode == "hybrid" else self.mode + hub
 
     def rank(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(label indices, scores), each (len(texts), k), best first. Scores: cosine (dense; less the hubness penalty
@@ -305,4 +358,4 @@ class Ranker:
             self._moments,
             self.penalty,
         )
-        return pools.rank(self.w, k)
+        return pools.with_taught(self.taught).rank(self.w, k)

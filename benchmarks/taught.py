@@ -1,0 +1,147 @@
+"""retrieval.taught replayed on finished runs: for each round's encoder, P@1 on gold of dense only, of the hybrid at
+the run's weight (every label alike: ``ignore``), and of the same hybrid with the lexical share of each label
+shrunk by the teacher-confirmed training documents it was taught on (``shrink``: dense weight 1 - (1 - w)/(1 + c),
+lmtx.search.hybrid.taught_weight). No teacher call and no training: the rounds' encoders and judgments are the
+run's own, and neither setting changes what a run trains on, only what it hands out, so the replay is what a run
+made with either setting would have handed out at that weight.
+
+    python benchmarks/taught.py NAME=RUN_FOLDER [NAME=RUN_FOLDER ...]
+
+Each row also has, for reference, the plain hybrid at dense weight 0.95 (a fixed weight nearer dense), and the gap
+of each ranking to the better of dense only and the plain hybrid: the goal of issue 21 is a handed-out ranking
+within 0.005 of it. Results go to benchmarks/results/taught.{json,md}, a round at a time (atomic writes; a round
+already there is not redone, so an interrupted replay resumes). A 783,728-label encoder takes about 5 minutes on
+the 2-core machine when its label matrix is cached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lmtx.config import RunConfig  # noqa: E402
+from lmtx.evaluation.metrics import propensities, ranking_metrics  # noqa: E402
+from lmtx.loop.job import Job, Runtime, guard_split, template_of  # noqa: E402
+from lmtx.loop.score import eval_sample  # noqa: E402
+from lmtx.search.encoder import embed, label_embeddings, load_encoder  # noqa: E402
+from lmtx.store.data import gold_of, load_docs, load_labels  # noqa: E402
+from lmtx.store.rundir import RunDir, write_text  # noqa: E402
+
+RES = ROOT / "benchmarks" / "results"
+REFERENCE_W = 0.95
+GOAL = 0.005
+
+
+def replay(name: str, run: Path, done: set, emit) -> None:
+    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = RunConfig.from_dict(cfg.to_dict() | {"retrieval": cfg.to_dict()["retrieval"] | {"taught": "shrink"}})
+    labels = load_labels(cfg.loop.labels)
+    all_docs = load_docs(cfg.loop.docs, labels, cfg.loop.max_docs)
+    docs, guard = guard_split(all_docs, cfg)
+    ev = load_docs(cfg.loop.eval_docs, labels) if cfg.loop.eval_docs else all_docs
+    rt = Runtime(progress=False, log=lambda s: None)
+    job = Job(cfg, RunDir(run), rt, labels, docs, guard, ev, template_of(cfg), gold_of(all_docs))
+    sample = eval_sample(job)
+    texts, gold = [d.text for d in sample], [set(d.labels) for d in sample]
+    prop = propensities([set(d.labels) for d in job.gold_eval_docs])
+    ids = labels.ids
+    man = json.loads((run / "manifest.json").read_text())
+    for r in sorted(int(k) for k in man["rounds"] if int(k) > 0):
+        if (name, r) in done:
+            continue
+        t0 = time.time()
+        m = json.loads((run / f"round-{r:02d}" / "metrics.json").read_text())
+        w = float((m.get("retrieval", {}).get("final") or {}).get("dense_weight", cfg.retrieval.dense_weight))
+        spec = str(run / f"round-{r:02d}" / "encoder")
+        model = load_encoder(spec, cfg.encoder.max_seq_length)
+        lemb = label_embeddings(
+            model, labels, cfg.encoder.label_text, cache_for=spec, progress=False, backend=cfg.encoder.label_backend
+        )
+        demb = embed(model, texts, 64)
+        pools = job.pools(lemb, demb, "eval", texts, exact=True, penalty=job.penalty(lemb, model))
+        taught = job.taught(r)
+
+        def score(p, weight: float) -> dict:
+            idx, _ = p.rank(weight, 10)
+            got = ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
+            return {k: round(float(got[k]), 4) for k in ("P@1", "R@10")}
+
+        row = {
+            "run": name,
+            "round": r,
+            "eval_docs": len(sample),
+            "labels": len(labels),
+            "taught_labels": int((taught > 0).sum()),
+            "weight": w,
+            "dense": score(pools, 1.0),
+            "hybrid": score(pools, w),
+            "shrink": score(pools.with_taught(taught), w),
+            f"hybrid {REFERENCE_W:g}": score(pools, REFERENCE_W),
+            "seconds": round(time.time() - t0, 1),
+        }
+        best = max(row["dense"]["P@1"], row["hybrid"]["P@1"])
+        row["gap"] = {k: round(row[k]["P@1"] - best, 4) for k in ("hybrid", "shrink", f"hybrid {REFERENCE_W:g}")}
+        emit(row)
+
+
+def table(rows: list[dict]) -> str:
+    ref = f"hybrid {REFERENCE_W:g}"
+    out = [
+        "# retrieval.taught: the lexical share shrunk for the labels the student was taught",
+        "",
+        "Replayed on finished runs' encoders (`benchmarks/taught.py`): P@1 on gold of dense only, the hybrid at the "
+        "run's weight w with every label alike (`ignore`, lmtx before), and the same hybrid with each label at "
+        "dense weight 1 - (1 - w)/(1 + c), c the training documents on which the teacher confirmed it in the "
+        f"rounds so far (`shrink`, the default). *gap*: to the better of dense only and the plain hybrid (goal: "
+        f"within {GOAL:g}). The plain hybrid at {REFERENCE_W:g} is a fixed weight nearer dense, for reference. "
+        "Neither setting changes training, so each row is what a run with that setting hands out.",
+        "",
+        f"| run | round | labels | taught labels | w | dense P@1 | hybrid P@1 | shrink P@1 | {ref} P@1 | "
+        f"gap hybrid | gap shrink | gap {ref} | R@10 hybrid / shrink |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        g = r["gap"]
+        out.append(
+            f"| {r['run']} | {r['round']} | {r['labels']:,} | {r['taught_labels']:,} | {r['weight']:g} | "
+            f"{r['dense']['P@1']:.3f} | {r['hybrid']['P@1']:.3f} | {r['shrink']['P@1']:.3f} | {r[ref]['P@1']:.3f} | "
+            f"{g['hybrid']:+.4f} | {g['shrink']:+.4f} | {g[ref]:+.4f} | "
+            f"{r['hybrid']['R@10']:.3f} / {r['shrink']['R@10']:.3f} |"
+        )
+    if rows:
+        out += ["", "| ranking | rows within the goal | worst gap | mean gap |", "|---|---|---|---|"]
+        for k in ("hybrid", "shrink", ref):
+            gaps = [r["gap"][k] for r in rows]
+            ok = sum(x >= -GOAL for x in gaps)
+            out.append(f"| {k} | {ok} of {len(gaps)} | {min(gaps):+.4f} | {np.mean(gaps):+.4f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit(__doc__)
+    path = RES / "taught.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    done = {(r["run"], r["round"]) for r in rows}
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        rows.sort(key=lambda x: (x["run"], x["round"]))
+        write_text(path, json.dumps({"goal": GOAL, "rows": rows}, indent=1))
+        write_text(RES / "taught.md", table(rows))
+        print(json.dumps(row), flush=True)
+
+    for a in argv:
+        name, _, folder = a.partition("=")
+        replay(name, Path(folder), done, emit)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
