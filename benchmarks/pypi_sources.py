@@ -455,7 +455,9 @@ def markdown(res: dict) -> str:
             "## Hybrid retrieval: dense, lexical and the run's choice",
             "",
             "P@1 above is the encoder alone; *chosen* is the ranking the run hands out, at the dense weight it "
-            "chose label-free; *best on gold* is reported, never used.",
+            "chose label-free; *best on gold* is reported, never used. These runs were made before "
+            "retrieval.taught and hand out every label at the one weight; what they hand out with its default "
+            "(shrink) is replayed in [taught.md](taught.md).",
             "",
             "| row | dense P@1 | lexical P@1 | chosen weight | chosen P@1 | chosen R@10 | best weight on gold | "
             "its P@1 | P@1 at dense weight 1 / 0.8 / 0.6 / 0.4 / 0.2 / 0 |",
