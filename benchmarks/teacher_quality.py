@@ -49,7 +49,7 @@ def main():
         for pname in a.prompts.split(","):
             tpl = load_template(pname)
             t = make_teacher(tname, tpl, threads=2)
-            r = evaluate_teacher(t, tpl.hash, pairs, frame, cache)
+            r = evaluate_teacher(t, tpl, pairs, frame, cache)
             r.pop("_p_yes")
             r.update({"name": tname, "prompt": pname})
             if a.speed_docs and hasattr(t, "prefix_reuse"):

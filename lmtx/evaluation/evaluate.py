@@ -100,12 +100,13 @@ def resolve_retrieval(
         mode = "dense"
     if mode == "hybrid" and w <= 0.0:
         mode = "lexical"
+    round_dir = Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}" if rec else None
     # retrieval.taught shrink: the run's taught labels of the round it ranks with (a run made before it: none)
     taught = None
     if mode == "hybrid" and rec is not None and rec.get("taught") == "shrink":
         from ..search.hybrid import taught_file
 
-        f = taught_file(Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}")
+        f = taught_file(round_dir)
         taught = str(f) if f.exists() else None
     # retrieval.hubness: the run's penalty (a run made before it, or a plain encoder: none)
     hub = float((rec or {}).get("hubness") or 0.0) if mode != "lexical" else 0.0
@@ -117,7 +118,7 @@ def resolve_retrieval(
         "standardize": standardize,
         "from_run": retrieval == "auto" and rec is not None,
         "hubness": hub,
-        "hubness_round": str(Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}") if hub > 0 else None,
+        "hubness_round": str(round_dir) if hub > 0 else None,
         "hubness_k": int((rec or {}).get("hubness_k") or RetrievalConfig.hubness_k),
         "hubness_docs": ((cfg or {}).get("loop") or {}).get("docs") if hub > 0 else None,
         "taught": taught,

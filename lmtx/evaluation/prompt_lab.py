@@ -50,7 +50,7 @@ def evaluate_prompts(
             if not tpl.shows_description:  # nothing to leave out: one form
                 forms = forms[:1]
             for form in forms:
-                r = evaluate_teacher(t, tpl.hash, pairs, frame, cache, [decision], describe=form, template=tpl)
+                r = evaluate_teacher(t, tpl, pairs, frame, cache, [decision], describe=form)
                 rows.append(_row(tname, tpl, form, decision, r, frame))
     cache.close()
     out = Path(out)

@@ -15,7 +15,7 @@ import pandas as pd
 from ..learn.select import decide, select_positives
 from ..store.data import Doc, LabelSet
 from ..teacher.base import Pair
-from ..teacher.cache import AnswerCache, score_cached, score_described
+from ..teacher.cache import AnswerCache, score_described
 from .metrics import auc
 
 RULES = [
@@ -59,24 +59,19 @@ def candidate_pairs(
 
 def evaluate_teacher(
     teacher,
-    template_hash: str,
+    template,
     pairs,
     frame: pd.DataFrame,
     cache: AnswerCache | None = None,
     rules=RULES,
     progress=None,
     describe: str = "yes",
-    template=None,
 ) -> dict:
-    """The teacher's P(yes) on labelled pairs against gold. ``describe`` (with the ``template``): the
-    teacher.describe form(s) the pairs are asked in."""
+    """The teacher's P(yes) on labelled pairs against gold, asked with ``template`` in the teacher.describe
+    form(s) ``describe``."""
     t0 = time.time()
     tokens0 = getattr(teacher, "prompt_tokens", 0)
-    if template is None:
-        answers, asked = score_cached(teacher, template_hash, pairs, cache, progress=progress)
-        p_yes, mass = [a.p_yes for a in answers], [a.mass for a in answers]
-    else:
-        p_yes, mass, asked = score_described(teacher, template, pairs, cache, describe, progress=progress)
+    p_yes, mass, asked = score_described(teacher, template, pairs, cache, describe, progress=progress)
     secs = time.time() - t0
     f = frame.copy()
     f["p_yes"] = p_yes

@@ -91,6 +91,7 @@ class Job:
     lex_top: dict = field(default_factory=dict)  # document set -> its lexical top-pool (indices, BM25, mean, sd)
     moments: tuple | None = None  # (label matrix, its penalty, their hybrid.label_moments): the last one computed
     hubs: list = field(default_factory=list)  # (label matrix, r(l)) of the last two encoders (retrieval.hubness)
+    taught_by_round: dict = field(default_factory=dict)  # encoder round -> Job.taught (its judgments are final)
 
     @cached_property
     def gold_eval_docs(self) -> list:
@@ -157,17 +158,20 @@ class Job:
     def taught(self, enc_round: int) -> np.ndarray | None:
         """retrieval.taught shrink: per label index, the training documents on which the teacher confirmed the label
         in the judgments of rounds 1..enc_round (what that round's encoder and those before it were trained on);
-        None with ignore, and for the encoder as fetched."""
+        None with ignore, and for the encoder as fetched. Read once per round, after its judgments are written (the
+        round's selection, its guard and its evaluation ask for it)."""
         if self.cfg.retrieval.taught != "shrink" or enc_round <= 0:
             return None
-        pairs: set = set()
-        for k in range(1, enc_round + 1):
-            p = self.run.round_dir(k) / "judgments.parquet"
-            if p.exists():
-                j = read_parquet(p)
-                y = j[j["yes"].astype(bool)]
-                pairs.update(zip(y["doc_id"], y["label_id"]))
-        return taught_counts(pairs, self.labels)
+        if enc_round not in self.taught_by_round:
+            pairs: set = set()
+            for k in range(1, enc_round + 1):
+                p = self.run.round_dir(k) / "judgments.parquet"
+                if p.exists():
+                    j = read_parquet(p)
+                    y = j[j["yes"].astype(bool)]
+                    pairs.update(zip(y["doc_id"], y["label_id"]))
+            self.taught_by_round[enc_round] = taught_counts(pairs, self.labels)
+        return self.taught_by_round[enc_round]
 
     def hubness(self, lemb: np.ndarray, model, train_demb: np.ndarray | None = None) -> np.ndarray:
         """r(l) of the encoder ``model`` whose label matrix is ``lemb``: each label's mean cosine with its

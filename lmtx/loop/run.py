@@ -161,7 +161,7 @@ def _round(r: int, st: State, job: Job) -> tuple[RoundResult, State]:
     with clock("teacher"):
         judged, asked = _teach(job, st, cands, ref.weight, r)
     fused, views, casc = _fuse(job, st, judged, r, clock)
-    judged, examples = _select(job, fused, rd)
+    judged, examples = _select(job, fused, r, rd)
     with clock("train"):
         trained = _train(job, st, examples, r, rd, clock)
     with clock("guard"):
@@ -298,7 +298,7 @@ def _fused(job: Job, j: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return j, views
 
 
-def _select(job: Job, j: pd.DataFrame, rd: Path) -> tuple[pd.DataFrame, list[Example]]:
+def _select(job: Job, j: pd.DataFrame, r: int, rd: Path) -> tuple[pd.DataFrame, list[Example]]:
     """4. Decide yes/no and select pseudo-positives (on the strong teacher's answers where the cascade asked it);
     the round's judgments go to judgments.parquet."""
     cfg, labels = job.cfg, job.labels
@@ -320,7 +320,7 @@ def _select(job: Job, j: pd.DataFrame, rd: Path) -> tuple[pd.DataFrame, list[Exa
             }
         ),
     )
-    if (taught := job.taught(int(rd.name[6:]))) is not None:  # the labels taught so far, for lmtx tag --model RUN
+    if (taught := job.taught(r)) is not None:  # the labels taught so far, for lmtx tag --model RUN
         save_taught(rd, taught, labels)
     return j, examples
 

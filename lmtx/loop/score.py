@@ -47,8 +47,8 @@ def score_encoder(
     ids, gold = job.labels.ids, [set(d.labels) for d in docs]
     prop = propensities([set(d.labels) for d in job.gold_eval_docs])
 
-    def score(w: float) -> dict:
-        idx, _ = pools.rank(w, 10)
+    def score(w: float, p=pools) -> dict:
+        idx, _ = p.rank(w, 10)
         return ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
 
     m = score(1.0)
@@ -66,8 +66,7 @@ def score_encoder(
         shrink = taught is not None and 0.0 < weight < 1.0
         if shrink:
             ret["hybrid"] = {"dense_weight": weight} | {k: fin[k] for k in RETRIEVAL_KEYS}
-            idx, _ = pools.with_taught(taught).rank(weight, 10)
-            fin = ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
+            fin = score(weight, pools.with_taught(taught))
         ret["final"] = (
             {"mode": mode_of(weight), "dense_weight": weight}
             | ({"taught": "shrink", "taught_labels": int((taught > 0).sum())} if shrink else {})

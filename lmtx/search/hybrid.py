@@ -104,15 +104,22 @@ def taught_weight(w: float, counts: np.ndarray) -> np.ndarray:
     return 1.0 - (1.0 - w) / (1.0 + np.asarray(counts, np.float64))
 
 
+def _per_label(counted, labels) -> np.ndarray:
+    """(label id, count) items as counts per label index of ``labels`` (ids not in the set are skipped)."""
+    counts = np.zeros(len(labels), np.int64)
+    for lid, c in counted:
+        i = labels.index.get(lid)
+        if i is not None:
+            counts[i] += int(c)
+    return counts
+
+
 def taught_counts(pairs, labels) -> np.ndarray:
     """Per label index of ``labels``: how many distinct (document id, label id) ``pairs`` name it (labels not in the
     set are skipped)."""
-    counts = np.zeros(len(labels), np.int64)
-    for _, lid in pairs:
-        i = labels.index.get(lid)
-        if i is not None:
-            counts[i] += 1
-    return counts
+    from collections import Counter
+
+    return _per_label(Counter(lid for _, lid in pairs).items(), labels)
 
 
 def taught_file(round_dir: str | Path) -> Path:
@@ -131,12 +138,7 @@ def load_taught(path: str | Path, labels) -> np.ndarray:
     run never saw count 0)."""
     from ..store.rundir import read_json
 
-    counts = np.zeros(len(labels), np.int64)
-    for lid, c in read_json(Path(path)).items():
-        i = labels.index.get(lid)
-        if i is not None:
-            counts[i] = int(c)
-    return counts
+    return _per_label(read_json(Path(path)).items(), labels)
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
