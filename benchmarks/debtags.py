@@ -559,6 +559,24 @@ def main():
                 {"select": {"fusion": "w:0.8"}, "train": {"epochs": 2}},
             ),
             (
+                "q15-both",
+                "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with today's defaults (hybrid retrieval, "
+                "teacher.describe both, retrieval.taught shrink), teacher Qwen2.5-Coder-1.5B",
+                labels_path,
+                "name+description",
+                "qwen1.5b",
+                {"select": {"fusion": "w:0.8"}, "train": {"epochs": 2}, "teacher": {"describe": "both"}},
+            ),
+            (
+                "q15-defaults",
+                "lmtx's defaults as they stand (hybrid retrieval, teacher.describe both, retrieval.taught shrink; "
+                "not the strong-teacher recipe), teacher Qwen2.5-Coder-1.5B",
+                labels_path,
+                "name+description",
+                "qwen1.5b",
+                {"teacher": {"describe": "both"}},
+            ),
+            (
                 "sim0-hybrid",
                 "SIMULATED perfect teacher (the bound for q05-hybrid), lmtx defaults with hybrid retrieval",
                 labels_path,
