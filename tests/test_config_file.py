@@ -165,8 +165,12 @@ def test_shipped_strong_teacher_recipe_is_a_valid_config():
 
     p = Path(__file__).resolve().parent.parent / "configs" / "strong-teacher.toml"
     cfg = RunConfig.from_dict(load_config_file(p))
-    assert (cfg.teacher.name, cfg.select.fusion, cfg.train.epochs) == ("qwen1.5b", "w:0.8", 2)
-    assert cfg.train.merge_init == RunConfig().train.merge_init  # everything else stays at the defaults
+    assert cfg.teacher.name == "qwen1.5b"
+    # everything else stays at the defaults (q15-defaults beat the old w:0.8 / epochs 2 recipe, q15-both)
+    default = RunConfig().to_dict()
+    mine = cfg.to_dict()
+    mine["teacher"]["name"] = default["teacher"]["name"]
+    assert mine == default
 
 
 def test_the_configuration_page_is_lmtx_config():
