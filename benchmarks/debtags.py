@@ -806,9 +806,9 @@ def write(out: Path, a, rows: dict):
             "*chosen*: the ranking the run hands out, at the dense weight it chose label-free (the teacher's "
             "ratings of each weight's top-1 on the guard's held-out documents; 1 = dense only); *best on gold*: "
             "the weight that would have scored best on these test documents (reported, never used). Gap: chosen "
-            "minus the better of dense-only and the best hybrid weight. These runs were made before "
-            "retrieval.taught and hand out every label at the one weight; what they hand out with its default "
-            "(shrink) is replayed in [taught.md](taught.md).",
+            "minus the better of dense-only and the best hybrid weight. q15-both and q15-defaults were made with "
+            "retrieval.taught shrink (the default); the other runs were made before it and hand out every label "
+            "at the one weight; what they hand out with shrink is replayed in [taught.md](taught.md).",
             "",
             "| run | round | dense P@1 | lexical P@1 | chosen weight | chosen P@1 | best weight on gold | its P@1 "
             "| gap | dense R@10 | chosen R@10 | pairs |",
