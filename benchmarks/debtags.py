@@ -551,7 +551,7 @@ def main():
             ),
             (
                 "q15-hybrid-strong",
-                "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
+                "the former configs/strong-teacher.toml (fusion w:0.8, epochs 2) with hybrid retrieval, teacher "
                 "Qwen2.5-Coder-1.5B",
                 labels_path,
                 "name+description",
@@ -560,7 +560,7 @@ def main():
             ),
             (
                 "q15-both",
-                "configs/strong-teacher.toml (fusion w:0.8, epochs 2) with today's defaults (hybrid retrieval, "
+                "the former configs/strong-teacher.toml (fusion w:0.8, epochs 2) with today's defaults (hybrid retrieval, "
                 "teacher.describe both, retrieval.taught shrink), teacher Qwen2.5-Coder-1.5B",
                 labels_path,
                 "name+description",
