@@ -69,6 +69,13 @@ RUNS = {
         "lmtx",
         "(same as q05-hybrid, today's defaults: hard negatives) --out benchmarks/runs/pypi/q05-fresh",
     ),
+    # the bound for q05-fresh with every default of its day and since (hybrid, hard negatives, retrieval.taught
+    # shrink): a teacher that answers from gold, so what is left is what this student can learn from 678 documents
+    "sim0-today": (
+        "simulated",
+        "(same as q05-sources, lmtx defaults of 2026-12-04) --teacher simulated:0 --rounds 3 "
+        "--out benchmarks/runs/pypi/sim0-today",
+    ),
 }
 # runs whose teacher cache started as a copy of another's: their pairs are the distinct pairs they judged (what a
 # fresh run asks), and their seconds understate a fresh run's teacher time
