@@ -80,6 +80,9 @@ RUNS = {
 # runs whose teacher cache started as a copy of another's: their pairs are the distinct pairs they judged (what a
 # fresh run asks), and their seconds understate a fresh run's teacher time
 SEEDED = {"q05-hardneg"}
+# runs stopped and resumed inside a round (the teacher's answers of the stopped attempt were cached, so the resumed
+# round "asked" none): their pairs are also counted from the judged pairs in the run folder
+RESUMED = {"sim0-today"}
 
 
 def split_files():
@@ -321,7 +324,7 @@ def stage_runs(res):
             m = json.loads(mp.read_text())
             r = m["round"]
             pairs += int(m.get("pairs_asked") or 0) + int(m.get("guard_pairs_asked") or 0)
-            if name in SEEDED:
+            if name in SEEDED or name in RESUMED:
                 pairs = judged_pairs(run, r)
             secs = sum((m.get("seconds") or {}).values()) or None
             shown = f"SIMULATED perfect teacher ({name}) r{r}" if kind == "simulated" else f"{name} r{r}"
