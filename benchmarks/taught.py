@@ -42,6 +42,7 @@ from lmtx.store.rundir import RunDir, write_text  # noqa: E402
 
 RES = ROOT / "benchmarks" / "results"
 REFERENCE_W = 0.95
+LAGGED = "shrink lagged"
 GOAL = 0.005
 
 
@@ -114,9 +115,15 @@ def replay(name: str, run: Path, done: set, emit, eval_file: Path | None = None)
         best = max(row["dense"]["P@1"], row["hybrid"]["P@1"])
         row["gap"] = {k: round(row[k]["P@1"] - best, 4) for k in ("hybrid", "shrink", f"hybrid {REFERENCE_W:g}")}
         if eval_file:  # the same gaps, paired per document, with their standard errors
+            # research, not a setting: the shrink counted over the rounds before the encoder's last one (round 1's
+            # encoder then ranks as the plain hybrid: one round of training on a label has not yet been seen to help)
+            lag = job.taught(r - 1)
+            row[LAGGED] = score(pools.with_taught(lag) if lag is not None else pools, w, LAGGED)
             better = hits["dense"] if row["dense"]["P@1"] >= row["hybrid"]["P@1"] else hits["hybrid"]
             row["eval_file"] = eval_file.name
-            row["paired"] = {k: paired(hits[k], better) for k in ("hybrid", "shrink", f"hybrid {REFERENCE_W:g}")}
+            row["paired"] = {
+                k: paired(hits[k], better) for k in ("hybrid", "shrink", f"hybrid {REFERENCE_W:g}", LAGGED)
+            }
         emit(row)
 
 
@@ -166,11 +173,13 @@ def table_full(rows: list[dict], small: dict) -> str:
         "runs' own 2,000 are a part; training saw none of them). *gap*: P@1 of the ranking minus that of the better of "
         "dense only and the plain hybrid at the run's weight, on the same documents; *se*: its paired standard "
         "error (per-document differences of top-1 hits); *disagree*: documents where the two rankings' top-1 "
-        f"differs in being gold. The goal of issue 21 is a gap within {GOAL:g}.",
+        f"differs in being gold. The goal of issue 21 is a gap within {GOAL:g}. *{LAGGED}* (research, not a "
+        "setting; rows replayed since it was added): shrink with c counted over the rounds before the encoder's "
+        "last, so that round 1's encoder ranks as the plain hybrid.",
         "",
         "| run | round | docs | dense P@1 | hybrid P@1 | shrink P@1 | gap shrink (se) | disagree | gap shrink on the "
-        f"run's 2,000 | gap hybrid (se) | gap {ref} (se) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"run's 2,000 | gap hybrid (se) | gap {ref} (se) | gap {LAGGED} (se) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pr = r["paired"]
@@ -179,7 +188,8 @@ def table_full(rows: list[dict], small: dict) -> str:
             f"| {r['run']} | {r['round']} | {r['eval_docs']:,} | {r['dense']['P@1']:.4f} | {r['hybrid']['P@1']:.4f} | "
             f"{r['shrink']['P@1']:.4f} | {pr['shrink']['diff']:+.4f} ({pr['shrink']['se']:.4f}) | "
             f"{pr['shrink']['disagree']} | {'-' if s2 is None else f'{s2:+.4f}'} | "
-            f"{pr['hybrid']['diff']:+.4f} ({pr['hybrid']['se']:.4f}) | {pr[ref]['diff']:+.4f} ({pr[ref]['se']:.4f}) |"
+            f"{pr['hybrid']['diff']:+.4f} ({pr['hybrid']['se']:.4f}) | {pr[ref]['diff']:+.4f} ({pr[ref]['se']:.4f}) | "
+            + (f"{pr[LAGGED]['diff']:+.4f} ({pr[LAGGED]['se']:.4f}) |" if LAGGED in pr else "- |")
         )
     if rows:
         out += [
@@ -187,8 +197,10 @@ def table_full(rows: list[dict], small: dict) -> str:
             "| ranking | rows within the goal | rows behind by more than 2 se | worst gap | mean gap |",
             "|---|---|---|---|---|",
         ]
-        for k in ("hybrid", "shrink", ref):
-            g = [r["paired"][k] for r in rows]
+        for k in ("hybrid", "shrink", ref, LAGGED):
+            g = [r["paired"][k] for r in rows if k in r["paired"]]
+            if not g:
+                continue
             out.append(
                 f"| {k} | {sum(x['diff'] >= -GOAL for x in g)} of {len(g)} | "
                 f"{sum(x['diff'] < -2 * x['se'] for x in g)} of {len(g)} | {min(x['diff'] for x in g):+.4f} | "
