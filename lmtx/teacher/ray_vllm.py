@@ -151,10 +151,10 @@ class RayVllmTeacher:
         ]
 
     def score(self, pairs: Sequence[Pair]) -> list[Judgment]:
+        if not pairs:  # nothing to ask: no engine needed (nor Ray installed)
+            return []
         import ray.data
 
-        if not pairs:
-            return []
         ds = ray.data.from_items(self.rows(pairs))
         out: list[Judgment | None] = [None] * len(pairs)
         bad = 0
