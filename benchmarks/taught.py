@@ -7,6 +7,7 @@ made with either setting would have handed out at that weight.
 
     python benchmarks/taught.py NAME=RUN_FOLDER [NAME=RUN_FOLDER ...]
     python benchmarks/taught.py --eval-docs FILE NAME=RUN_FOLDER ...   # every document of FILE instead
+    python benchmarks/taught.py --redo ...                             # replay rounds already in the table again
 
 Each row also has, with ``--eval-docs`` (a larger held-out file: debtags' whole test split, 8,697 documents, of
 which the runs' 2,000 are a part), the paired standard error of each gap (the per-document difference of top-1 hits
@@ -212,13 +213,15 @@ def table_full(rows: list[dict], small: dict) -> str:
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit(__doc__)
-    eval_file = None
+    eval_file, redo = None, False
+    if argv[0] == "--redo":  # replay rounds already in the table again (their rows are replaced one by one)
+        redo, argv = True, argv[1:]
     if argv[0] == "--eval-docs":
         eval_file, argv = Path(argv[1]), argv[2:]
     stem = "taught_full" if eval_file else "taught"
     path = RES / f"{stem}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    done = {(r["run"], r["round"]) for r in rows}
+    done = set() if redo else {(r["run"], r["round"]) for r in rows}
     small = {}
     if eval_file and (RES / "taught.json").exists():
         small = {
@@ -226,7 +229,7 @@ def main(argv: list[str]) -> None:
         }
 
     def emit(row: dict) -> None:
-        rows.append(row)
+        rows[:] = [x for x in rows if (x["run"], x["round"]) != (row["run"], row["round"])] + [row]
         rows.sort(key=lambda x: (x["run"], x["round"]))
         write_text(path, json.dumps({"goal": GOAL, "rows": rows}, indent=1))
         write_text(RES / f"{stem}.md", table_full(rows, small) if eval_file else table(rows))
