@@ -43,6 +43,7 @@ from lmtx.store.rundir import RunDir, write_text  # noqa: E402
 
 RES = ROOT / "benchmarks" / "results"
 REFERENCE_W = 0.95
+REF = f"hybrid {REFERENCE_W:g}"  # its ranking's name in the rows
 LAGGED = "shrink lagged"
 GOAL = 0.005
 
@@ -110,11 +111,11 @@ def replay(name: str, run: Path, done: set, emit, eval_file: Path | None = None)
             "dense": score(pools, 1.0, "dense"),
             "hybrid": score(pools, w, "hybrid"),
             "shrink": score(pools.with_taught(taught), w, "shrink"),
-            f"hybrid {REFERENCE_W:g}": score(pools, REFERENCE_W, f"hybrid {REFERENCE_W:g}"),
+            REF: score(pools, REFERENCE_W, REF),
             "seconds": round(time.time() - t0, 1),
         }
         best = max(row["dense"]["P@1"], row["hybrid"]["P@1"])
-        row["gap"] = {k: round(row[k]["P@1"] - best, 4) for k in ("hybrid", "shrink", f"hybrid {REFERENCE_W:g}")}
+        row["gap"] = {k: round(row[k]["P@1"] - best, 4) for k in ("hybrid", "shrink", REF)}
         if eval_file:  # the same gaps, paired per document, with their standard errors
             # research, not a setting: the shrink counted over the rounds before the encoder's last one (round 1's
             # encoder then ranks as the plain hybrid: one round of training on a label has not yet been seen to help)
@@ -122,14 +123,12 @@ def replay(name: str, run: Path, done: set, emit, eval_file: Path | None = None)
             row[LAGGED] = score(pools.with_taught(lag) if lag is not None else pools, w, LAGGED)
             better = hits["dense"] if row["dense"]["P@1"] >= row["hybrid"]["P@1"] else hits["hybrid"]
             row["eval_file"] = eval_file.name
-            row["paired"] = {
-                k: paired(hits[k], better) for k in ("hybrid", "shrink", f"hybrid {REFERENCE_W:g}", LAGGED)
-            }
+            row["paired"] = {k: paired(hits[k], better) for k in ("hybrid", "shrink", REF, LAGGED)}
         emit(row)
 
 
 def table(rows: list[dict]) -> str:
-    ref = f"hybrid {REFERENCE_W:g}"
+    ref = REF
     out = [
         "# retrieval.taught: the lexical share shrunk for the labels the student was taught",
         "",
@@ -164,7 +163,7 @@ def table(rows: list[dict]) -> str:
 def table_full(rows: list[dict], small: dict) -> str:
     """The --eval-docs rows: each gap with its paired standard error, beside the same round's gap on the run's own
     eval sample (taught.md)."""
-    ref = f"hybrid {REFERENCE_W:g}"
+    ref = REF
     n = {r["eval_docs"] for r in rows}
     out = [
         "# retrieval.taught on a larger held-out set, with standard errors",
@@ -211,13 +210,14 @@ def table_full(rows: list[dict], small: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if not argv:
-        raise SystemExit(__doc__)
-    eval_file, redo = None, False
-    if argv[0] == "--redo":  # replay rounds already in the table again (their rows are replaced one by one)
-        redo, argv = True, argv[1:]
-    if argv[0] == "--eval-docs":
-        eval_file, argv = Path(argv[1]), argv[2:]
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", metavar="NAME=RUN_FOLDER")
+    ap.add_argument("--eval-docs", type=Path, default=None, help="score every document of this file instead")
+    ap.add_argument("--redo", action="store_true", help="replay rounds already in the table again (rows replaced)")
+    a = ap.parse_args(argv)
+    eval_file, redo = a.eval_docs, a.redo
     stem = "taught_full" if eval_file else "taught"
     path = RES / f"{stem}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
@@ -235,8 +235,8 @@ def main(argv: list[str]) -> None:
         write_text(RES / f"{stem}.md", table_full(rows, small) if eval_file else table(rows))
         print(json.dumps(row), flush=True)
 
-    for a in argv:
-        name, _, folder = a.partition("=")
+    for spec in a.runs:
+        name, _, folder = spec.partition("=")
         replay(name, Path(folder), done, emit, eval_file)
 
 
