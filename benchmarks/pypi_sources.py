@@ -76,6 +76,13 @@ RUNS = {
         "(same as q05-sources, lmtx defaults of 2026-12-04) --teacher simulated:0 --rounds 3 "
         "--out benchmarks/runs/pypi/sim0-today",
     ),
+    # the strongest offline teacher at 783,728 labels, every default of sim0-today; its answers are kept in
+    # benchmarks/answers/pypi-q15-today.jsonl.gz
+    "q15-today": (
+        "lmtx",
+        "(same as q05-sources, lmtx defaults of 2026-12-04) --teacher qwen1.5b --rounds 3 "
+        "--out benchmarks/runs/pypi/q15-today",
+    ),
 }
 # runs whose teacher cache started as a copy of another's: their pairs are the distinct pairs they judged (what a
 # fresh run asks), and their seconds understate a fresh run's teacher time
