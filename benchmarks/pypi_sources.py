@@ -90,9 +90,6 @@ SEEDED = {"q05-hardneg"}
 # runs stopped and resumed inside a round (the teacher's answers of the stopped attempt were cached, so the resumed
 # round "asked" none): their pairs are also counted from the judged pairs in the run folder
 RESUMED = {"sim0-today"}
-# runs with teacher.describe both: lmtx counts each pair's two answers (with and without the label's description;
-# one document prefix, two short suffixes), so their pairs too are counted from the judged pairs
-BOTH = {"q15-today"}
 
 
 def split_files():
@@ -327,6 +324,7 @@ def stage_runs(res):
         if not (run / "manifest.json").exists():
             continue
         pairs = 0
+        both = json.loads((run / "config.json").read_text())["teacher"].get("describe") == "both"
         for rd in sorted(run.glob("round-*")):
             mp = rd / "metrics.json"
             if not mp.exists():
@@ -334,7 +332,9 @@ def stage_runs(res):
             m = json.loads(mp.read_text())
             r = m["round"]
             pairs += int(m.get("pairs_asked") or 0) + int(m.get("guard_pairs_asked") or 0)
-            if name in SEEDED or name in RESUMED or name in BOTH:
+            # a run with teacher.describe both: lmtx counts each pair's two answers (with and without the label's
+            # description), so its pairs too are counted from the judged pairs
+            if name in SEEDED or name in RESUMED or both:
                 pairs = judged_pairs(run, r)
             secs = sum((m.get("seconds") or {}).values()) or None
             shown = f"SIMULATED perfect teacher ({name}) r{r}" if kind == "simulated" else f"{name} r{r}"

@@ -24,6 +24,8 @@ from lmtx.evaluation.metrics import auc  # noqa: E402
 from lmtx.store.data import iter_records, labels_of, load_docs  # noqa: E402
 from lmtx.store.files import replacing  # noqa: E402
 from lmtx.teacher.base import Pair  # noqa: E402
+from lmtx.teacher.cache import describe_forms  # noqa: E402
+from lmtx.teacher.prompts import load_template  # noqa: E402
 
 LABELS = ROOT.parent / "shared" / "benchmarks" / "pypi-sources" / "labels.jsonl.gz"
 DOCS = ROOT / "benchmarks" / "runs" / "pypi" / "dev.jsonl"  # made by benchmarks/pypi_sources.py
@@ -46,13 +48,13 @@ def main():
     shared = set.intersection(*(set(a) for a in answers.values()))
     shared = {k for k in shared if k[0] in docs}
     want = {lh for _, lh in shared}
+    template = load_template("sources")  # the prompt both runs asked with (--prompt sources)
     full, bare = {}, {}  # label hash (description shown) -> label id, and that label's bare form's hash
     for lab in labels_of(iter_records(LABELS), str(LABELS)):
         p = Pair("", "", lab.id, lab.name, lab.description)
         if p.label_hash in want:
             full[p.label_hash] = lab.id
-            keep = lab.description and lab.description.strip() != lab.name.strip()
-            bare[p.label_hash] = Pair("", "", lab.id, lab.name, "").label_hash if keep else p.label_hash
+            bare[p.label_hash] = describe_forms([p], "no", template)[0][0].label_hash
     q05, q15 = answers.values()
     rows = sorted(shared)
     gold = np.array([full[lh] in set(docs[dh].labels) for dh, lh in rows])
