@@ -397,7 +397,7 @@ class LoopConfig:
 
 RETRIEVAL_MODES = ("auto", "dense", "lexical", "hybrid")
 STANDARDIZE_MODES = ("labels", "pool")  # how the hybrid ranking scales its two sides (lmtx.search.hybrid)
-TAUGHT_MODES = ("shrink", "ignore")  # retrieval.taught: the lexical share per label as the student is taught it
+TAUGHT_MODES = ("lagged", "shrink", "ignore")  # retrieval.taught: each label's lexical share as the student learns it
 
 
 @dataclass
@@ -470,14 +470,17 @@ class RetrievalConfig:
     )
     hubness_k: int = setting(10, "Training documents per label that r(l) of retrieval.hubness averages over.")
     taught: str = setting(
-        "shrink",
+        "lagged",
         "Per label, how much the lexical side counts in what the run hands out (evaluation, lmtx tag "
-        "--model RUN, the guard's weight choice): shrink (a label the teacher confirmed on c training "
-        "documents ranks at dense weight 1 - (1 - w) / (1 + c): the words count fully for labels the "
-        "student was never taught and fade as it is taught them) or ignore (every label at weight w, as "
-        "runs made before). The teacher's candidates and the student's view in training are not changed. "
-        "Replayed on finished runs, shrink stayed near the better of dense only and hybrid where the "
-        "fixed weight fell behind dense (benchmarks/results/taught.md).",
+        "--model RUN, the guard's weight choice). lagged: a label the teacher confirmed on c training "
+        "documents in the rounds before the encoder's last ranks at dense weight 1 - (1 - w) / (1 + c), so "
+        "the words count fully for labels the student was never taught and fade once it has been trained "
+        "on them for a further round (round 1's encoder hands out the plain hybrid); shrink: the same with "
+        "c counted through the encoder's own round; ignore: every label at weight w, as runs made before "
+        "either. The teacher's candidates and the student's view in training are not changed. Replayed on "
+        "finished runs, shrink stayed near the better of dense only and hybrid where the fixed weight fell "
+        "behind dense, but fell behind the plain hybrid after round 1; lagged did neither "
+        "(benchmarks/results/taught_full.md).",
     )
 
     def __post_init__(self):
@@ -666,15 +669,24 @@ def load_config_file(path) -> dict:
 # config that lacks the key is such a run, and it resumes with that value (the same command continues it as it was
 # started; keep_legacy), not with today's default.
 LEGACY_VALUES = {("train", "hard_negatives"): False, ("teacher", "describe"): "yes", ("retrieval", "taught"): "ignore"}
+# Settings whose default changed: their former defaults. A saved config holding one of them, resumed by a command that
+# leaves the setting at today's default, keeps the value it was made with (keep_legacy) rather than being refused.
+FORMER_DEFAULTS = {("retrieval", "taught"): ("shrink",)}
 
 
 def keep_legacy(cfg: "RunConfig", saved: dict) -> "RunConfig":
     """``cfg`` for resuming the run whose config.json is ``saved``: each setting of LEGACY_VALUES that the saved
-    config lacks and ``cfg`` leaves at today's default takes the value the run was made with."""
+    config lacks, and each setting of FORMER_DEFAULTS that it holds at a former default, takes the value the run was
+    made with where ``cfg`` leaves it at today's default."""
     d, defaults = cfg.to_dict(), RunConfig().to_dict()
-    for (sect, key), value in LEGACY_VALUES.items():
-        if key not in saved.get(sect, {}) and d[sect][key] == defaults[sect][key]:
-            d[sect][key] = value
+    for sect, key in set(LEGACY_VALUES) | set(FORMER_DEFAULTS):
+        if d[sect][key] != defaults[sect][key]:
+            continue
+        had = saved.get(sect, {})
+        if key not in had and (sect, key) in LEGACY_VALUES:
+            d[sect][key] = LEGACY_VALUES[(sect, key)]
+        elif key in had and had[key] in FORMER_DEFAULTS.get((sect, key), ()):
+            d[sect][key] = had[key]
     return RunConfig.from_dict(d)
 
 

@@ -111,10 +111,19 @@ def write_small_data(d: Path) -> dict:
 
 def sim_config(small_data, enc, rounds, name="simulated:0", **kw):
     """A run config over write_small_data's files with encoder ``enc`` (sections as dicts in kw)."""
-    from lmtx.config import EncoderConfig, LoopConfig, RunConfig, SelectConfig, TeacherConfig, TrainConfig
+    from lmtx.config import (
+        EncoderConfig,
+        LoopConfig,
+        RetrievalConfig,
+        RunConfig,
+        SelectConfig,
+        TeacherConfig,
+        TrainConfig,
+    )
 
     return RunConfig(
         encoder=EncoderConfig(model=enc),
+        retrieval=RetrievalConfig(**kw.pop("retrieval", {})),
         teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
         select=SelectConfig(**kw.pop("select", {})),
         train=TrainConfig(batch_size=8, **kw.pop("train", {})),

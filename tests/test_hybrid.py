@@ -151,7 +151,7 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
 
     cfg = RunConfig(
         encoder=EncoderConfig(model=tiny_encoder),
-        retrieval=RetrievalConfig(hubness=0.5),
+        retrieval=RetrievalConfig(hubness=0.5, taught="shrink"),
         teacher=TeacherConfig(name="simulated:0.1"),
         train=TrainConfig(batch_size=8),
         loop=LoopConfig(rounds=1, docs=small_data["docs"], labels=small_data["labels"], eval_docs=small_data["eval"]),
@@ -503,7 +503,7 @@ def test_taught_shrink_weighs_the_words_less_for_taught_labels(tmp_path, small_d
     assert p.rank(0.9, 1)[0][0, 0] == 1  # plain hybrid: the words win
     assert p.with_taught(np.array([0, 3])).rank(0.9, 1)[0][0, 0] == 0  # label 1 taught three times: the student wins
     assert p.with_taught(np.array([0, 0])).rank(0.9, 1)[0][0, 0] == 1  # nothing taught: the plain hybrid
-    cfg = _cfg(small_data, tiny_encoder, 2)
+    cfg = _cfg(small_data, tiny_encoder, 2, retrieval={"taught": "shrink"})
     out = tmp_path / "run"
     res = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))
     import pandas as pd
@@ -526,8 +526,45 @@ def test_taught_shrink_weighs_the_words_less_for_taught_labels(tmp_path, small_d
     m = evaluate(str(out), load_docs(small_data["eval"], labels), labels)
     assert m["P@1"] == pytest.approx(best["retrieval"]["final"]["P@1"], abs=1e-9)
     # a run made before the setting (its config.json without it) keeps every label at the one weight
-    from lmtx.config import RunConfig, keep_legacy
+    from lmtx.config import RetrievalConfig, RunConfig, config_diff, keep_legacy
 
     saved = json.loads((out / "config.json").read_text())
+    # made at a former default: the same command with the setting left at today's default resumes it as it was
+    today = RunConfig.from_dict(saved | {"retrieval": saved["retrieval"] | {"taught": RetrievalConfig().taught}})
+    assert config_diff(saved, today.to_dict()) == ["retrieval.taught: 'shrink' (saved) != 'lagged' (now)"]
+    assert keep_legacy(today, saved).retrieval.taught == "shrink"
+    assert config_diff(saved, keep_legacy(today, saved).to_dict()) == []
     del saved["retrieval"]["taught"]
     assert keep_legacy(RunConfig(), saved).retrieval.taught == "ignore"
+
+
+def test_taught_lagged_counts_the_rounds_before_the_encoders_last(tmp_path, small_data, tiny_encoder):
+    """retrieval.taught lagged: round r's encoder ranks with the labels confirmed in rounds 1..r-1, so round 1's hands
+    out the plain hybrid (no taught.json, no shrink in its final) and round 2's taught.json is round 1's confirmations;
+    `lmtx evaluate --model RUN` reproduces the final, and a bad value is refused by name."""
+    import pandas as pd
+
+    from lmtx.config import ConfigError, RetrievalConfig
+    from lmtx.evaluation.evaluate import evaluate
+    from lmtx.loop.run import Runtime, iterate
+
+    with pytest.raises(ConfigError, match="retrieval.taught"):
+        RetrievalConfig(taught="lag")
+    cfg = _cfg(small_data, tiny_encoder, 2, retrieval={"taught": "lagged"})
+    out = tmp_path / "run"
+    res = list(iterate(cfg, out, Runtime(progress=False, log=lambda s: None)))
+    assert not (out / "round-01" / "taught.json").exists()
+    r1 = next(x for x in res if x.round == 1).metrics["retrieval"]
+    assert "taught" not in r1["final"] and "hybrid" not in r1
+    j = pd.read_parquet(out / "round-01" / "judgments.parquet")
+    want = pd.Series([lab for _, lab in set(zip(j.loc[j["yes"], "doc_id"], j.loc[j["yes"], "label_id"]))])
+    assert json.loads((out / "round-02" / "taught.json").read_text()) == want.value_counts().to_dict()
+    ret = res[-1].metrics["retrieval"]
+    if ret["final"]["mode"] == "hybrid":
+        assert ret["final"]["taught"] == "lagged" and ret["final"]["taught_labels"] == len(want.unique())
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["retrieval"]["taught"] == "lagged"
+    best = json.loads((out / f"round-{man['best_round']:02d}" / "metrics.json").read_text())
+    labels = load_labels(small_data["labels"])
+    m = evaluate(str(out), load_docs(small_data["eval"], labels), labels)
+    assert m["P@1"] == pytest.approx(best["retrieval"]["final"]["P@1"], abs=1e-9)

@@ -101,9 +101,10 @@ def resolve_retrieval(
     if mode == "hybrid" and w <= 0.0:
         mode = "lexical"
     round_dir = Path(rec["run_dir"]) / f"round-{int(rec.get('round', 0)):02d}" if rec else None
-    # retrieval.taught shrink: the run's taught labels of the round it ranks with (a run made before it: none)
+    # retrieval.taught shrink / lagged: the taught labels saved with the round it ranks with (a run made before it, or
+    # lagged's round 1: none)
     taught = None
-    if mode == "hybrid" and rec is not None and rec.get("taught") == "shrink":
+    if mode == "hybrid" and rec is not None and rec.get("taught") in ("shrink", "lagged"):
         from ..search.hybrid import taught_file
 
         f = taught_file(round_dir)

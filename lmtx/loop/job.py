@@ -156,15 +156,18 @@ class Job:
         return index.query(demb, k or cfg.index.candidates)
 
     def taught(self, enc_round: int) -> np.ndarray | None:
-        """retrieval.taught shrink: per label index, the training documents on which the teacher confirmed the label
-        in the judgments of rounds 1..enc_round (what that round's encoder and those before it were trained on);
-        None with ignore, and for the encoder as fetched. Read once per round, after its judgments are written (the
-        round's selection, its guard and its evaluation ask for it)."""
-        if self.cfg.retrieval.taught != "shrink" or enc_round <= 0:
+        """retrieval.taught: per label index, the training documents on which the teacher confirmed the label in the
+        judgments of rounds 1..enc_round (shrink: what that round's encoder and those before it were trained on) or
+        of rounds 1..enc_round-1 (lagged: what the encoder has since been trained on for at least one more round);
+        None with ignore, for the encoder as fetched, and with lagged for round 1's. Read once per round, after its
+        judgments are written (the round's selection, its guard and its evaluation ask for it)."""
+        mode = self.cfg.retrieval.taught
+        last = enc_round - 1 if mode == "lagged" else enc_round
+        if mode == "ignore" or last <= 0:
             return None
         if enc_round not in self.taught_by_round:
             pairs: set = set()
-            for k in range(1, enc_round + 1):
+            for k in range(1, last + 1):
                 p = self.run.round_dir(k) / "judgments.parquet"
                 if p.exists():
                     j = read_parquet(p)

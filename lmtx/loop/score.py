@@ -38,8 +38,8 @@ def score_encoder(
     """An encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled). The top-level
     keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside it, P@1 at
     every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run hands
-    out; with ``taught`` (retrieval.taught shrink: confirmed documents per label) its lexical share is shrunk per
-    label, and ``hybrid`` is the same weight without the shrink."""
+    out; with ``taught`` (retrieval.taught shrink or lagged: confirmed documents per label) its lexical share is
+    shrunk per label, and ``hybrid`` is the same weight without the shrink."""
     docs = eval_sample(job)
     texts = [d.text for d in docs]
     demb = embed(model, texts, 64, show_progress, "embedding eval docs")
@@ -69,7 +69,7 @@ def score_encoder(
             fin = score(weight, pools.with_taught(taught))
         ret["final"] = (
             {"mode": mode_of(weight), "dense_weight": weight}
-            | ({"taught": "shrink", "taught_labels": int((taught > 0).sum())} if shrink else {})
+            | ({"taught": job.cfg.retrieval.taught, "taught_labels": int((taught > 0).sum())} if shrink else {})
             | {k: fin[k] for k in RETRIEVAL_KEYS}
         )
     m["retrieval"] = ret
