@@ -38,8 +38,10 @@ def section(run: Path) -> tuple[list[dict], list[str]]:
                 "final": ret.get("final"),
                 "best_weight_on_gold": ret.get("best_weight_on_gold"),
                 "best_weight_P@1": max(by_w.values()) if by_w else None,
-                "pairs_asked": m.get("pairs_asked"),
-                "guard_pairs_asked": m.get("guard_pairs_asked"),
+                # prompts (two a new pair under teacher.describe both); rounds written before the two were counted
+                # apart called their prompts pairs_asked
+                "pairs_asked": m.get("prompts_asked", m.get("pairs_asked")),
+                "guard_pairs_asked": m.get("guard_prompts_asked", m.get("guard_pairs_asked")),
                 "seconds": m.get("seconds"),
             }
         )
@@ -48,8 +50,8 @@ def section(run: Path) -> tuple[list[dict], list[str]]:
     lines = [
         f"## {run.name}" + (f": {note}" if note else ""),
         "",
-        "| round | dense P@1 | BM25 P@1 | handed out | its P@1 | best weight on gold | its P@1 | teacher pairs "
-        "asked (+ guard) | seconds |",
+        "| round | dense P@1 | BM25 P@1 | handed out | its P@1 | best weight on gold | its P@1 | teacher "
+        "prompts asked (+ guard) | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:

@@ -261,7 +261,9 @@ def summary_line(res) -> str:
         parts.append(f"final P@1 {f['P@1']:.3f} ({how})")
     if "pseudo_positive_precision" in m:
         parts.append(f"pseudo-pos precision {m['pseudo_positive_precision']:.2f}")
-    if "pairs_asked" in m:
+    if "prompts_asked" in m:
+        parts.append(f"teacher asked {m['pairs_asked']} of {m['pairs_total']} pairs ({m['prompts_asked']} prompts)")
+    elif "pairs_asked" in m:  # a round written before pairs and prompts were counted apart: it counted prompts
         parts.append(f"asked {m['pairs_asked']} prompts for {m['pairs_total']} pairs")
     if m.get("strong_pairs_asked"):
         parts.append(f"strong teacher {m['strong_pairs_asked']} pairs")

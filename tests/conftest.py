@@ -111,23 +111,15 @@ def write_small_data(d: Path) -> dict:
 
 def sim_config(small_data, enc, rounds, name="simulated:0", **kw):
     """A run config over write_small_data's files with encoder ``enc`` (sections as dicts in kw)."""
-    from lmtx.config import (
-        EncoderConfig,
-        LoopConfig,
-        RetrievalConfig,
-        RunConfig,
-        SelectConfig,
-        TeacherConfig,
-        TrainConfig,
-    )
+    from lmtx import config as c
 
-    return RunConfig(
-        encoder=EncoderConfig(model=enc),
-        retrieval=RetrievalConfig(**kw.pop("retrieval", {})),
-        teacher=TeacherConfig(name=name, **kw.pop("teacher", {})),
-        select=SelectConfig(**kw.pop("select", {})),
-        train=TrainConfig(batch_size=8, **kw.pop("train", {})),
-        loop=LoopConfig(
+    return c.RunConfig(
+        encoder=c.EncoderConfig(model=enc),
+        retrieval=c.RetrievalConfig(**kw.pop("retrieval", {})),
+        teacher=c.TeacherConfig(name=name, **kw.pop("teacher", {})),
+        select=c.SelectConfig(**kw.pop("select", {})),
+        train=c.TrainConfig(batch_size=8, **kw.pop("train", {})),
+        loop=c.LoopConfig(
             rounds=rounds,
             docs=small_data["docs"],
             labels=small_data["labels"],

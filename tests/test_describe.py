@@ -65,15 +65,19 @@ def test_describe_in_a_run(tmp_path, small_data, tiny_encoder, describe, p):
     has_desc = np.array([bool(labels[x].get("description")) for x in j["label_id"]])
     assert has_desc.all()
     assert np.allclose(j["p_yes"], p)
-    asked = res[1].metrics["pairs_asked"]
-    # each distinct prompt once: two labels of one name are one prompt without their descriptions
+    m = res[1].metrics
+    asked = m["prompts_asked"]
+    # pairs and prompts counted apart: every judged pair was new (an empty cache); each distinct prompt asked once,
+    # two labels of one name being one prompt without their descriptions
+    assert m["pairs_asked"] == len(j) and m["pairs_total"] == len(j)
     forms = {"yes": [True], "no": [False], "both": [True, False]}[describe]
     names = {k: (v["name"], v["description"]) for k, v in labels.items()}
     distinct = {
         (d, names[x][0], names[x][1] if full else "") for d, x in zip(j["doc_id"], j["label_id"]) for full in forms
     }
     assert asked == len(distinct)
-    guard = res[1].metrics["guard_pairs_asked"]
+    guard = m["guard_prompts_asked"]
+    assert 0 < m["guard_pairs_asked"] <= guard
     assert asked + guard == len(judge.prompts) == len({(d, t) for (_, d), t in judge.prompts})
     if describe == "both":  # within a call, each document's prompts come together (its prefix is run once)
         firsts = {}
@@ -111,7 +115,33 @@ def test_one_prompt_asked_once(tmp_path):
     for cache in (None, AnswerCache(tmp_path / "c.sqlite")):
         judge.prompts.clear()
         p, mass, asked = score_described(judge, judge.template, pairs, cache, "both")
-        assert asked == len(judge.prompts) == 3  # two with a description, one without
+        assert asked.prompts == len(judge.prompts) == 3  # two with a description, one without
+        assert asked.pairs == 3  # three pairs, none of them answered before
         assert np.allclose(p, 0.5) and np.allclose(mass, 1.0)
     judge.prompts.clear()
-    assert score_described(judge, judge.template, pairs, AnswerCache(tmp_path / "c.sqlite"), "both")[2] == 0
+    assert score_described(judge, judge.template, pairs, AnswerCache(tmp_path / "c.sqlite"), "both").asked == (0, 0)
+
+
+def test_the_strong_teachers_budget_counts_pairs_not_prompts(tmp_path, small_data, tiny_encoder):
+    """Under teacher.describe both a strong teacher answers each pair in two prompts; --strong-budget counts pairs, as
+    its help says: every pair the run reports as asked is one the strong teacher answered, in two prompts."""
+    import pandas as pd
+
+    from lmtx.loop.job import template_of
+    from lmtx.store.data import gold_of, load_docs
+    from lmtx.teacher.simulated import SimulatedTeacher
+
+    gold = gold_of(load_docs(small_data["docs"]))
+    cfg = _cfg(small_data, tiny_encoder, 2, teacher={"strong": "form-judge", "strong_budget": 40, "describe": "both"})
+    cfg.index.candidates = 3
+    strong = FormJudge()
+    strong.template = template_of(cfg)
+    rt = Runtime(progress=False, log=lambda s: None, teacher=SimulatedTeacher(gold, 0.4, seed=1), strong_teacher=strong)
+    res = list(iterate(cfg, tmp_path / "run", rt))
+    spent = sum(r.metrics["strong_pairs_asked"] for r in res[1:])
+    judged = set()
+    for r in (1, 2):
+        j = pd.read_parquet(tmp_path / "run" / f"round-{r:02d}" / "judgments.parquet")
+        judged |= set(zip(j.loc[j["p_strong"].notna(), "doc_id"], j.loc[j["p_strong"].notna(), "label_id"]))
+    assert 0 < spent == len(judged) <= 40
+    assert len(strong.prompts) == 2 * spent  # each pair in both forms (the sample's labels all have descriptions)

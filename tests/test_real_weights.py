@@ -71,8 +71,9 @@ def test_one_round_with_real_encoder_and_teacher(tmp_path):
     from lmtx.search.hybrid import WEIGHTS
 
     # teacher.describe both (the default): each pair is asked with the tag's description and without it
-    assert m1["teacher"] == "qwen2.5-coder-0.5b" and m1["simulated"] is False and m1["pairs_asked"] == 2 * 24
-    assert m1["pairs_total"] == 24
-    assert m1["guard"]["docs"] == 4 and 0 < m1["guard_pairs_asked"] <= 2 * 4 * 2 * len(WEIGHTS)
+    assert m1["teacher"] == "qwen2.5-coder-0.5b" and m1["simulated"] is False and m1["prompts_asked"] == 2 * 24
+    assert m1["pairs_total"] == m1["pairs_asked"] == 24
+    assert m1["guard"]["docs"] == 4 and 0 < m1["guard_pairs_asked"] <= 4 * 2 * len(WEIGHTS)
+    assert m1["guard_pairs_asked"] < m1["guard_prompts_asked"] <= 2 * m1["guard_pairs_asked"]
     assert m1["retrieval_choice"]["mode"] in ("dense", "hybrid", "lexical") and "final" in m1["retrieval"]
     assert abs(m1["P@1"] - m0["P@1"]) < 0.2  # one tiny round moves the encoder, but not wildly

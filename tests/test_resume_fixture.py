@@ -24,8 +24,11 @@ VOLATILE = {
     "peak_rss_gb",
     "memory_gb_after_step",
     "teacher_pairs_per_s",
+    "teacher_prompts_per_s",
     "pairs_asked",
+    "prompts_asked",
     "guard_pairs_asked",
+    "guard_prompts_asked",
     "teacher_stats",
 }
 
@@ -79,5 +82,5 @@ def test_fixture_run_resumes_with_zero_teacher_calls(tmp_path, monkeypatch):
     assert [(r.round, r.resumed) for r in rounds] == [(0, True), (1, True), (2, False)]
     assert NoCalls.calls == 0
     m = rounds[-1].metrics
-    assert m["pairs_asked"] == 0 and m["guard_pairs_asked"] == 0
+    assert m["pairs_asked"] == m["prompts_asked"] == 0 and m["guard_pairs_asked"] == m["guard_prompts_asked"] == 0
     _close(json.loads((work / "expected-round-02.json").read_text()), m)

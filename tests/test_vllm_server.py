@@ -168,7 +168,7 @@ def test_iterate_against_server_killed_mid_run_resumes(tmp_path, small_data, mon
     m = json.loads((out / "round-01" / "metrics.json").read_text())
     # the rerun asked exactly what the first attempt had not cached (teaching pairs and the guard's, which come first)
     n_final = sqlite3.connect(out / "teacher-cache.sqlite").execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-    assert m["pairs_total"] == 81 and m["pairs_asked"] + m["guard_pairs_asked"] == n_final - n_cached
+    assert m["pairs_total"] == 81 and m["prompts_asked"] + m["guard_prompts_asked"] == n_final - n_cached
     for f in out.rglob("*"):
         if f.is_file() and f.name != "vllm-server.log":
             assert b"sk-test-secret-4242" not in f.read_bytes(), f

@@ -71,7 +71,8 @@ def evaluate_teacher(
     form(s) ``describe``."""
     t0 = time.time()
     tokens0 = getattr(teacher, "prompt_tokens", 0)
-    p_yes, mass, asked = score_described(teacher, template, pairs, cache, describe, progress=progress)
+    p_yes, mass, got = score_described(teacher, template, pairs, cache, describe, progress=progress)
+    asked = got.prompts  # prompts: the teacher's unit of work (two a pair under describe both)
     secs = time.time() - t0
     f = frame.copy()
     f["p_yes"] = p_yes
@@ -82,6 +83,7 @@ def evaluate_teacher(
         "simulated": teacher.simulated,
         "pairs": len(f),
         "asked": asked,
+        "pairs_asked": got.pairs,
         "docs": int(f["doc"].nunique()),
         "gold_share": float(gold.mean()),
         "auc": auc(f["p_yes"].to_numpy(), gold),

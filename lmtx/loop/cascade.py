@@ -68,4 +68,4 @@ def cascade(job: Job, j: pd.DataFrame, docs: frozenset, spent: int, r: int) -> C
     p, _, asked = job.ask(strong, job.docs, sub["doc"], sub["label"], f"round {r}: strong teacher")
     p_strong = pd.Series(np.nan, index=j.index)
     p_strong[sel] = p
-    return Cascade(p_strong, frozenset(docs), spent + asked, asked)
+    return Cascade(p_strong, frozenset(docs), spent + asked.pairs, asked.pairs)

@@ -12,6 +12,7 @@ from ..config import RunConfig
 from ..search.encoder import embed
 from ..search.hybrid import WEIGHTS, choose_weight, mode_of, penalized_topk
 from ..store.rundir import RunDir, read_parquet
+from ..teacher.cache import Asked
 from .job import Job
 
 
@@ -21,7 +22,7 @@ class Rating:
 
     score: float  # mean P(yes) of its top-1 labels
     rows: list  # (encoder round, doc id, label id, P(yes)) per held-out document
-    asked: int  # pairs the teacher was asked (the rest came from the cache)
+    asked: Asked  # pairs and prompts the teacher was asked (the rest came from the cache)
     choice: dict | None  # retrieval.mode auto: the dense weight chosen label-free, and each weight's mean P(yes)
 
 

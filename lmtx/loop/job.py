@@ -240,16 +240,14 @@ class Job:
 
     def ask(self, teacher, docs, doc_idx, label_idx, desc: str):
         """The teacher's answers for (docs[doc_idx[i]], labels[label_idx[i]]), through the answer cache. Returns
-        (p_yes, mass, pairs asked)."""
+        a Described: (p_yes, mass, what was asked: pairs and prompts)."""
         from tqdm.auto import tqdm
 
         pairs = make_pairs(docs, self.labels, doc_idx, label_idx)
         bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=not self.rt.progress)
-        p_yes, mass, asked = score_described(
-            teacher, self.template, pairs, self.cache, self.cfg.teacher.describe, progress=bar.update
-        )
+        got = score_described(teacher, self.template, pairs, self.cache, self.cfg.teacher.describe, progress=bar.update)
         bar.close()
-        return p_yes, mass, asked
+        return got
 
     def load_round(self, r: int):
         """The encoder round r handed out (round 0: the initial encoder)."""

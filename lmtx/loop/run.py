@@ -33,7 +33,7 @@ from ..store.rundir import (
     write_json,
     write_parquet,
 )
-from ..teacher.cache import AnswerCache
+from ..teacher.cache import AnswerCache, Asked
 from ..version import __version__
 from . import guard
 from .cascade import Cascade, cascade
@@ -76,7 +76,7 @@ class GuardReference:
     scores: dict  # encoder round -> guard score (the manifest's, with the best encoder's added)
     choices: dict  # encoder round -> its label-free retrieval choice (the manifest's, likewise)
     rows: list  # guard rows rated now
-    asked: int
+    asked: Asked
     weight: float  # the dense weight the round's student view and the run's ranking use
 
 
@@ -95,7 +95,7 @@ class Verdict:
     reason: str
     scores: dict  # the reference's scores with this round's
     choices: dict  # the reference's choices with this round's
-    asked: int  # guard pairs asked this round (reference included)
+    asked: Asked  # guard pairs and prompts asked this round (reference included)
 
 
 class Clock:
@@ -215,7 +215,7 @@ def _guard_reference(job: Job, st: State, r: int) -> GuardReference:
     b = str(st.best_round)
     need_ref = bool(job.guard_docs) and b not in scores
     need_choice = bool(job.guard_docs) and job.cfg.retrieval.mode == "auto" and b not in choices
-    rows, asked = [], 0
+    rows, asked = [], Asked()
     if need_ref or need_choice:
         rating = guard.rate(job, st.model, st.lemb, r, st.best_round)
         asked = rating.asked
@@ -226,7 +226,7 @@ def _guard_reference(job: Job, st: State, r: int) -> GuardReference:
     return GuardReference(scores, choices, rows, asked, guard.weight_of(job.cfg, choices.get(b)))
 
 
-def _teach(job: Job, st: State, cands: Candidates, weight: float, r: int) -> tuple[pd.DataFrame, int]:
+def _teach(job: Job, st: State, cands: Candidates, weight: float, r: int) -> tuple[pd.DataFrame, Asked]:
     """2b. The teacher's answers (only what the cache lacks) on the candidates joined to earlier rounds' pairs; each
     pair's cosine, BM25 score and the student's view (the two fused at the best encoder's dense weight). Returns
     the judged pairs and how many the teacher was asked."""
@@ -470,22 +470,26 @@ def _record(
     verdict: Verdict,
     views: dict,
     casc: Cascade,
-    asked: int,
+    asked: Asked,
     clock: Clock,
     stats0: dict,
 ) -> RoundResult:
     """9. The round's metrics.json, then the manifest: only now does the round count as finished."""
     teacher = job.teacher
     t = clock.times
+    secs = t.get("teacher", 0)
     m.update(
         {
             "pairs_total": len(judged),
             "pairs_candidates": int(judged["candidate"].sum()),
-            "pairs_asked": asked,
+            "pairs_asked": asked.pairs,  # pairs whose answer was not in the cache
+            "prompts_asked": asked.prompts,  # two a pair under teacher.describe both
             "strong_pairs_asked": casc.asked,
             "strong_docs": len(nxt.strong_docs),
-            "guard_pairs_asked": verdict.asked,
-            "teacher_pairs_per_s": asked / t["teacher"] if asked and t.get("teacher", 0) > 0 else None,
+            "guard_pairs_asked": verdict.asked.pairs,
+            "guard_prompts_asked": verdict.asked.prompts,
+            "teacher_pairs_per_s": asked.pairs / secs if asked.pairs and secs > 0 else None,
+            "teacher_prompts_per_s": asked.prompts / secs if asked.prompts and secs > 0 else None,
             "views": views,
             "teacher_weaker": teacher_weaker(views.get("teacher")),
             "retrieval_choice": verdict.choices.get(str(r)),

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from ..store import drill
 from .base import Judgment, Pair, PartialAnswers, Teacher
@@ -86,14 +86,18 @@ def score_cached(
     cache: AnswerCache | None,
     chunk_pairs: int | None = None,
     progress: Callable[[int], None] | None = None,
+    new: set | None = None,
 ) -> tuple[list[Judgment], int]:
     """Answers for every pair, asking the teacher only for what the cache lacks, and each prompt once: pairs
     under one cache key (the same document text and label text, e.g. two labels of one name asked without their
     descriptions) share one answer.
 
-    Returns (answers in order, number of prompts the teacher was asked).
+    Returns (answers in order, number of prompts the teacher was asked); ``new``, when given, receives every pair
+    whose answer did not come from the cache.
     """
     known = cache.get_many(teacher.model_id, template_hash, pairs) if cache is not None else [None] * len(pairs)
+    if new is not None:
+        new.update(p for p, a in zip(pairs, known) if a is None)
     same: dict[tuple[str, str], list[int]] = {}
     for i, a in enumerate(known):
         if a is None:
@@ -153,6 +157,23 @@ def _grouped(forms: list[list[Pair]]) -> list[Pair]:
     return [p for ps in by_doc.values() for p in ps]
 
 
+class Asked(NamedTuple):
+    """What the teacher was asked (answers from the cache not counted): (document, label) pairs, and prompts, which
+    differ under teacher.describe both (a pair is two prompts, its description shown and left out)."""
+
+    pairs: int = 0
+    prompts: int = 0
+
+    def __add__(self, other) -> "Asked":  # type: ignore[override]
+        return Asked(self.pairs + other.pairs, self.prompts + other.prompts)
+
+
+class Described(NamedTuple):
+    p_yes: object  # (n,) numpy array
+    mass: object  # (n,) numpy array
+    asked: Asked
+
+
 def score_described(
     teacher: Teacher,
     template,
@@ -160,22 +181,30 @@ def score_described(
     cache: AnswerCache | None,
     describe: str = "yes",
     progress: Callable[[int], None] | None = None,
-):
-    """P(yes) and yes+no mass per pair (numpy arrays) in the teacher.describe form(s), and the number of prompts the
-    teacher was asked. With both, each document's prompts of both forms go to the teacher together (one document
-    prefix for all of them). A SIMULATED teacher answers from gold labels, not from the prompt: one form."""
+) -> Described:
+    """P(yes) and yes+no mass per pair (numpy arrays) in the teacher.describe form(s), and what the teacher was asked
+    (Asked: pairs with at least one prompt not in the cache, and prompts). With both, each document's prompts of both
+    forms go to the teacher together (one document prefix for all of them). A SIMULATED teacher answers from gold
+    labels, not from the prompt: one form."""
     import numpy as np
 
     how = "yes" if getattr(teacher, "simulated", False) else describe
     forms = describe_forms(pairs, how, template)
     asks = forms[0] if len(forms) == 1 else _grouped(forms)
-    answers, asked = score_cached(
-        teacher, template.hash, asks, cache, progress=(lambda n: progress(n / len(forms))) if progress else None
+    new: set = set()
+    answers, prompts = score_cached(
+        teacher,
+        template.hash,
+        asks,
+        cache,
+        progress=(lambda n: progress(n / len(forms))) if progress else None,
+        new=new,
     )
+    asked = Asked(sum(any(f[i] in new for f in forms) for i in range(len(forms[0]))) if new else 0, prompts)
     if len(forms) == 1:
-        return np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked
+        return Described(np.array([a.p_yes for a in answers]), np.array([a.mass for a in answers]), asked)
     got = dict(zip(asks, answers))
     per = [[got[p] for p in form] for form in forms]
     p_yes = np.mean([[a.p_yes for a in f] for f in per], axis=0)
     mass = np.mean([[a.mass for a in f] for f in per], axis=0)
-    return p_yes, mass, asked
+    return Described(p_yes, mass, asked)
