@@ -156,10 +156,13 @@ def table(rows: list[dict]) -> str:
             + (f"{g[LAGGED]:+.4f} | " if LAGGED in g else "- | ")
             + f"{r['hybrid']['R@10']:.3f} / {r['shrink']['R@10']:.3f} |"
         )
-    if rows:
-        out += ["", "| ranking | rows within the goal | worst gap | mean gap |", "|---|---|---|---|"]
+    lagged = [r for r in rows if LAGGED in r["gap"]]
+    for which, sub in (("every row", rows), (f"the rows replayed with {LAGGED}", lagged)):
+        if not sub or (sub is lagged and len(lagged) == len(rows)):
+            continue
+        out += ["", f"| ranking ({which}) | rows within the goal | worst gap | mean gap |", "|---|---|---|---|"]
         for k in ("hybrid", "shrink", ref, LAGGED):
-            gaps = [r["gap"][k] for r in rows if k in r["gap"]]
+            gaps = [r["gap"][k] for r in sub if k in r["gap"]]
             if not gaps:
                 continue
             ok = sum(x >= -GOAL for x in gaps)
