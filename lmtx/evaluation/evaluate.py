@@ -104,7 +104,7 @@ def resolve_retrieval(
     # retrieval.taught shrink / lagged: the taught labels saved with the round it ranks with (a run made before it, or
     # lagged's round 1: none)
     taught = None
-    if mode == "hybrid" and rec is not None and rec.get("taught") in ("shrink", "lagged"):
+    if mode == "hybrid" and rec is not None and rec.get("taught", "ignore") != "ignore":
         from ..search.hybrid import taught_file
 
         f = taught_file(round_dir)

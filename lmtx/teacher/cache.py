@@ -96,12 +96,12 @@ def score_cached(
     whose answer did not come from the cache.
     """
     known = cache.get_many(teacher.model_id, template_hash, pairs) if cache is not None else [None] * len(pairs)
-    if new is not None:
-        new.update(p for p, a in zip(pairs, known) if a is None)
     same: dict[tuple[str, str], list[int]] = {}
     for i, a in enumerate(known):
         if a is None:
             same.setdefault((pairs[i].doc_hash, pairs[i].label_hash), []).append(i)
+            if new is not None:
+                new.add(pairs[i])
     todo = [ix[0] for ix in same.values()]
     answers = list(known)
     if progress and len(pairs) - len(todo):
