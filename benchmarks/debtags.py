@@ -669,6 +669,7 @@ def record_rounds(put, run_dir: Path, run_name, desc, label_text, teacher, round
                     "chosen_weight": fin.get("dense_weight"),
                     "best_weight_on_gold": ret.get("best_weight_on_gold"),
                     "best_weight_P@1": max(by_w.values()) if by_w else None,
+                    "R@10_by_weight": ret.get("R@10_by_weight"),
                     "label_free": (m.get("retrieval_choice") or {}).get("label_free"),
                 }
             )

@@ -366,6 +366,7 @@ def stage_runs(res):
                         "best_weight_on_gold": ret.get("best_weight_on_gold"),
                         "best_weight_P@1": max((ret.get("P@1_by_weight") or {"-": None}).values()),
                         "P@1_by_weight": ret.get("P@1_by_weight"),
+                        "R@10_by_weight": ret.get("R@10_by_weight"),
                     }
                 )
 
@@ -480,15 +481,18 @@ def markdown(res: dict) -> str:
             "(shrink) is replayed in [taught.md](taught.md).",
             "",
             "| row | dense P@1 | lexical P@1 | chosen weight | chosen P@1 | chosen R@10 | best weight on gold | "
-            "its P@1 | P@1 at dense weight 1 / 0.8 / 0.6 / 0.4 / 0.2 / 0 |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "its P@1 | P@1 at dense weight 1 / 0.8 / 0.6 / 0.4 / 0.2 / 0 | R@10 at the same weights ('-': a run "
+            "made before R@10 was kept by weight) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        grid = ("1", "0.8", "0.6", "0.4", "0.2", "0")
         for r in sorted(hyb, key=lambda r: r["name"]):
-            by = r.get("P@1_by_weight") or {}
+            by, rby = r.get("P@1_by_weight") or {}, r.get("R@10_by_weight") or {}
             lines.append(
                 f"| {r['name']} | {f(r.get('P@1'))} | {f(r.get('lexical_P@1'))} | {f(r.get('chosen_weight'))} | "
                 f"{f(r.get('final_P@1'))} | {f(r.get('final_R@10'))} | {f(r.get('best_weight_on_gold'))} | "
-                f"{f(r.get('best_weight_P@1'))} | {' / '.join(f(by.get(w)) for w in ('1', '0.8', '0.6', '0.4', '0.2', '0'))} |"
+                f"{f(r.get('best_weight_P@1'))} | {' / '.join(f(by.get(w)) for w in grid)} | "
+                f"{' / '.join(f(rby.get(w)) for w in grid)} |"
             )
     lines += ["", "## Scale figures", "", "| figure | value |", "|---|---|"]
 

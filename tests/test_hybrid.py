@@ -163,6 +163,9 @@ def test_run_records_its_retrieval_and_tag_evaluate_reuse_it(tmp_path, small_dat
     assert set(ret) >= {"dense", "lexical", "final", "P@1_by_weight", "best_weight_on_gold"}
     assert ret["dense"]["P@1"] == m1["P@1"] and ret["P@1_by_weight"]["1"] == pytest.approx(m1["P@1"], abs=1e-4)
     assert ret["P@1_by_weight"]["0"] == pytest.approx(ret["lexical"]["P@1"], abs=1e-4)
+    assert set(ret["R@10_by_weight"]) == set(ret["P@1_by_weight"])
+    assert ret["R@10_by_weight"]["1"] == pytest.approx(m1["R@10"], abs=1e-4)
+    assert ret["R@10_by_weight"]["0"] == pytest.approx(ret["lexical"]["R@10"], abs=1e-4)
     choice = m1["retrieval_choice"]
     assert choice["mode"] in ("dense", "hybrid", "lexical") and set(choice["label_free"]) >= {"1", "0", "0.5"}
     man = json.loads((out / "manifest.json").read_text())

@@ -36,8 +36,8 @@ def score_encoder(
     taught: np.ndarray | None = None,
 ) -> dict:
     """An encoder against gold, on the eval sample (said in the metrics: eval_docs, eval_sampled). The top-level
-    keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside it, P@1 at
-    every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run hands
+    keys are the encoder's own (dense) ranking; ``retrieval`` holds the lexical and hybrid rankings beside it, P@1 and
+    R@10 at every dense weight, and (``weight``: the run's choice for this encoder) ``final``, the ranking the run hands
     out; with ``taught`` (retrieval.taught shrink or lagged: confirmed documents per label) its lexical share is
     shrunk per label, and ``hybrid`` is the same weight without the shrink."""
     docs = eval_sample(job)
@@ -51,14 +51,15 @@ def score_encoder(
         idx, _ = p.rank(w, 10)
         return ranking_metrics([[ids[i] for i in row] for row in idx], gold, prop=prop)
 
-    m = score(1.0)
-    by_w = {f"{w:g}": round(score(w)["P@1"], 4) for w in GOLD_GRID}
+    grid = {f"{w:g}": score(w) for w in GOLD_GRID}
+    m, lex = grid["1"], grid["0"]
+    by_w = {w: round(x["P@1"], 4) for w, x in grid.items()}
     best_w = max(by_w, key=lambda w: (by_w[w], float(w)))
-    lex = score(0.0)
     ret = {
         "dense": {k: m[k] for k in RETRIEVAL_KEYS},
         "lexical": {k: lex[k] for k in RETRIEVAL_KEYS},
         "P@1_by_weight": by_w,
+        "R@10_by_weight": {w: round(x["R@10"], 4) for w, x in grid.items()},
         "best_weight_on_gold": float(best_w),
     }
     if weight is not None:
