@@ -184,7 +184,9 @@ class TeacherConfig:
     prefix_reuse: bool = setting(
         True, "Local teacher: run each document's prompt prefix once (speed only).", "prefix-reuse"
     )
-    batch_size: int = setting(16, "Local teacher: pairs per forward pass (speed only).")
+    batch_size: int = setting(
+        16, "Local teacher: prompts per forward pass (a document's suffixes, packed after its prefix; speed only)."
+    )
     strong: str | None = setting(
         None,
         "Cascade: a stronger, slower teacher asked only where the teacher and the student disagree most.",

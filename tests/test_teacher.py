@@ -51,6 +51,27 @@ def test_prefix_reuse_runs_fewer_tokens(tiny_teacher):
     assert reuse < 0.6 * t.prompt_tokens
 
 
+def test_packed_suffixes_run_no_pads(tiny_teacher):
+    """A document's suffixes of unequal length (descriptions shown and left out, as under teacher.describe both) run
+    packed after the prefix: exactly their own tokens, and the answers of full prompts."""
+    from dataclasses import replace
+
+    from lmtx.teacher.hf import _common_prefix_len
+
+    t = HFTeacher(tiny_teacher, load_template("paper-desc"), batch_size=16)
+    ps = [p for p in pairs() if p.doc_id == "d1"]
+    ps += [replace(p, description="") for p in ps]
+    seqs = [t.encode(p) for p in ps]
+    P = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+    assert len({len(s) for s in seqs}) > 1
+    t.prompt_tokens = 0
+    a = t.score(ps)
+    assert t.prompt_tokens == P + sum(len(s) - P for s in seqs)
+    t.prefix_reuse = False
+    b = t.score(ps)
+    assert np.allclose([x.p_yes for x in a], [x.p_yes for x in b], atol=1e-5)
+
+
 def test_answer_tokens_cover_variants(tiny_teacher):
     from transformers import AutoTokenizer
 

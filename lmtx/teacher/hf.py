@@ -2,8 +2,8 @@
 
 One forward pass per pair, never generation: P(yes) comes from the next-token distribution after the
 rendered prompt. The prompts of one document's candidates share a long prefix (chat header + the
-document); with ``prefix_reuse`` that prefix is run once, its KV cache is repeated for the
-candidates, and only the short suffixes (label + question + assistant header) are run in a batch.
+document); with ``prefix_reuse`` that prefix is run once and only the short suffixes (label + question +
+assistant header) are run after it, packed into one sequence (no padding).
 """
 
 from __future__ import annotations
@@ -105,7 +105,14 @@ class HFTeacher:
         return self._read(out.logits[:, -1, :])
 
     def _with_prefix(self, seqs: list[list[int]]) -> list[Judgment]:
-        """Run the shared prefix once, then every suffix against a repeated copy of its KV cache."""
+        """Run the shared prefix once, then the suffixes packed into one sequence against its KV cache.
+
+        Packed, not padded: a batch of ``batch_size`` suffixes is one row of their tokens end to end, each token at
+        its own position (prefix length + offset in its suffix) and a 4D mask letting it see the whole prefix and
+        the earlier tokens of its own suffix only. The logits are those of padded batches (to float rounding), but
+        no pad token is run: under teacher.describe both a document's suffixes differ in length by the label
+        descriptions, and padding each to the longest ran about twice their tokens. The prefix's cache is not
+        repeated per suffix either (one copy a batch)."""
         torch = self.torch
         P = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
         if P < 8:
@@ -115,26 +122,27 @@ class HFTeacher:
         out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
         prefix_cache = out.cache if _new_cache_api() else out.past_key_values
         self.prompt_tokens += P
+        dtype = next(self.model.parameters()).dtype
         results: list[Judgment] = []
         for start in range(0, len(seqs), self.batch_size):
             chunk = [s[P:] for s in seqs[start : start + self.batch_size]]
-            B, L = len(chunk), max(len(s) for s in chunk)
-            ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((B, P + L), dtype=torch.long)
-            mask[:, :P] = 1
-            for i, s in enumerate(chunk):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, P : P + len(s)] = 1
-            cache = _repeat_cache(prefix_cache, B)
-            self.prompt_tokens += sum(len(s) for s in chunk)
+            lens = torch.tensor([len(s) for s in chunk])
+            T = int(lens.sum())
+            ids = torch.tensor([[t for s in chunk for t in s]], dtype=torch.long)
+            seg = torch.repeat_interleave(torch.arange(len(chunk)), lens)  # (T,) which suffix each token is of
+            off = torch.cat([torch.arange(int(n)) for n in lens])  # (T,) its offset in that suffix
+            own = (seg[:, None] == seg[None, :]) & (off[None, :] <= off[:, None])  # (T, T) causal within a suffix
+            see = torch.cat([torch.ones((T, P), dtype=torch.bool), own], dim=1)  # every query sees the prefix
+            mask = torch.zeros((1, 1, T, P + T), dtype=dtype).masked_fill(~see, torch.finfo(dtype).min)
+            self.prompt_tokens += T
             h = self.model.base_model(
                 input_ids=ids.to(dev),
                 attention_mask=mask.to(dev),
+                position_ids=(P + off)[None].to(dev),
                 use_cache=True,
-                **{("cache" if _new_cache_api() else "past_key_values"): cache},
-            ).last_hidden_state  # (B, L, H)
-            last = torch.tensor([len(s) - 1 for s in chunk], device=dev)
-            hl = h[torch.arange(B, device=dev), last]  # (B, H)
+                **{("cache" if _new_cache_api() else "past_key_values"): _repeat_cache(prefix_cache, 1)},
+            ).last_hidden_state  # (1, T, H)
+            hl = h[0, (torch.cumsum(lens, 0) - 1).to(dev)]  # (B, H): each suffix's last token
             results.extend(self._read(self.model.get_output_embeddings()(hl)))
         return results
 
