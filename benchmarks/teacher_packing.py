@@ -25,6 +25,7 @@ Writes benchmarks/results/teacher_packing.{json,md}.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import sys
@@ -39,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from lmtx.store.data import load_docs, load_labels  # noqa: E402
 from lmtx.teacher.base import Judgment, Pair  # noqa: E402
 from lmtx.teacher.cache import _grouped, describe_forms  # noqa: E402
-from lmtx.teacher.hf import HFTeacher, _common_prefix_len, _new_cache_api, _repeat_cache  # noqa: E402
+from lmtx.teacher.hf import HFTeacher, _common_prefix_len, _new_cache_api  # noqa: E402
 from lmtx.teacher.prompts import load_template  # noqa: E402
 from lmtx.teacher.registry import make_teacher  # noqa: E402
 
@@ -61,18 +62,21 @@ def padded_with_prefix(self: HFTeacher, seqs: list[list[int]]) -> list[Judgment]
     for start in range(0, len(seqs), self.batch_size):
         chunk = [s[P:] for s in seqs[start : start + self.batch_size]]
         B, L = len(chunk), max(len(s) for s in chunk)
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        ids = torch.full((B, L), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((B, P + L), dtype=torch.long)
         mask[:, :P] = 1
         for i, s in enumerate(chunk):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, P : P + len(s)] = 1
         self.prompt_tokens += B * L  # tokens run, pads included
+        cache = copy.deepcopy(prefix_cache)
+        if B > 1:
+            cache.batch_repeat_interleave(B)
         h = self.model.base_model(
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),
             use_cache=True,
-            **{("cache" if _new_cache_api() else "past_key_values"): _repeat_cache(prefix_cache, B)},
+            **{("cache" if _new_cache_api() else "past_key_values"): cache},
         ).last_hidden_state
         hl = h[torch.arange(B, device=dev), torch.tensor([len(s) - 1 for s in chunk], device=dev)]
         results.extend(self._read(self.model.get_output_embeddings()(hl)))
@@ -92,11 +96,11 @@ def sample_pairs(n_docs: int) -> list[Pair]:
 def pypi_pairs(n_docs: int) -> list[Pair]:
     bench = ROOT.parent / "shared" / "benchmarks" / "pypi-sources"
     rows = [json.loads(x) for x in gzip.open(ROOT / "benchmarks" / "answers" / "pypi-describe-pairs.jsonl.gz", "rt")]
-    keep = list(dict.fromkeys(r["doc_id"] for r in rows))[:n_docs]
-    rows = [r for r in rows if r["doc_id"] in set(keep)]
+    keep = set(list(dict.fromkeys(r["doc_id"] for r in rows))[:n_docs])
+    rows = [r for r in rows if r["doc_id"] in keep]
     want = {r["label_id"] for r in rows}
     labels = {lab.id: lab for lab in load_labels(bench / "labels.jsonl.gz").labels if lab.id in want}
-    docs = {json.loads(x)["id"]: json.loads(x) for x in open(bench / "docs.jsonl")}
+    docs = {d["id"]: d for d in map(json.loads, open(bench / "docs.jsonl"))}
     return [
         Pair(
             r["doc_id"],

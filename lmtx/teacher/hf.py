@@ -8,6 +8,7 @@ assistant header) are run after it, packed into one sequence (no padding).
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from pathlib import Path
@@ -60,7 +61,6 @@ class HFTeacher:
         if self.tokenizer.pad_token_id is None:  # batches of full prompts are padded by the tokenizer itself
             self.tokenizer.pad_token_id = self.tokenizer.eos_token_id or 0
         self.tokenizer.padding_side = "left"
-        self.pad_id = self.tokenizer.pad_token_id
         self.prompt_tokens = 0  # tokens actually run through the model (for speed accounting)
         self.context = context_limit(self.tokenizer, self.model.config)
         self.stats = {"prompts": 0, "prompts_cut": 0}
@@ -122,7 +122,7 @@ class HFTeacher:
         out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
         prefix_cache = out.cache if _new_cache_api() else out.past_key_values
         self.prompt_tokens += P
-        dtype = next(self.model.parameters()).dtype
+        dtype = self.model.dtype
         results: list[Judgment] = []
         for start in range(0, len(seqs), self.batch_size):
             chunk = [s[P:] for s in seqs[start : start + self.batch_size]]
@@ -140,7 +140,7 @@ class HFTeacher:
                 attention_mask=mask.to(dev),
                 position_ids=(P + off)[None].to(dev),
                 use_cache=True,
-                **{("cache" if _new_cache_api() else "past_key_values"): _repeat_cache(prefix_cache, 1)},
+                **{("cache" if _new_cache_api() else "past_key_values"): copy.deepcopy(prefix_cache)},
             ).last_hidden_state  # (1, T, H)
             hl = h[0, (torch.cumsum(lens, 0) - 1).to(dev)]  # (B, H): each suffix's last token
             results.extend(self._read(self.model.get_output_embeddings()(hl)))
@@ -172,13 +172,3 @@ def _new_cache_api() -> bool:
     except ImportError:
         return False
     return "cache" in getattr(BaseModelOutputWithPast, "__dataclass_fields__", {})
-
-
-def _repeat_cache(cache, n: int):
-    """A fresh cache holding ``n`` copies of a batch-1 prefix cache (the original stays untouched)."""
-    import copy
-
-    c = copy.deepcopy(cache)
-    if n > 1:
-        c.batch_repeat_interleave(n)
-    return c
