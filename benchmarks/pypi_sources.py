@@ -83,10 +83,18 @@ RUNS = {
         "(same as q05-sources, lmtx defaults of 2026-12-04) --teacher qwen1.5b --rounds 3 "
         "--out benchmarks/runs/pypi/q15-today",
     ),
+    # q05-fresh made again with every default of 2026-12-06 but teacher.describe (yes, as q05-fresh asked; both
+    # would ask each pair twice), its cache seeded from q05-fresh's answers: what a run of today hands out
+    # (retrieval.taught lagged) and R@10 at every dense weight (kept since d88c114)
+    "q05-today": (
+        "lmtx",
+        "(same as q05-sources, lmtx defaults of 2026-12-06) --describe yes --rounds 3 "
+        "--out benchmarks/runs/pypi/q05-today",
+    ),
 }
 # runs whose teacher cache started as a copy of another's: their pairs are the distinct pairs they judged (what a
 # fresh run asks), and their seconds understate a fresh run's teacher time
-SEEDED = {"q05-hardneg"}
+SEEDED = {"q05-hardneg", "q05-today"}
 # runs stopped and resumed inside a round (the teacher's answers of the stopped attempt were cached, so the resumed
 # round "asked" none): their pairs are also counted from the judged pairs in the run folder
 RESUMED = {"sim0-today"}
