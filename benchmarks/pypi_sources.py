@@ -85,7 +85,8 @@ RUNS = {
     ),
     # q05-fresh made again with every default of 2026-12-06 but teacher.describe (yes, as q05-fresh asked; both
     # would ask each pair twice), its cache seeded from q05-fresh's answers: what a run of today hands out
-    # (retrieval.taught lagged) and R@10 at every dense weight (kept since d88c114)
+    # (retrieval.taught lagged) and R@10 at every dense weight (kept since d88c114); stopped after round 1 (an hour a
+    # round on that host), resumable with the same command
     "q05-today": (
         "lmtx",
         "(same as q05-sources, lmtx defaults of 2026-12-06) --describe yes --rounds 3 "
